@@ -1,0 +1,122 @@
+"""The small public facade: `load_pretrained` and `generate`.
+
+    from common import load_pretrained, generate
+    model, tokenizer = load_pretrained(path, dtype="float32", mesh=None)
+    logits = model(input_ids)                       # int32 [B, T] -> float32 [B, T, V]
+    outs = generate(model, tokenizer, ["What is 7 + 5?"], max_new_tokens=32)
+    outs[0].token_ids, outs[0].text, outs[0].logprobs
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import weakref
+from pathlib import Path
+from typing import Sequence
+
+from jax.sharding import Mesh
+
+from common.model import Decoder
+from common.sampler import Sampler
+
+# Names that resolve to a checkpoint this repository can build offline.
+KNOWN_MODELS = ("smollm2-135m-instruct",)
+
+_SAMPLERS: "weakref.WeakKeyDictionary[Decoder, Sampler]" = weakref.WeakKeyDictionary()
+_MESHES: "weakref.WeakKeyDictionary[Decoder, Mesh]" = weakref.WeakKeyDictionary()
+
+
+@dataclasses.dataclass
+class Completion:
+    """One generated continuation (the generated part only; a stop token, if hit, is its last token)."""
+
+    token_ids: list[int]
+    text: str
+    logprobs: list[float]
+    finish_reason: str  # "stop" | "length"
+    prompt_token_ids: list[int]
+
+
+def resolve_model_path(path: str | Path) -> Path:
+    if str(path).lower() in KNOWN_MODELS:
+        from common.checkpoint.gguf import ensure_smollm2
+        return Path(ensure_smollm2())
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no checkpoint at {path} (nor a known model name: {KNOWN_MODELS})")
+    return path
+
+
+def load_pretrained(path: str | Path, dtype: str = "float32", mesh: Mesh | None = None,
+                    param_dtype: str | None = None):
+    """(model, tokenizer) from an HF directory, a GGUF file, one of our orbax checkpoints, or a known
+    model name ("smollm2-135m-instruct"). `dtype` is the compute dtype; parameters are stored in
+    `param_dtype` (default: `dtype`). `mesh`: a Mesh with axes data/fsdp/tensor; each parameter is placed
+    with its sharding as it is read."""
+    from common.checkpoint.hf_import import load_hf_decoder
+    from common.checkpoint.orbax_io import is_checkpoint_dir, load_checkpoint
+    from common.config import ModelConfig
+    from common.tokenizer import load_tokenizer, qwen2_tokenizer
+
+    path = resolve_model_path(path)
+    if path.is_file():
+        from common.checkpoint.gguf import convert_gguf_to_hf
+        hf_dir = path.with_name(path.stem + "-hf")
+        if not (hf_dir / "config.json").exists():
+            convert_gguf_to_hf(path, hf_dir)
+        path = hf_dir
+    if is_checkpoint_dir(path):
+        model = load_checkpoint(path, dtype=dtype, param_dtype=param_dtype, mesh=mesh)
+        if (path / "tokenizer").exists():
+            tokenizer = load_tokenizer(path / "tokenizer")
+        elif model.config.model_type == "qwen2":
+            tokenizer = qwen2_tokenizer()
+        else:
+            raise FileNotFoundError(f"checkpoint {path} has no tokenizer/ and is not a Qwen2 model")
+    else:
+        model = load_hf_decoder(path, dtype=dtype, param_dtype=param_dtype, mesh=mesh,
+                                config=ModelConfig.from_hf_json(path))
+        tokenizer = load_tokenizer(path)
+    if mesh is not None:
+        _MESHES[model] = mesh
+    return model, tokenizer
+
+
+def sampler_for(model: Decoder, max_cache_length: int | None = None, pad_id: int = 0) -> Sampler:
+    """The cached Sampler of a model (its compiled programs persist across calls), synced to the
+    model's current parameter values."""
+    sampler = _SAMPLERS.get(model)
+    if sampler is None or (max_cache_length and sampler.max_cache_length != max_cache_length):
+        sampler = Sampler(model, mesh=_MESHES.get(model), max_cache_length=max_cache_length, pad_id=pad_id)
+        _SAMPLERS[model] = sampler
+    else:
+        sampler.update_params(model)
+    return sampler
+
+
+def generate(model: Decoder, tokenizer, prompts: Sequence[str] | Sequence[Sequence[int]], max_new_tokens: int = 32,
+             temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0, seed: int = 0,
+             stop_token_ids: Sequence[int] | None = None, max_cache_length: int | None = None) -> list[Completion]:
+    """Samples a continuation of each prompt in one batch.
+
+    prompts: strings (encoded as-is: no chat template, no added special tokens) or token-id lists.
+    stop_token_ids: None = the tokenizer's end ids; [] = never stop early.
+    logprobs: of each sampled token under softmax(logits / temperature) (temperature 1 when greedy).
+    """
+    from common.tokenizer import end_token_ids
+
+    prompts = list(prompts)
+    if prompts and isinstance(prompts[0], str):
+        prompt_ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    else:
+        prompt_ids = [list(map(int, p)) for p in prompts]
+    stops = end_token_ids(tokenizer) if stop_token_ids is None else list(stop_token_ids)
+    pad_id = tokenizer.pad_token_id if getattr(tokenizer, "pad_token_id", None) is not None else 0
+    sampler = sampler_for(model, max_cache_length, pad_id)
+    out = sampler.sample(prompt_ids, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k,
+                         top_p=top_p, seed=seed, stop_token_ids=stops)
+    return [
+        Completion(token_ids=ids, text=tokenizer.decode(ids, skip_special_tokens=True), logprobs=lps,
+                   finish_reason=reason, prompt_token_ids=p)
+        for ids, lps, reason, p in zip(out.token_ids, out.logprobs, out.finish_reasons, prompt_ids)
+    ]

@@ -1,0 +1,88 @@
+"""Hugging Face directory (config.json + safetensors) -> `Decoder`, tensor by tensor, each placed directly
+with its target sharding. With a mesh, each device's shard is copied out of the memory-mapped file on its
+own: neither the checkpoint nor any whole tensor is gathered in one host's memory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jax
+import numpy as np
+from flax import nnx
+from jax.sharding import Mesh
+
+from common.checkpoint.hf_mapping import expected_entries, hf_shape, is_ignored, to_ours
+from common.checkpoint.safetensors_io import open_checkpoint_files
+from common.config import ModelConfig
+from common.model import Decoder, abstract_decoder, as_dtype
+from common.sharding import named_sharding
+
+
+class MissingTensorError(KeyError):
+    pass
+
+
+class UnexpectedTensorError(KeyError):
+    pass
+
+
+class ShapeMismatchError(ValueError):
+    pass
+
+
+def place(array_fn, shape, dtype, logical_axes, mesh: Mesh | None) -> jax.Array:
+    """Materialises one parameter. `array_fn(index)` returns the numpy block for a device's index."""
+    if mesh is None:
+        return jax.device_put(np.asarray(array_fn(tuple(slice(None) for _ in shape)), dtype=dtype))
+    sharding = named_sharding(mesh, logical_axes, shape)
+    return jax.make_array_from_callback(shape, sharding, lambda idx: np.asarray(array_fn(idx), dtype=dtype))
+
+
+def set_by_path(state: nnx.State, dotted: str, value) -> None:
+    node = state
+    keys = [int(k) if k.isdigit() else k for k in dotted.split(".")]
+    for k in keys[:-1]:
+        node = node[k]
+    node[keys[-1]] = nnx.Param(value, **node[keys[-1]].get_metadata())
+
+
+def get_by_path(state: nnx.State, dotted: str) -> nnx.Variable:
+    node = state
+    for k in dotted.split("."):
+        node = node[int(k) if k.isdigit() else k]
+    return node
+
+
+def load_hf_decoder(directory: str | Path, *, dtype="float32", param_dtype=None, mesh: Mesh | None = None,
+                    config: ModelConfig | None = None) -> Decoder:
+    """Reads an HF checkpoint directory into a Decoder. `param_dtype` defaults to `dtype`."""
+    directory = Path(directory)
+    config = config or ModelConfig.from_hf_json(directory)
+    param_dtype = as_dtype(param_dtype or dtype)
+    files = open_checkpoint_files(directory)
+    entries = expected_entries(config)
+
+    missing = [hf for _, hf, _ in entries if hf not in files]
+    if missing:
+        raise MissingTensorError(
+            f"{directory}: checkpoint lacks {len(missing)} tensor(s) the config needs, e.g. {missing[:5]}")
+    known = {hf for _, hf, _ in entries}
+    unexpected = [n for n in files if n not in known and not is_ignored(n, config)]
+    if unexpected:
+        raise UnexpectedTensorError(
+            f"{directory}: checkpoint has {len(unexpected)} tensor(s) this config does not use, e.g. "
+            f"{unexpected[:5]} (wrong config.json, e.g. attention_bias or tie_word_embeddings?)")
+
+    abstract = abstract_decoder(config, dtype=dtype, param_dtype=param_dtype)
+    graphdef, state = nnx.split(abstract)
+    for ours, hf_name, transform in entries:
+        target = get_by_path(state, ours)
+        found, wanted = files[hf_name].shape(hf_name), hf_shape(tuple(target.shape), transform)
+        if found != wanted:
+            raise ShapeMismatchError(
+                f"tensor {hf_name!r} has shape {found} in the checkpoint, but the config needs {wanted}")
+        view = to_ours(files[hf_name].view(hf_name), transform, tuple(target.shape))
+        value = place(lambda idx, v=view: v[idx], tuple(target.shape), param_dtype,
+                      target.get_metadata()["logical_axes"], mesh)
+        set_by_path(state, ours, value)
+    return nnx.merge(graphdef, state)

@@ -1,0 +1,253 @@
+"""The one decoder: Qwen2 / Qwen2.5 (q/k/v biases) and Llama-architecture checkpoints (no biases).
+
+Grouped-query attention, RoPE (rotate-half layout, as transformers), RMSNorm, SwiGLU MLP, tied or untied
+embeddings. Every parameter carries logical axis names (`common.sharding.LOGICAL_RULES` maps them to the
+mesh). Shapes: B batch, T query length, S key/cache length, d hidden, H heads, K kv heads, G = H/K,
+h head dim, F intermediate, V vocab.
+
+Sequences may be left-padded: `start[b]` is the cache slot of sequence b's first real token. The token in
+slot s has RoPE position s - start[b], and attends to slots start[b] <= s' <= s.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from common.config import ModelConfig
+from common.sharding import constrain
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+
+
+def as_dtype(dtype: Any) -> jnp.dtype:
+    if isinstance(dtype, str):
+        if dtype not in DTYPES:
+            raise ValueError(f"unknown dtype {dtype!r}; choose one of {sorted(DTYPES)}")
+        return jnp.dtype(DTYPES[dtype])
+    return jnp.dtype(dtype)
+
+
+def _param(rngs: nnx.Rngs | None, shape, axes, dtype, init: str = "normal") -> nnx.Param:
+    if init == "ones":
+        value = jnp.ones(shape, dtype)
+    elif init == "zeros":
+        value = jnp.zeros(shape, dtype)
+    else:
+        value = (0.02 * jax.random.normal(rngs.params(), shape, jnp.float32)).astype(dtype)
+    return nnx.Param(value, logical_axes=tuple(axes))
+
+
+# ---- KV cache -------------------------------------------------------------------------------------
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass
+class KVCache:
+    """Static-size key/value cache. k[i], v[i]: [B, S, K, h] for layer i; index: slots written so far
+    (the same for every sequence: prompts are left-padded); start: [B] slot of each sequence's first token."""
+
+    k: list[jax.Array]
+    v: list[jax.Array]
+    index: jax.Array  # int32 scalar
+    start: jax.Array  # int32 [B]
+
+    @property
+    def max_length(self) -> int:
+        return self.k[0].shape[1]
+
+    @classmethod
+    def zeros(cls, config: ModelConfig, batch: int, max_length: int, dtype, start=None) -> "KVCache":
+        shape = (batch, max_length, config.num_kv_heads, config.head_dim)
+        zeros = lambda: constrain(jnp.zeros(shape, dtype), ("batch", "cache_length", "act_kv_heads", None))
+        start = jnp.zeros((batch,), jnp.int32) if start is None else jnp.asarray(start, jnp.int32)
+        return cls(k=[zeros() for _ in range(config.num_layers)], v=[zeros() for _ in range(config.num_layers)],
+                   index=jnp.zeros((), jnp.int32), start=start)
+
+
+# ---- pure building blocks -------------------------------------------------------------------------
+
+
+def rms_norm(x: jax.Array, scale: jax.Array, eps: float) -> jax.Array:
+    """RMSNorm computed in float32, cast back to x's dtype before the scale (as transformers)."""
+    x32 = x.astype(jnp.float32)
+    x32 = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + eps)
+    return scale.astype(x.dtype) * x32.astype(x.dtype)
+
+
+def rope_cos_sin(positions: jax.Array, head_dim: int, theta: float) -> tuple[jax.Array, jax.Array]:
+    """positions [B, T] int -> cos, sin [B, T, h] float32 (rotate-half layout)."""
+    inv_freq = 1.0 / (theta ** (jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim))
+    angles = positions.astype(jnp.float32)[..., None] * inv_freq  # [B, T, h/2]
+    angles = jnp.concatenate([angles, angles], axis=-1)
+    return jnp.cos(angles), jnp.sin(angles)
+
+
+def apply_rope(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
+    """x [B, T, N, h]; cos/sin [B, T, h]."""
+    half = x.shape[-1] // 2
+    rotated = jnp.concatenate([-x[..., half:], x[..., :half]], axis=-1)
+    cos, sin = cos[:, :, None, :].astype(x.dtype), sin[:, :, None, :].astype(x.dtype)
+    return x * cos + rotated * sin
+
+
+def attention_mask(query_slots: jax.Array, key_length: int, start: jax.Array) -> jax.Array:
+    """query_slots [T] int, start [B] -> bool [B, T, S]: key slot s visible iff start[b] <= s <= slot(t)."""
+    keys = jnp.arange(key_length)[None, None, :]
+    return (keys <= query_slots[None, :, None]) & (keys >= start[:, None, None])
+
+
+def gqa_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> jax.Array:
+    """q [B, T, H, h], k/v [B, S, K, h], mask [B, T, S] -> [B, T, H, h]. Softmax in float32."""
+    B, T, H, h = q.shape
+    K = k.shape[2]
+    q = q.reshape(B, T, K, H // K, h)
+    scores = jnp.einsum("btkgh,bskh->bkgts", q, k, preferred_element_type=jnp.float32) / jnp.sqrt(h).astype(
+        jnp.float32)
+    scores = jnp.where(mask[:, None, None, :, :], scores, jnp.finfo(jnp.float32).min)
+    probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
+    out = jnp.einsum("bkgts,bskh->btkgh", probs, v)
+    return out.reshape(B, T, H, h)
+
+
+# ---- modules --------------------------------------------------------------------------------------
+
+
+class Attention(nnx.Module):
+    def __init__(self, cfg: ModelConfig, param_dtype, rngs: nnx.Rngs):
+        d, H, K, h = cfg.hidden_size, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+        self.q_kernel = _param(rngs, (d, H, h), ("embed", "heads", "head_dim"), param_dtype)
+        self.k_kernel = _param(rngs, (d, K, h), ("embed", "kv_heads", "head_dim"), param_dtype)
+        self.v_kernel = _param(rngs, (d, K, h), ("embed", "kv_heads", "head_dim"), param_dtype)
+        self.o_kernel = _param(rngs, (H, h, d), ("heads", "head_dim", "embed"), param_dtype)
+        if cfg.attention_bias:
+            self.q_bias = _param(rngs, (H, h), ("heads", "head_dim"), param_dtype, "zeros")
+            self.k_bias = _param(rngs, (K, h), ("kv_heads", "head_dim"), param_dtype, "zeros")
+            self.v_bias = _param(rngs, (K, h), ("kv_heads", "head_dim"), param_dtype, "zeros")
+        self.use_bias = cfg.attention_bias
+
+    def __call__(self, x, cos, sin, mask, layer_cache, cache_index, dtype):
+        """x [B, T, d] -> ([B, T, d], (k, v) updated layer cache or the fresh k, v)."""
+        proj = lambda w: jnp.einsum("btd,dnh->btnh", x, w[...].astype(dtype))
+        q, k, v = proj(self.q_kernel), proj(self.k_kernel), proj(self.v_kernel)
+        if self.use_bias:
+            q = q + self.q_bias[...].astype(dtype)
+            k = k + self.k_bias[...].astype(dtype)
+            v = v + self.v_bias[...].astype(dtype)
+        q = constrain(apply_rope(q, cos, sin), ("batch", "length", "act_heads", None))
+        k = constrain(apply_rope(k, cos, sin), ("batch", "length", "act_kv_heads", None))
+        v = constrain(v, ("batch", "length", "act_kv_heads", None))
+        if layer_cache is not None:
+            k_cache, v_cache = layer_cache
+            k = jax.lax.dynamic_update_slice(k_cache, k.astype(k_cache.dtype), (0, cache_index, 0, 0))
+            v = jax.lax.dynamic_update_slice(v_cache, v.astype(v_cache.dtype), (0, cache_index, 0, 0))
+        out = gqa_attention(q, k.astype(dtype), v.astype(dtype), mask)
+        out = jnp.einsum("bthk,hkd->btd", out, self.o_kernel[...].astype(dtype))
+        return out, (k, v)
+
+
+class MLP(nnx.Module):
+    def __init__(self, cfg: ModelConfig, param_dtype, rngs: nnx.Rngs):
+        d, F = cfg.hidden_size, cfg.intermediate_size
+        self.gate_kernel = _param(rngs, (d, F), ("embed", "mlp"), param_dtype)
+        self.up_kernel = _param(rngs, (d, F), ("embed", "mlp"), param_dtype)
+        self.down_kernel = _param(rngs, (F, d), ("mlp", "embed"), param_dtype)
+
+    def __call__(self, x, dtype):
+        gate = x @ self.gate_kernel[...].astype(dtype)
+        up = x @ self.up_kernel[...].astype(dtype)
+        hidden = constrain(jax.nn.silu(gate) * up, ("batch", "length", "act_mlp"))
+        return hidden @ self.down_kernel[...].astype(dtype)
+
+
+class Block(nnx.Module):
+    def __init__(self, cfg: ModelConfig, param_dtype, rngs: nnx.Rngs):
+        self.attn_norm = _param(rngs, (cfg.hidden_size,), ("norm",), param_dtype, "ones")
+        self.attn = Attention(cfg, param_dtype, rngs)
+        self.mlp_norm = _param(rngs, (cfg.hidden_size,), ("norm",), param_dtype, "ones")
+        self.mlp = MLP(cfg, param_dtype, rngs)
+        self.eps = cfg.rms_norm_eps
+
+    def __call__(self, x, cos, sin, mask, layer_cache, cache_index, dtype):
+        attn_out, new_cache = self.attn(rms_norm(x, self.attn_norm[...], self.eps), cos, sin, mask,
+                                        layer_cache, cache_index, dtype)
+        x = x + attn_out
+        x = x + self.mlp(rms_norm(x, self.mlp_norm[...], self.eps), dtype)
+        return constrain(x, ("batch", "length", "act_embed")), new_cache
+
+
+class Decoder(nnx.Module):
+    """The causal LM. `model(tokens)` -> logits [B, T, V] float32 (no padding, no cache).
+
+    `model.forward(tokens, start=..., cache=...)` is the general call used by the sampler and trainers.
+    """
+
+    def __init__(self, config: ModelConfig, *, dtype="float32", param_dtype="float32",
+                 rngs: nnx.Rngs | None = None):
+        rngs = rngs if rngs is not None else nnx.Rngs(0)
+        self.config = config
+        self.dtype = as_dtype(dtype)
+        pdt = as_dtype(param_dtype)
+        self.embedding = _param(rngs, (config.vocab_size, config.hidden_size), ("vocab", "embed"), pdt)
+        self.layers = nnx.List([Block(config, pdt, rngs) for _ in range(config.num_layers)])
+        self.final_norm = _param(rngs, (config.hidden_size,), ("norm",), pdt, "ones")
+        if not config.tie_embeddings:
+            self.lm_head = _param(rngs, (config.hidden_size, config.vocab_size), ("embed", "vocab"), pdt)
+
+    def __call__(self, tokens: jax.Array) -> jax.Array:
+        logits, _ = self.forward(jnp.asarray(tokens, jnp.int32))
+        return logits
+
+    def forward(self, tokens: jax.Array, *, start: jax.Array | None = None, cache: KVCache | None = None,
+                return_hidden: bool = False, remat: bool = False):
+        """tokens [B, T] int32 -> (logits [B, T, V] float32 | final hidden [B, T, d], new cache | None).
+
+        Without a cache the tokens occupy slots 0..T-1; with one they are written at slots
+        cache.index..cache.index+T-1 and cache.start replaces `start`. `start` [B]: first real slot.
+        """
+        B, T = tokens.shape
+        if cache is not None:
+            start, index, key_length = cache.start, cache.index, cache.max_length
+        else:
+            start = jnp.zeros((B,), jnp.int32) if start is None else jnp.asarray(start, jnp.int32)
+            index, key_length = jnp.zeros((), jnp.int32), T
+        slots = index + jnp.arange(T, dtype=jnp.int32)
+        positions = jnp.maximum(slots[None, :] - start[:, None], 0)
+        cos, sin = rope_cos_sin(positions, self.config.head_dim, self.config.rope_theta)
+        mask = attention_mask(slots, key_length, start)
+
+        x = jnp.take(self.embedding[...], tokens, axis=0).astype(self.dtype)
+        x = constrain(x, ("batch", "length", "act_embed"))
+        new_k, new_v = [], []
+        for i, block in enumerate(self.layers):
+            layer_cache = (cache.k[i], cache.v[i]) if cache is not None else None
+            call = nnx.remat(Block.__call__, static_argnums=(7,)) if remat else Block.__call__
+            x, (k, v) = call(block, x, cos, sin, mask, layer_cache, index, self.dtype)
+            new_k.append(k)
+            new_v.append(v)
+        x = rms_norm(x, self.final_norm[...], self.config.rms_norm_eps)
+        new_cache = None
+        if cache is not None:
+            new_cache = KVCache(k=new_k, v=new_v, index=index + T, start=start)
+        if return_hidden:
+            return x, new_cache
+        return self.logits(x), new_cache
+
+    def logits(self, hidden: jax.Array) -> jax.Array:
+        """hidden [..., d] -> logits [..., V] float32."""
+        if self.config.tie_embeddings:
+            w = self.embedding[...].astype(self.dtype)
+            out = jnp.einsum("...d,vd->...v", hidden, w, preferred_element_type=jnp.float32)
+        else:
+            out = jnp.einsum("...d,dv->...v", hidden, self.lm_head[...].astype(self.dtype),
+                             preferred_element_type=jnp.float32)
+        return constrain(out, ("batch", "length", "act_vocab")) if out.ndim == 3 else out
+
+
+def abstract_decoder(config: ModelConfig, dtype="float32", param_dtype="float32") -> Decoder:
+    """The decoder's structure with ShapeDtypeStruct leaves: no memory is allocated."""
+    return nnx.eval_shape(lambda: Decoder(config, dtype=dtype, param_dtype=param_dtype, rngs=nnx.Rngs(0)))
