@@ -33,7 +33,7 @@ LOGICAL_RULES: dict[str, tuple[str, ...] | None] = {
     # parameters
     "layers": None,
     "embed": ("fsdp",),
-    "vocab": ("tensor",),
+    "vocab": ("tensor", "fsdp"),  # the embedding table: vocab-sharded, so a lookup needs no all-gather
     "heads": ("tensor",),
     "kv_heads": ("tensor",),
     "head_dim": None,

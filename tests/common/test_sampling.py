@@ -1,0 +1,68 @@
+"""Temperature / top-k / top-p sampling against the expected truncated softmax (chi-square, fixed seed)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy import stats
+
+from common.sampling import SamplingMode, sample_tokens
+
+LOGITS = np.array([2.0, 1.5, 1.0, 0.5, 0.0, -0.5, -1.0, -3.0], np.float32)
+
+
+def expected_distribution(temperature, top_k, top_p):
+    """Computed independently with numpy: softmax(logits/T), keep top-k, then the smallest prefix of the
+    sorted probabilities reaching top_p, renormalise."""
+    p = np.exp(LOGITS / temperature)
+    p /= p.sum()
+    order = np.argsort(-p)
+    keep = np.zeros_like(p, bool)
+    k = top_k or len(p)
+    mass = 0.0
+    for rank, i in enumerate(order[:k]):
+        if mass >= top_p:
+            break
+        keep[i] = True
+        mass += p[i] / p[order[:k]].sum()
+    q = np.where(keep, p, 0.0)
+    return q / q.sum()
+
+
+@pytest.mark.parametrize("temperature,top_k,top_p", [
+    (1.0, 0, 1.0), (0.7, 0, 1.0), (1.5, 0, 1.0), (1.0, 3, 1.0), (1.0, 0, 0.8), (0.8, 5, 0.7),
+])
+def test_empirical_distribution_matches_truncated_softmax(temperature, top_k, top_p):
+    n = 40_000
+    logits = jnp.broadcast_to(jnp.asarray(LOGITS), (n, len(LOGITS)))
+    keys = jax.random.split(jax.random.key(1234), n)
+    mode = SamplingMode.from_params(temperature, top_k, top_p)
+    tokens, logp = sample_tokens(logits, keys, jnp.float32(temperature), jnp.float32(top_p), mode)
+    counts = np.bincount(np.asarray(tokens), minlength=len(LOGITS))
+    expected = expected_distribution(temperature, top_k, top_p)
+    assert counts[expected == 0].sum() == 0, "sampled a token outside the top-k / top-p set"
+    support = expected > 0
+    f_exp = expected[support].astype(np.float64)
+    _, p_value = stats.chisquare(counts[support], f_exp / f_exp.sum() * counts.sum())
+    assert p_value > 1e-3
+    # log-probabilities are those of the untruncated softmax(logits / T)
+    full = LOGITS / temperature - np.log(np.exp(LOGITS / temperature).sum())
+    np.testing.assert_allclose(np.asarray(logp), full[np.asarray(tokens)], rtol=1e-5, atol=1e-5)
+
+
+def test_greedy_takes_argmax_with_untempered_logprob():
+    logits = jnp.asarray(np.stack([LOGITS, LOGITS[::-1]]))
+    tokens, logp = sample_tokens(logits, jax.random.split(jax.random.key(0), 2), jnp.float32(1.0),
+                                 jnp.float32(1.0), SamplingMode.from_params(0.0, 0, 1.0))
+    assert tokens.tolist() == [0, 7]
+    expected = LOGITS[0] - np.log(np.exp(LOGITS).sum())
+    np.testing.assert_allclose(np.asarray(logp), [expected, expected], rtol=1e-6)
+
+
+@pytest.mark.parametrize("kwargs", [dict(temperature=-1.0, top_k=0, top_p=1.0),
+                                    dict(temperature=1.0, top_k=-2, top_p=1.0),
+                                    dict(temperature=1.0, top_k=0, top_p=0.0),
+                                    dict(temperature=1.0, top_k=0, top_p=1.5)])
+def test_bad_sampling_parameters_are_rejected(kwargs):
+    with pytest.raises(ValueError):
+        SamplingMode.from_params(**kwargs)
