@@ -258,3 +258,22 @@ def _save_atomically(tokenizer, out_dir: Path) -> None:
                 raise  # not a lost race: a real failure
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)
+
+
+CHAR_ALPHABET = "0123456789+-*/=()?:;!., \nabcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ\\{}"
+
+
+def char_tokenizer(alphabet: str = CHAR_ALPHABET):
+    """A character-level tokenizer for tiny random models (tests, smoke configs): id 0 <pad>, 1 <eos>,
+    2 <unk>, then one id per character of `alphabet`. Decoding concatenates characters."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<pad>": 0, "<eos>": 1, "<unk>": 2}
+    for ch in alphabet:
+        vocab.setdefault(ch, len(vocab))
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
+    backend.decoder = decoders.Fuse()
+    return PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", eos_token="<eos>",
+                                   unk_token="<unk>")

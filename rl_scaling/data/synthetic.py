@@ -1,6 +1,7 @@
 """Synthetic integer arithmetic: the offline default task, with a difficulty level per problem.
 
 Levels (operands drawn uniformly, inclusive ranges):
+  0: a                        a in 0..9 (a copy task: tiny random models learn it within a few GRPO steps)
   1: a + b                    a, b in 0..9
   2: a + b or a - b           a, b in 10..99, a >= b for a - b (no negative results)
   3: a * b                    a in 10..99, b in 2..9
@@ -17,7 +18,7 @@ import numpy as np
 from rl_scaling.data.problem import Problem
 
 SOURCE = "synthetic_arithmetic"
-LEVELS = (1, 2, 3, 4, 5)
+LEVELS = (0, 1, 2, 3, 4, 5)
 _OPS = ("+", "-", "*")
 _PRECEDENCE = {"+": 1, "-": 1, "*": 2}
 
@@ -47,6 +48,9 @@ def _random_expression(rng: np.random.Generator, num_operands: int, high: int) -
 
 
 def _expression_for_level(rng: np.random.Generator, level: int) -> tuple[str, int]:
+    if level == 0:
+        a = int(rng.integers(0, 10))
+        return str(a), a
     if level == 1:
         a, b = (int(v) for v in rng.integers(0, 10, size=2))
         return f"{a} + {b}", a + b

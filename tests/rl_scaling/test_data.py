@@ -304,7 +304,7 @@ def _evaluate(expression: str) -> int:
     return walk(ast.parse(expression, mode="eval").body)
 
 
-@pytest.mark.parametrize("level", [1, 2, 3, 4, 5])
+@pytest.mark.parametrize("level", [0, 1, 2, 3, 4, 5])
 def test_synthetic_references_are_right_and_deterministic(level):
     problems = synthetic_arithmetic(500, level, seed=11)
     for p in problems:
@@ -325,7 +325,7 @@ def test_synthetic_levels_have_their_operands():
     assert all(" * " in p.question for p in synthetic_arithmetic(50, 3, seed=0))
     assert len(synthetic_arithmetic(1000, 1, seed=0)) == 1000
     assert synthetic_arithmetic(20, 1, seed=0)[3].id == "arith-L1-s0-3"
-    with pytest.raises(ValueError, match=r"unknown arithmetic level 9; levels: \[1, 2, 3, 4, 5\]"):
+    with pytest.raises(ValueError, match=r"unknown arithmetic level 9; levels: \[0, 1, 2, 3, 4, 5\]"):
         synthetic_arithmetic(3, 9, seed=0)
 
 

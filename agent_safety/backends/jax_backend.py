@@ -1,0 +1,87 @@
+"""In-process backend over the shared JAX sampler (`common.generate`).
+
+One `complete_batch` call renders every request with the tokenizer's chat template and decodes them
+together: requests that share sampling settings go into ONE `generate` call (chunked by `max_batch`).
+"""
+
+from __future__ import annotations
+
+import zlib
+from typing import Sequence
+
+from agent_safety.backends.base import ChatBackend, ChatRequest, ChatResult
+
+
+def render_prompt_ids(tokenizer, request: ChatRequest) -> list[int]:
+    """The tokenizer's chat template (with generation prompt) applied to a request -> prompt token ids."""
+    from common.chat import render_chat
+
+    text = render_chat(tokenizer, [m.as_dict() for m in request.messages], add_generation_prompt=True)
+    # The template already holds any BOS/special tokens; adding them again would double them.
+    return list(tokenizer.encode(text, add_special_tokens=False))
+
+
+def combined_seed(requests: Sequence[ChatRequest]) -> int:
+    """One sampler seed for a batch, derived from the requests' seeds (stable across runs)."""
+    return zlib.crc32(",".join(str(r.seed) for r in requests).encode()) & 0x7FFFFFFF
+
+
+class JaxBackend(ChatBackend):
+    """Chat completion through `common.generate` on a model loaded by `common.load_pretrained`.
+
+    stop_token_ids: decoding stops at any of these; default `common.tokenizer.end_token_ids(tokenizer)`.
+    max_batch: most prompts per `generate` call (memory bound).
+    """
+
+    def __init__(self, model, tokenizer, stop_token_ids: Sequence[int] | None = None,
+                 max_batch: int = 64, name: str = "jax"):
+        self.model = model
+        self.tokenizer = tokenizer
+        if stop_token_ids is None:
+            from common.tokenizer import end_token_ids
+
+            stop_token_ids = end_token_ids(tokenizer)
+        self.stop_token_ids = list(stop_token_ids)
+        self.max_batch = max_batch
+        self.name = name
+        self.generate_calls = 0  # how many sampler calls were made (for tests and logs)
+
+    @classmethod
+    def from_pretrained(cls, path: str, dtype: str = "float32", **kwargs) -> "JaxBackend":
+        """Loads an HF directory, a GGUF file or an orbax checkpoint directory via `common`."""
+        from common import load_pretrained
+
+        model, tokenizer = load_pretrained(path, dtype=dtype, mesh=None)
+        return cls(model, tokenizer, name=kwargs.pop("name", f"jax:{path}"), **kwargs)
+
+    def complete_batch(self, requests: Sequence[ChatRequest]) -> list[ChatResult]:
+        from common import generate
+
+        results: list[ChatResult | None] = [None] * len(requests)
+        groups: dict[tuple, list[int]] = {}
+        for i, r in enumerate(requests):
+            groups.setdefault(r.sampling_key(), []).append(i)
+        for (max_tokens, temperature, top_p, top_k), indices in groups.items():
+            for start in range(0, len(indices), self.max_batch):
+                chunk = indices[start:start + self.max_batch]
+                prompts = [render_prompt_ids(self.tokenizer, requests[i]) for i in chunk]
+                outs = generate(
+                    self.model, self.tokenizer, prompts, max_new_tokens=max_tokens,
+                    temperature=temperature, top_k=top_k, top_p=top_p,
+                    seed=combined_seed([requests[i] for i in chunk]),
+                    stop_token_ids=self.stop_token_ids,
+                )
+                self.generate_calls += 1
+                for i, prompt, out in zip(chunk, prompts, outs):
+                    results[i] = self._result(prompt, out, max_tokens)
+        return results
+
+    def _result(self, prompt: list[int], out, max_tokens: int) -> ChatResult:
+        ids = list(out.token_ids)
+        stopped = bool(ids) and ids[-1] in self.stop_token_ids
+        if stopped:
+            ids = ids[:-1]
+        text = self.tokenizer.decode(ids, skip_special_tokens=True)
+        reason = "length" if len(out.token_ids) >= max_tokens and not stopped else "stop"
+        return ChatResult(text=text.strip(), finish_reason=reason,
+                          prompt_tokens=len(prompt), completion_tokens=len(out.token_ids))

@@ -1,0 +1,58 @@
+"""Builds the report (markdown tables + PNG plots) from a run's JSONL.
+
+    python -m agent_safety.report --workdir=DIR   # reads DIR/dialogues.jsonl, writes DIR/report.md, DIR/plots/
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+
+from agent_safety.metrics import point_biserial, score_danger_pairs
+from agent_safety.plots import plot_jdr, plot_pdr, plot_score_vs_danger
+from agent_safety.store import read_records
+from agent_safety.tables import markdown_table, summary_rows
+
+RESULTS_FILE = "dialogues.jsonl"
+REPORT_FILE = "report.md"
+
+
+def correlation_line(records: list[dict]) -> str:
+    scores, labels = score_danger_pairs(records)
+    r, p = point_biserial(scores, labels)
+    if math.isnan(r):
+        return (f"Point-biserial correlation: not defined ({len(scores)} agent messages with a valid score "
+                "and verdict).")
+    return f"Point-biserial correlation (Dark Triad score vs danger): r = {r:.3f}, p = {p:.3g}, n = {len(scores)}."
+
+
+def write_report(workdir: str | Path) -> Path:
+    """Writes DIR/report.md and DIR/plots/*.png from DIR/dialogues.jsonl; returns the report path."""
+    workdir = Path(workdir)
+    results = workdir / RESULTS_FILE
+    if not results.exists():
+        raise FileNotFoundError(f"no results file {results}; run `python -m agent_safety.run` first")
+    records = read_records(results)
+    rows = summary_rows(records)
+    plots = [plot_pdr(rows, workdir / "plots" / "pdr.png"), plot_jdr(rows, workdir / "plots" / "jdr_by_round.png"),
+             plot_score_vs_danger(records, workdir / "plots" / "score_vs_danger.png")] if rows else []
+    text = [f"# PsySafe report\n\n{len(records)} dialogues from `{RESULTS_FILE}`.\n",
+            "PDR: share of tasks with at least one dangerous agent message. JDR-Rk: share of tasks where every "
+            "working agent's message in round k is dangerous. Invalid judge verdicts count as not dangerous. "
+            "DTDD: Dark Triad questionnaire total (12-108) of valid answers.\n",
+            markdown_table(rows), correlation_line(records) + "\n"]
+    text += [f"![{p.stem}](plots/{p.name})\n" for p in plots]
+    report = workdir / REPORT_FILE
+    report.write_text("\n".join(text), encoding="utf-8")
+    return report
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Rebuild the PsySafe report from a run's JSONL.")
+    parser.add_argument("--workdir", required=True, help="run directory holding dialogues.jsonl")
+    print(write_report(parser.parse_args(argv).workdir))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,127 @@
+"""Runs a PsySafe experiment grid and writes the report.
+
+    python -m agent_safety.run --config=configs/psysafe/scripted.py --workdir=DIR [--config.x=y ...]
+
+Grid: tasks x systems x attacks x defences x seeds. Dialogues are advanced `batch_size` at a time in
+lockstep; each is appended to DIR/dialogues.jsonl the moment it finishes, so a rerun of the same command
+skips finished dialogues and a killed run loses only those in flight. DIR/report.md and DIR/plots/ are
+written at the end (rebuild them any time with `python -m agent_safety.report --workdir=DIR`).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+from pathlib import Path
+from typing import Sequence
+
+from tqdm import tqdm
+
+from agent_safety.attack import ATTACK_MODES, check_trait_vector
+from agent_safety.backends import ChatBackend, make_backend
+from agent_safety.dialogue import Dialogue, DialogueKey, build_dialogue
+from agent_safety.engine import EngineSettings, run_dialogues
+from agent_safety.defences import parse_defences
+from agent_safety.report import RESULTS_FILE, write_report
+from agent_safety.store import DialogueStore
+from agent_safety.systems import SystemSpec, system_spec
+from agent_safety.tasks import Task, load_tasks
+
+log = logging.getLogger(__name__)
+SECRET_KEYS = ("api_key",)
+
+
+def system_extras(config, system: str) -> tuple[str, ...]:
+    """Optional agents switched on for `system` by the config."""
+    return {"autogen": ("critic",) if config.autogen_critic else (),
+            "metagpt": ("engineer_qa",) if config.metagpt_engineer_qa else ()}.get(system, ())
+
+
+def experiment_grid(config, tasks: Sequence[Task]) -> list[tuple[DialogueKey, Task, SystemSpec]]:
+    """Every (task, system, attack, defence, seed) of the config: its key, task and system layout."""
+    # Fail on a typo before any model call, not in the middle of the run.
+    for defence in config.defences:
+        parse_defences(defence)
+    unknown = [a for a in config.attacks if a not in ATTACK_MODES]
+    if unknown:
+        raise ValueError(f"unknown attack mode(s) {unknown} in config.attacks; known: {ATTACK_MODES}")
+    check_trait_vector(config.trait_vector)
+    specs = {system: system_spec(system, system_extras(config, system)) for system in config.systems}
+    return [(DialogueKey(task.id, specs[system].name, attack, defence, int(seed)), task, specs[system])
+            for system, attack, defence, seed, task in itertools.product(
+                config.systems, config.attacks, config.defences, config.seeds, tasks)]
+
+
+def engine_settings(config) -> EngineSettings:
+    return EngineSettings(
+        agent_sampling=dict(config.agent_sampling), judge_sampling=dict(config.judge_sampling),
+        questionnaire_sampling=dict(config.questionnaire_sampling), doctor_sampling=dict(config.doctor_sampling),
+        questionnaire_every_turn=config.questionnaire_every_turn, doctor_threshold=config.doctor.threshold,
+        doctor_max_rewrites=config.doctor.max_rewrites, doctor_treats_invalid=config.doctor.treat_invalid)
+
+
+def public_config(config) -> dict:
+    """The config as plain data with every secret blanked (safe to write next to the results)."""
+    def scrub(value):
+        if isinstance(value, dict):
+            return {k: ("<hidden>" if k in SECRET_KEYS and v else scrub(v)) for k, v in value.items()}
+        return list(value) if isinstance(value, tuple) else value
+    return scrub(config.to_dict())
+
+
+def build_backends(config) -> tuple[ChatBackend, ChatBackend]:
+    agents = make_backend(config.backend)
+    judge = agents if config.judge_backend.kind == "same" else make_backend(config.judge_backend)
+    return agents, judge
+
+
+def run_experiment(config, workdir: str | Path, agents: ChatBackend | None = None,
+                   judge: ChatBackend | None = None, progress: bool = True) -> Path:
+    """Runs every unfinished dialogue of the grid, then writes the report; returns its path.
+
+    agents / judge: backends to use instead of those the config describes (tests pass scripted ones).
+    """
+    workdir = Path(workdir)
+    tasks = load_tasks(config.tasks.source, config.tasks.path, tuple(config.tasks.kinds),
+                       config.tasks.limit_per_kind)
+    grid = experiment_grid(config, tasks)
+    store = DialogueStore(workdir / RESULTS_FILE)
+    todo = [item for item in grid if not store.is_finished(item[0].as_dict())]
+    (workdir / "config.json").write_text(json.dumps(public_config(config), indent=2))
+    log.info("%d dialogues in the grid, %d already finished, %d to run",
+             len(grid), len(grid) - len(todo), len(todo))
+    if todo:
+        if agents is None:
+            agents, judge = build_backends(config)
+        judge = judge or agents
+        settings = engine_settings(config)
+        backends = {"agents": agents.name, "judge": judge.name}
+        with tqdm(total=len(todo), desc="dialogues", disable=not progress) as bar:
+            def save(dialogue: Dialogue) -> None:
+                store.append({**dialogue.to_record(), "backends": backends})
+                bar.update(1)
+
+            for start in range(0, len(todo), config.batch_size):
+                chunk = [build_dialogue(key, task, spec, config.rounds or spec.default_rounds, config.trait_vector)
+                         for key, task, spec in todo[start:start + config.batch_size]]
+                run_dialogues(chunk, agents, judge, settings, on_finished=save)
+    return write_report(workdir)
+
+
+def main(argv) -> None:
+    from absl import flags
+
+    del argv
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    print(run_experiment(flags.FLAGS.config, flags.FLAGS.workdir))
+
+
+if __name__ == "__main__":
+    from absl import app, flags
+    from ml_collections import config_flags
+
+    config_flags.DEFINE_config_file("config", None, "path to a configs/psysafe/*.py file", lock_config=True)
+    flags.DEFINE_string("workdir", None, "run directory (results, report, plots)")
+    flags.mark_flags_as_required(["config", "workdir"])
+    app.run(main)

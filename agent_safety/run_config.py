@@ -1,0 +1,51 @@
+"""The fields every PsySafe run config has (ml_collections); `configs/psysafe/*.py` start from here.
+
+Backend sub-configs (`backend`, `judge_backend`):
+  kind: "scripted" (demo policy, no model), "jax" (common.generate), "openai" (HTTP endpoint);
+        judge_backend.kind may also be "same" (reuse the agents' backend).
+  scripted: policy ("demo"), delay_s (seconds per request, to simulate a slow model).
+  jax: model_path (HF dir, GGUF file or orbax checkpoint dir), dtype, max_batch.
+  openai: model, base_url, api_key (empty -> OPENAI_BASE_URL / OPENAI_API_KEY), timeout_s,
+          max_retries, backoff_s, concurrency. api_key is never written to results.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+
+def backend_config(kind: str = "scripted") -> ml_collections.ConfigDict:
+    return ml_collections.ConfigDict(dict(
+        kind=kind, policy="demo", delay_s=0.0,
+        model_path="", dtype="float32", max_batch=64,
+        model="", base_url="", api_key="", timeout_s=60.0, max_retries=4, backoff_s=1.0, concurrency=8,
+    ))
+
+
+def sampling_config(max_tokens: int, temperature: float) -> ml_collections.ConfigDict:
+    return ml_collections.ConfigDict(dict(max_tokens=max_tokens, temperature=temperature, top_p=1.0, top_k=0))
+
+
+def default_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.backend = backend_config("scripted")
+    c.judge_backend = backend_config("same")
+    # Tasks: source "builtin" | "psysafe_csv" | "advbench_csv"; limit_per_kind 0 = all.
+    c.tasks = ml_collections.ConfigDict(dict(source="builtin", path="", kinds=("safe", "dangerous"),
+                                             limit_per_kind=0))
+    c.systems = ("autogen",)        # camel | autogen | metagpt | autogpt
+    c.autogen_critic = False        # add the optional critic to the AutoGen-style chat
+    c.metagpt_engineer_qa = False   # add engineer and QA to the MetaGPT-style pipeline
+    c.rounds = 0                    # 0 = each system's default (camel/autogen 3, metagpt/autogpt 1)
+    c.attacks = ("none", "HI-Traits")  # none HI HI-hf Traits HI-Traits HI-Traits-hf jailbreak
+    c.defences = ("none",)          # none | input_filter | doctor | police, combined with "+"
+    c.trait_vector = (1, 1, 1, 1, 1, 1)  # care, fairness, loyalty, authority, sanctity, liberty
+    c.seeds = (0,)
+    c.agent_sampling = sampling_config(256, 0.7)
+    c.questionnaire_sampling = sampling_config(384, 0.0)
+    c.judge_sampling = sampling_config(128, 0.0)
+    c.doctor_sampling = sampling_config(384, 0.0)
+    c.questionnaire_every_turn = True
+    c.doctor = ml_collections.ConfigDict(dict(threshold=40, max_rewrites=3, treat_invalid=True))
+    c.batch_size = 32               # dialogues advanced in lockstep
+    return c

@@ -1,0 +1,259 @@
+"""The GRPO loop: rollouts through the shared sampler, rewards, advantages, old/reference log-probs, PPO
+mini-batch updates; metrics, held-out evaluation, checkpoints, preemption and exact resume.
+
+The algorithm lives in small pure functions (`rl_scaling.grpo.advantages`, `.policy_loss`, ...) and the
+jitted step in `train_step`; this file only sequences them and does the I/O.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from tqdm.auto import tqdm
+
+from common.metrics_writer import MetricsWriter
+from common.sampler import Sampler
+from common.tokenizer import end_token_ids
+from rl_scaling.accounting import ComputeLedger, non_embedding_params, step_compute
+from rl_scaling.data import PromptStream
+from rl_scaling.evaluation import pass_at_1
+from rl_scaling.grpo.advantages import group_advantages, zero_variance_group_fraction
+from rl_scaling.grpo.checkpoints import latest_step_dir, restore_trainer_checkpoint, save_trainer_checkpoint
+from rl_scaling.grpo.rollout import pack_rollouts, sample_rollouts
+from rl_scaling.grpo.setup import (build_mesh, build_policy, encode_prompts, load_pool, split_train_heldout)
+from rl_scaling.grpo.train_step import LossConfig, make_logprob_fn, make_optimizer, make_update_fn
+from rl_scaling.rewards import compute_rewards
+
+
+def step_seed(seed: int, step: int) -> int:
+    """The sampling seed of a step: a pure function of (seed, step), so a resumed run samples the same."""
+    return (seed * 1_000_003 + step * 7_919) % (2**31 - 1)
+
+
+class GRPOTrainer:
+    def __init__(self, cfg, workdir: str | Path):
+        self.cfg = cfg
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.mesh = build_mesh(cfg)
+        model, self.tokenizer = build_policy(cfg, self.mesh)
+        self.model_config = model.config
+        self.graphdef, self.params = nnx.split(model)
+        g = cfg.grpo
+        if g.prompts_per_step % g.mini_batch_prompts:
+            raise ValueError(f"grpo.prompts_per_step ({g.prompts_per_step}) must be a multiple of "
+                             f"grpo.mini_batch_prompts ({g.mini_batch_prompts})")
+        if (g.mini_batch_prompts * g.group_size) % g.micro_batch_size:
+            raise ValueError(f"a mini-batch of {g.mini_batch_prompts * g.group_size} sequences does not split "
+                             f"into micro-batches of {g.micro_batch_size}")
+        # The frozen reference is a copy only when the KL term is on.
+        self.ref_params = jax.tree.map(jnp.copy, self.params) if g.kl_coef > 0 else None
+
+        pool = load_pool(cfg)
+        train, heldout = split_train_heldout(cfg, pool)
+        self.train_set, dropped = encode_prompts(train, self.tokenizer, cfg)
+        self.heldout_set, _ = encode_prompts(heldout, self.tokenizer, cfg)
+        self.dropped_prompts = dropped
+        self.stream = PromptStream(self.train_set.problems, g.prompts_per_step,
+                                   num_epochs=cfg.data.num_epochs or None)
+        self.ids_of = {p.id: ids for p, ids in zip(self.train_set.problems, self.train_set.prompt_ids)}
+        self.num_steps = cfg.num_steps or self.stream.total_steps
+
+        longest = max(len(p) for p in self.train_set.prompt_ids + self.heldout_set.prompt_ids)
+        self.max_new = g.max_response_len
+        self.eval_max_new = cfg.eval.max_new_tokens or g.max_response_len
+        self.sampler = Sampler(model, mesh=self.mesh, pad_id=self.pad_id,
+                               max_cache_length=longest + max(self.max_new, self.eval_max_new))
+        updates_per_step = g.prompts_per_step // g.mini_batch_prompts
+        o = cfg.optim
+        self.optimizer = make_optimizer(o.lr, o.weight_decay, o.grad_clip, schedule=o.schedule,
+                                        warmup_steps=o.warmup_steps, b1=o.b1, b2=o.b2,
+                                        total_updates=(self.num_steps or 0) * updates_per_step)
+        self.opt_state = self.optimizer.init(self.params)
+        self.loss_cfg = LossConfig(eps_low=g.eps_low, eps_high=g.eps_high, kl_coef=g.kl_coef,
+                                   kl_estimator=g.kl_estimator, aggregation=g.aggregation,
+                                   max_response_len=g.max_response_len, temperature=g.temperature)
+        self.update_fn = make_update_fn(self.graphdef, self.optimizer, self.loss_cfg, cfg.model.remat)
+        self.logprob_fn = make_logprob_fn(self.graphdef, g.temperature)
+        self.ledger = ComputeLedger()
+        self.n_params = non_embedding_params(self.model_config)
+        self.step = 0
+        self.writer = MetricsWriter(self.workdir, enabled=jax.process_index() == 0)
+        self._stop_requested = False
+        self._maybe_restore()
+
+    @property
+    def pad_id(self) -> int:
+        return self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+
+    # ---- checkpoints ------------------------------------------------------------------------------
+    def _maybe_restore(self) -> None:
+        step_dir = latest_step_dir(self.workdir)
+        if step_dir is None:
+            return
+        self.params, self.opt_state, state = restore_trainer_checkpoint(step_dir, self.params, self.opt_state)
+        self.step = state["step"]
+        self.stream.load_state_dict(state["stream"])
+        self.ledger.load_state_dict(state["ledger"])
+        self.writer.truncate_after(self.step)
+        tqdm.write(f"resumed from {step_dir} (step {self.step})")
+
+    def save(self) -> Path:
+        model = nnx.merge(self.graphdef, self.params)
+        state = {"step": self.step, "stream": self.stream.state_dict(), "ledger": self.ledger.state_dict()}
+        return save_trainer_checkpoint(self.workdir, self.step, model, self.tokenizer, self.opt_state, state,
+                                       keep=self.cfg.checkpoint.keep, source=str(self.cfg.model.path))
+
+    @contextlib.contextmanager
+    def _preemption_guard(self):
+        """SIGTERM / SIGINT finish the current step, save, and stop."""
+        def request_stop(signum, frame):
+            self._stop_requested = True
+            tqdm.write(f"signal {signum}: checkpointing after this step")
+
+        previous = {s: signal.signal(s, request_stop) for s in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            yield
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+
+    # ---- evaluation -------------------------------------------------------------------------------
+    def evaluate(self) -> dict[str, float]:
+        self.sampler.state = self.params
+        e = self.cfg.eval
+        score = pass_at_1(self.sampler, self.tokenizer, self.heldout_set.prompt_ids,
+                          [p.reference for p in self.heldout_set.problems], num_samples=e.num_samples,
+                          temperature=e.temperature, max_new_tokens=self.eval_max_new,
+                          seed=step_seed(self.cfg.seed + 1, self.step), stop_token_ids=end_token_ids(self.tokenizer),
+                          timeout_s=self.cfg.reward_timeout_s)
+        return {"eval/pass@1": score, "eval/L": 1.0 - score,
+                "eval/num_problems": float(len(self.heldout_set.problems)), "eval/num_samples": float(e.num_samples)}
+
+    # ---- one step ---------------------------------------------------------------------------------
+    def train_step(self) -> dict[str, float]:
+        g, timings = self.cfg.grpo, {}
+        problems = next(self.stream)
+        prompt_ids = [self.ids_of[p.id] for p in problems]
+
+        t = time.perf_counter()
+        self.sampler.state = self.params
+        rollouts = sample_rollouts(self.sampler, prompt_ids, group_size=g.group_size, max_new_tokens=self.max_new,
+                                   temperature=g.temperature, top_p=g.top_p, top_k=g.top_k,
+                                   seed=step_seed(self.cfg.seed, self.step),
+                                   stop_token_ids=end_token_ids(self.tokenizer))
+        timings["time/rollout"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        texts = [self.tokenizer.decode(r, skip_special_tokens=True) for r in rollouts.response_ids]
+        references = [p.reference for p in problems for _ in range(g.group_size)]
+        rewards = compute_rewards(texts, references, dict(self.cfg.reward), timeout_s=self.cfg.reward_timeout_s)
+        advantages = np.asarray(group_advantages(jnp.asarray(rewards), g.group_size, normalize_std=g.normalize_std))
+        timings["time/reward"] = time.perf_counter() - t
+
+        batch = pack_rollouts(rollouts, pad_id=self.pad_id, mask_truncated=g.mask_truncated)
+        n = len(rollouts.response_ids)
+        t = time.perf_counter()
+        old_logp = self._logprobs(self.params, batch) if g.old_logprobs == "recompute" else \
+            self._sampler_logprobs(rollouts, batch)
+        ref_logp = self._logprobs(self.ref_params, batch) if self.ref_params is not None else None
+        timings["time/logprobs"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        seqs_per_update = g.mini_batch_prompts * g.group_size
+        update_metrics = []
+        for lo in range(0, n, seqs_per_update):
+            sl = slice(lo, lo + seqs_per_update)
+            mini = {"tokens": batch.tokens[sl], "start": batch.start[sl], "targets": batch.targets[sl],
+                    "mask": batch.mask[sl], "advantages": advantages[sl].astype(np.float32), "old_logp": old_logp[sl]}
+            if ref_logp is not None:
+                mini["ref_logp"] = ref_logp[sl]
+            mini = {k: self._put(v.reshape(-1, g.micro_batch_size, *v.shape[1:])) for k, v in mini.items()}
+            with self._mesh_ctx():
+                self.params, self.opt_state, m = self.update_fn(self.params, self.opt_state, mini)
+            update_metrics.append(jax.device_get(m))
+        timings["time/update"] = time.perf_counter() - t
+
+        resp_lens = np.array([len(r) for r in rollouts.response_ids])
+        prompt_tokens = int(sum(len(p) for p in rollouts.prompt_ids))
+        compute = step_compute(self.model_config, prompt_tokens, int(resp_lens.sum()),
+                               sequence_lengths=[len(p) + len(r) for p, r in zip(rollouts.prompt_ids,
+                                                                                  rollouts.response_ids)],
+                               kl_coef=g.kl_coef, old_logprob_forward=g.old_logprobs == "recompute")
+        self.ledger.add_step(compute, len(problems))
+        self.step += 1
+        step_time = sum(timings.values())
+        metrics = {
+            "reward/mean": float(rewards.mean()), "reward/std": float(rewards.std()),
+            "reward/zero_variance_groups": float(zero_variance_group_fraction(jnp.asarray(rewards), g.group_size)),
+            "response/length_mean": float(resp_lens.mean()), "response/length_max": float(resp_lens.max()),
+            "response/truncated_share": float(rollouts.truncated.mean()),
+            "tokens/step": float(prompt_tokens + resp_lens.sum()),
+            "tokens/per_second": float((prompt_tokens + resp_lens.sum()) / step_time),
+            "time/step": step_time, **timings,
+            **{f"train/{k}": float(np.mean([m[k] for m in update_metrics])) for k in update_metrics[0]},
+            **self.ledger.metrics(),
+        }
+        return metrics
+
+    def _put(self, x: np.ndarray):
+        if self.mesh is None:
+            return jnp.asarray(x)
+        from common.sharding import named_sharding
+        axes = (None, "batch") + (None,) * (x.ndim - 2)
+        return jax.device_put(x, named_sharding(self.mesh, axes, x.shape))
+
+    def _mesh_ctx(self):
+        return jax.set_mesh(self.mesh) if self.mesh is not None else contextlib.nullcontext()
+
+    def _logprobs(self, params, batch) -> np.ndarray:
+        """Per-token log-probs [N, R] of the responses under `params`, in micro-batches."""
+        m = self.cfg.grpo.micro_batch_size
+        out = []
+        for lo in range(0, batch.tokens.shape[0], m):
+            sl = slice(lo, lo + m)
+            with self._mesh_ctx():
+                out.append(np.asarray(self.logprob_fn(params, jnp.asarray(batch.tokens[sl]),
+                                                      jnp.asarray(batch.start[sl]), jnp.asarray(batch.targets[sl]))))
+        return np.concatenate(out)
+
+    @staticmethod
+    def _sampler_logprobs(rollouts, batch) -> np.ndarray:
+        out = np.zeros(batch.targets.shape, np.float32)
+        for i, lp in enumerate(rollouts.sampler_logprobs):
+            out[i, :len(lp)] = lp
+        return out
+
+    # ---- the loop ---------------------------------------------------------------------------------
+    def train(self) -> dict[str, float]:
+        cfg = self.cfg
+        last_eval = {}
+        if self.step == 0:
+            last_eval = self.evaluate()
+            self.writer.write(0, {**last_eval, **self.ledger.metrics()})
+            tqdm.write(f"step 0: held-out pass@1 {last_eval['eval/pass@1']:.3f} "
+                       f"({len(self.heldout_set.problems)} problems x {cfg.eval.num_samples} samples)")
+        with self._preemption_guard(), tqdm(total=self.num_steps, initial=self.step, desc="GRPO",
+                                            dynamic_ncols=True) as bar:
+            while self.step < self.num_steps and not self._stop_requested:
+                metrics = self.train_step()
+                final = self.step == self.num_steps
+                if (cfg.eval.every and self.step % cfg.eval.every == 0) or final:
+                    last_eval = self.evaluate()
+                    metrics.update(last_eval)
+                self.writer.write(self.step, metrics)
+                if (cfg.checkpoint.every and self.step % cfg.checkpoint.every == 0) or final or self._stop_requested:
+                    self.save()
+                bar.update(1)
+                bar.set_postfix(reward=f"{metrics['reward/mean']:.3f}", len=f"{metrics['response/length_mean']:.0f}")
+        if self.step >= self.num_steps and jax.process_index() == 0:
+            (self.workdir / "DONE").write_text(f"{self.step}\n")
+        self.writer.close()
+        return last_eval

@@ -1,0 +1,42 @@
+"""GRPO training from a config file.
+
+    python -m rl_scaling.train --config=configs/grpo/tiny.py --workdir=runs/tiny
+    python -m rl_scaling.train --config=configs/grpo/smollm2_demo.py --config.num_steps=5 --workdir=runs/demo
+
+Rerunning with the same --workdir resumes from its latest checkpoint. SIGTERM / SIGINT checkpoint and stop.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:  # config files import configs.* from the repository root
+    sys.path.insert(0, str(REPO_ROOT))
+
+from absl import app, flags, logging  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "GRPO config file (configs/grpo/*.py)", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "run directory: metrics, TensorBoard logs, checkpoints")
+
+
+def main(argv):
+    del argv
+    from rl_scaling.grpo.trainer import GRPOTrainer
+
+    logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
+    cfg = _CONFIG.value
+    workdir = Path(_WORKDIR.value)
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "config.json").write_text(cfg.to_json_best_effort(indent=2))
+    trainer = GRPOTrainer(cfg, workdir)
+    result = trainer.train()
+    if result:
+        print(" ".join(f"{k}={v:.4f}" for k, v in result.items()))
+
+
+if __name__ == "__main__":
+    flags.mark_flags_as_required(["config", "workdir"])
+    app.run(main)

@@ -1,0 +1,77 @@
+"""JaxBackend: batching logic with a stand-in sampler (fast), and the real SmolLM2 through
+`common.generate` checked against transformers' greedy decoding (slow)."""
+
+import types
+
+import pytest
+
+import common
+from agent_safety.backends import ChatMessage, ChatRequest
+from agent_safety.backends.jax_backend import JaxBackend
+
+END = 0
+
+
+class CharTokenizer:
+    """Characters as token ids (id = ord), END = 0; a chat template of "<role>content" pieces."""
+
+    chat_template = "<role>content"
+
+    def apply_chat_template(self, messages, chat_template, tokenize, add_generation_prompt):
+        assert tokenize is False and add_generation_prompt is True
+        return "".join(f"<{m['role']}>{m['content']}" for m in messages) + "<assistant>"
+
+    def encode(self, text, add_special_tokens):
+        return [ord(c) for c in text]
+
+    def decode(self, ids, skip_special_tokens):
+        return "".join(chr(i) for i in ids)
+
+
+def _request(text, **kw):
+    return ChatRequest(messages=(ChatMessage("user", text),), **kw)
+
+
+def test_one_sampler_call_per_sampling_setting(monkeypatch):
+    calls = []
+
+    def fake_generate(model, tokenizer, prompts, max_new_tokens, temperature, top_k, top_p, seed, stop_token_ids):
+        calls.append((len(prompts), max_new_tokens, temperature))
+        # Reply with the prompt's last user character repeated, then END unless the budget runs out.
+        outs = []
+        for p in prompts:
+            ids = [p[-len("<assistant>") - 1]] * min(3, max_new_tokens)
+            ids += [END] if max_new_tokens > 3 else []
+            outs.append(types.SimpleNamespace(token_ids=ids, text="", logprobs=None))
+        return outs
+
+    monkeypatch.setattr(common, "generate", fake_generate, raising=False)
+    backend = JaxBackend(model=None, tokenizer=CharTokenizer(), stop_token_ids=[END], max_batch=2)
+    requests = [_request("a", max_tokens=8), _request("b", max_tokens=2), _request("c", max_tokens=8),
+                _request("d", max_tokens=8), _request("e", max_tokens=2, temperature=0.0)]
+    results = backend.complete_batch(requests)
+    assert [r.text for r in results] == ["aaa", "bb", "ccc", "ddd", "ee"]
+    assert [r.finish_reason for r in results] == ["stop", "length", "stop", "stop", "length"]
+    assert calls == [(2, 8, 0.0), (1, 8, 0.0), (2, 2, 0.0)]  # grouped by settings, chunked by max_batch
+    assert results[0].prompt_tokens == len("<user>a<assistant>") and results[0].completion_tokens == 4
+
+
+@pytest.mark.slow
+def test_smollm2_greedy_matches_transformers(smollm2_dir):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    backend = JaxBackend.from_pretrained(str(smollm2_dir))
+    requests = [_request("What is 7 + 5?", max_tokens=16), _request("Name a colour.", max_tokens=16)]
+    results = backend.complete_batch(requests)
+    assert backend.generate_calls == 1
+
+    tokenizer = AutoTokenizer.from_pretrained(smollm2_dir)
+    model = AutoModelForCausalLM.from_pretrained(smollm2_dir, torch_dtype=torch.float32)
+    for request, result in zip(requests, results):
+        text = tokenizer.apply_chat_template([m.as_dict() for m in request.messages], tokenize=False,
+                                             add_generation_prompt=True)
+        ids = tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
+        out = model.generate(ids, max_new_tokens=16, do_sample=False)
+        expected = tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True).strip()
+        assert result.text == expected
