@@ -21,7 +21,7 @@ from flax import nnx
 from common.config import ModelConfig
 from common.sharding import constrain
 
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16, "float64": jnp.float64}
 
 
 def as_dtype(dtype: Any) -> jnp.dtype:
