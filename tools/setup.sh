@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Sets up a fresh machine: a virtualenv in .venv with the project (editable) and its test extra.
+# Idempotent: a second run only checks what is installed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip
+# torch==2.13.0 (CPU) is pinned in the test extra: transformers is the reference the decoder is checked
+# against, and it converts the offline SmolLM2 GGUF.
+.venv/bin/python -m pip install -q -e '.[test]'
+echo "set up: $(.venv/bin/python -c 'import jax, flax, transformers; print("jax", jax.__version__, "flax", flax.__version__, "transformers", transformers.__version__)')"
