@@ -18,8 +18,8 @@ import numpy as np
 from flax import nnx
 from tqdm.auto import tqdm
 
-from common.metrics_writer import MetricsWriter
-from common.sampler import Sampler
+from common.distributed import global_batch, initialize, is_main_process, to_host
+from common.metrics_writer import MetricsWriter, read_metrics
 from common.tokenizer import end_token_ids
 from rl_scaling.accounting import ComputeLedger, non_embedding_params, step_compute
 from rl_scaling.data import PromptStream
@@ -27,7 +27,8 @@ from rl_scaling.evaluation import pass_at_1
 from rl_scaling.grpo.advantages import group_advantages, zero_variance_group_fraction
 from rl_scaling.grpo.checkpoints import latest_step_dir, restore_trainer_checkpoint, save_trainer_checkpoint
 from rl_scaling.grpo.rollout import pack_rollouts, sample_rollouts
-from rl_scaling.grpo.setup import (build_mesh, build_policy, encode_prompts, load_pool, split_train_heldout)
+from rl_scaling.grpo.setup import (HostGatheringSampler, build_mesh, build_policy, check_mesh_preset, encode_prompts,
+                                   load_pool, split_train_heldout)
 from rl_scaling.grpo.train_step import LossConfig, make_logprob_fn, make_optimizer, make_update_fn
 from rl_scaling.rewards import compute_rewards
 
@@ -41,7 +42,9 @@ class GRPOTrainer:
     def __init__(self, cfg, workdir: str | Path):
         self.cfg = cfg
         self.workdir = Path(workdir)
+        initialize()  # joins a multi-host job (no-op for one process); before any device is touched
         self.workdir.mkdir(parents=True, exist_ok=True)
+        check_mesh_preset(cfg)  # a named slice: fail now if the run cannot fit its memory
         self.mesh = build_mesh(cfg)
         model, self.tokenizer = build_policy(cfg, self.mesh)
         self.model_config = model.config
@@ -69,8 +72,8 @@ class GRPOTrainer:
         longest = max(len(p) for p in self.train_set.prompt_ids + self.heldout_set.prompt_ids)
         self.max_new = g.max_response_len
         self.eval_max_new = cfg.eval.max_new_tokens or g.max_response_len
-        self.sampler = Sampler(model, mesh=self.mesh, pad_id=self.pad_id,
-                               max_cache_length=longest + max(self.max_new, self.eval_max_new))
+        self.sampler = HostGatheringSampler(model, mesh=self.mesh, pad_id=self.pad_id,
+                                            max_cache_length=longest + max(self.max_new, self.eval_max_new))
         updates_per_step = g.prompts_per_step // g.mini_batch_prompts
         o = cfg.optim
         self.optimizer = make_optimizer(o.lr, o.weight_decay, o.grad_clip, schedule=o.schedule,
@@ -85,7 +88,7 @@ class GRPOTrainer:
         self.ledger = ComputeLedger()
         self.n_params = non_embedding_params(self.model_config)
         self.step = 0
-        self.writer = MetricsWriter(self.workdir, enabled=jax.process_index() == 0)
+        self.writer = MetricsWriter(self.workdir, enabled=is_main_process())
         self._stop_requested = False
         self._maybe_restore()
 
@@ -203,12 +206,14 @@ class GRPOTrainer:
         }
         return metrics
 
-    def _put(self, x: np.ndarray):
+    def _put(self, x: np.ndarray, batch_axis: int = 1):
+        """A host array (the same on every host) as a global array split over (data, fsdp) on
+        `batch_axis`; each host contributes only the rows its own devices hold."""
         if self.mesh is None:
             return jnp.asarray(x)
         from common.sharding import named_sharding
-        axes = (None, "batch") + (None,) * (x.ndim - 2)
-        return jax.device_put(x, named_sharding(self.mesh, axes, x.shape))
+        axes = (None,) * batch_axis + ("batch",) + (None,) * (x.ndim - batch_axis - 1)
+        return global_batch(x, named_sharding(self.mesh, axes, x.shape))
 
     def _mesh_ctx(self):
         return jax.set_mesh(self.mesh) if self.mesh is not None else contextlib.nullcontext()
@@ -220,8 +225,8 @@ class GRPOTrainer:
         for lo in range(0, batch.tokens.shape[0], m):
             sl = slice(lo, lo + m)
             with self._mesh_ctx():
-                out.append(np.asarray(self.logprob_fn(params, jnp.asarray(batch.tokens[sl]),
-                                                      jnp.asarray(batch.start[sl]), jnp.asarray(batch.targets[sl]))))
+                out.append(to_host(self.logprob_fn(params, self._put(batch.tokens[sl], 0),
+                                                   self._put(batch.start[sl], 0), self._put(batch.targets[sl], 0))))
         return np.concatenate(out)
 
     @staticmethod
@@ -253,7 +258,7 @@ class GRPOTrainer:
                     self.save()
                 bar.update(1)
                 bar.set_postfix(reward=f"{metrics['reward/mean']:.3f}", len=f"{metrics['response/length_mean']:.0f}")
-        if self.step >= self.num_steps and jax.process_index() == 0:
+        if self.step >= self.num_steps and is_main_process():
             (self.workdir / "DONE").write_text(f"{self.step}\n")
         self.writer.close()
         return last_eval
