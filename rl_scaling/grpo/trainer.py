@@ -260,5 +260,14 @@ class GRPOTrainer:
                 bar.set_postfix(reward=f"{metrics['reward/mean']:.3f}", len=f"{metrics['response/length_mean']:.0f}")
         if self.step >= self.num_steps and is_main_process():
             (self.workdir / "DONE").write_text(f"{self.step}\n")
+            self._print_before_after()
         self.writer.close()
         return last_eval
+
+    def _print_before_after(self) -> None:
+        evals = [r for r in read_metrics(self.workdir / "metrics.jsonl") if "eval/pass@1" in r]
+        if len(evals) >= 2:
+            first, last = evals[0], evals[-1]
+            tqdm.write(f"held-out pass@1: step {first['step']} {first['eval/pass@1']:.3f} -> step {last['step']} "
+                       f"{last['eval/pass@1']:.3f} ({int(last['eval/num_problems'])} problems x "
+                       f"{int(last['eval/num_samples'])} samples at temperature {self.cfg.eval.temperature})")
