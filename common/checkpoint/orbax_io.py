@@ -7,8 +7,10 @@ Both research packages read it: this is how a policy trained in `rl_scaling` rea
     <dir>/metadata.json       {"format": ..., "step": ..., "source": ..., "param_dtype": ..., ...}
     <dir>/tokenizer/          the HF tokenizer files (if one was given)
 
-A save goes to `<dir>.partial-*` and is renamed into place when complete, so a killed save never leaves
-a half-written checkpoint under the final name.
+A save goes to `<dir>.partial` and is renamed into place when complete, so a killed save never leaves
+a half-written checkpoint under the final name. With several processes, every process writes its shards
+under the same `.partial` name, process 0 alone writes the metadata and renames, and all wait for the
+rename before going on.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from flax import nnx
 from jax.sharding import Mesh, SingleDeviceSharding
 
 from common.config import ModelConfig
+from common.distributed import barrier, is_main_process
 from common.model import Decoder, abstract_decoder, as_dtype
 from common.sharding import named_sharding
 
@@ -68,9 +71,13 @@ def save_checkpoint(directory: str | Path, model: Decoder, tokenizer=None, *, st
                     source: str | None = None, extra: dict[str, Any] | None = None) -> Path:
     """Writes the checkpoint atomically; overwrites an existing one at `directory` only once complete."""
     directory = Path(directory).absolute()
-    partial = directory.with_name(f"{directory.name}.partial-{int(time.time() * 1e6)}")
+    # One name for every process (a per-process timestamp would split a multi-host save in two).
+    partial = directory.with_name(f"{directory.name}.partial")
+    if is_main_process() and partial.exists():  # left by a save that was killed
+        shutil.rmtree(partial)
+    barrier(f"checkpoint-start:{directory}")
     save_params(partial / "params", param_tree(model))
-    if jax.process_index() == 0:
+    if is_main_process():
         (partial / "model_config.json").write_text(model.config.to_json())
         param_dtype = str(jax.tree.leaves(param_tree(model))[0].dtype)
         metadata = {"format": FORMAT, "step": step, "source": source, "param_dtype": param_dtype,
@@ -85,6 +92,7 @@ def save_checkpoint(directory: str | Path, model: Decoder, tokenizer=None, *, st
             shutil.rmtree(old)
         else:
             partial.rename(directory)
+    barrier(f"checkpoint-renamed:{directory}")
     return directory
 
 

@@ -9,9 +9,12 @@ import jax
 import numpy as np
 from flax import nnx
 
+from jax.sharding import NamedSharding, PartitionSpec
+
 from common import load_pretrained
 from common.config import get_preset
 from common.model import Decoder
+from common.sampler import Sampler
 from common.sharding import make_mesh, named_sharding
 from common.tokenizer import char_tokenizer
 from rl_scaling.data import (DATASETS, Problem, curriculum_order, heldout_split, load_problems, load_table,
@@ -23,6 +26,20 @@ def build_mesh(cfg):
     if all(v in (1, -1) for v in shape.values()) and jax.device_count() == 1:
         return None
     return make_mesh(shape)
+
+
+class HostGatheringSampler(Sampler):
+    """A Sampler whose programs return their outputs replicated when the mesh spans several processes:
+    a batch-sharded result would live partly on other hosts' devices, and every host needs all rollouts."""
+
+    def _program(self, batch: int, prompt_len: int, cache_length: int, mode):
+        program = super()._program(batch, prompt_len, cache_length, mode)
+        if self.mesh is None or jax.process_count() == 1:
+            return program
+        key = ("replicated", batch, prompt_len, cache_length, mode)
+        if key not in self._compiled:
+            self._compiled[key] = jax.jit(program, out_shardings=NamedSharding(self.mesh, PartitionSpec()))
+        return self._compiled[key]
 
 
 def build_policy(cfg, mesh):
@@ -104,3 +121,59 @@ def split_train_heldout(cfg, pool: list[Problem]) -> tuple[list[Problem], list[P
         total = cfg.num_steps * cfg.grpo.prompts_per_step
         train = reuse_subset(train, total, d.reuse_tau, cfg.seed)
     return train, heldout
+
+
+def job_shape(cfg, prompt_len: int | None = None):
+    """The sizes of this run that decide its memory (`common.aot.estimate.JobShape`); `prompt_len`
+    defaults to data.max_prompt_len, the longest prompt the run keeps."""
+    from common.aot.estimate import JobShape
+    from common.sampler import bucket
+
+    g, m = cfg.grpo, cfg.model
+    prompt_len = prompt_len or cfg.data.max_prompt_len
+    max_new = max(g.max_response_len, cfg.eval.max_new_tokens or g.max_response_len)
+    prompt_bucket = min(bucket(prompt_len, 16), prompt_len + max_new)
+    return JobShape(micro_batch=g.micro_batch_size, seq_len=prompt_len + g.max_response_len,
+                    response_len=g.max_response_len, remat=bool(m.remat), dtype=m.dtype, param_dtype=m.param_dtype,
+                    frozen_copies=1 if g.kl_coef > 0 else 0, rollout_batch=g.prompts_per_step * g.group_size,
+                    prompt_len=prompt_bucket,
+                    cache_length=min(bucket(prompt_bucket + g.max_response_len, 32), prompt_len + max_new))
+
+
+def policy_config(cfg):
+    """The policy's ModelConfig read without loading weights (None when only loading can tell: GGUF files,
+    known model names)."""
+    from common.checkpoint.orbax_io import is_checkpoint_dir
+    from common.config import ModelConfig
+
+    m = cfg.model
+    if m.init == "random":
+        return get_preset(m.preset)
+    path = Path(str(m.path))
+    if is_checkpoint_dir(path):
+        return ModelConfig.from_json((path / "model_config.json").read_text())
+    if (path / "config.json").exists():
+        return ModelConfig.from_hf_json(path)
+    return None
+
+
+def check_mesh_preset(cfg) -> None:
+    """When the config names a slice (`mesh_preset`, see configs/mesh_presets.py), fails before any work
+    if the run's memory does not fit its chips (analytic estimate; `tools/memory_plan.py` compiles)."""
+    name = cfg.get("mesh_preset", "")
+    if not name:
+        return
+    model_config = policy_config(cfg)
+    if model_config is None:
+        raise ValueError(f"mesh_preset={name!r} needs a model whose config can be read before loading "
+                         f"(an HF or checkpoint directory, or model.init='random'); got {cfg.model.path!r}")
+    from common.aot.fits import check_fits
+    from configs.mesh_presets import get_mesh_preset
+
+    preset = get_mesh_preset(name)
+    degrees = tuple(int(cfg.mesh.get(a, 1)) for a in ("data", "fsdp", "tensor"))
+    if -1 in degrees:
+        known = int(np.prod([d for d in degrees if d != -1]))
+        degrees = tuple(preset.num_devices // known if d == -1 else d for d in degrees)
+    check_fits(model_config, degrees, job_shape(cfg), hbm_bytes=preset.hbm_bytes, num_devices=preset.num_devices,
+               label=f"{name} ({preset.num_devices} x {preset.hbm_bytes / 2**30:.0f} GiB)")

@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 
 from common.distributed import global_batch, initialize, is_main_process, to_host
@@ -41,7 +42,7 @@ def step_seed(seed: int, step: int) -> int:
 class GRPOTrainer:
     def __init__(self, cfg, workdir: str | Path):
         self.cfg = cfg
-        self.workdir = Path(workdir)
+        self.workdir = Path(workdir).absolute()  # orbax refuses relative checkpoint paths
         initialize()  # joins a multi-host job (no-op for one process); before any device is touched
         self.workdir.mkdir(parents=True, exist_ok=True)
         check_mesh_preset(cfg)  # a named slice: fail now if the run cannot fit its memory
@@ -80,6 +81,10 @@ class GRPOTrainer:
                                         warmup_steps=o.warmup_steps, b1=o.b1, b2=o.b2,
                                         total_updates=(self.num_steps or 0) * updates_per_step)
         self.opt_state = self.optimizer.init(self.params)
+        if self.mesh is not None:  # step counters: on the mesh, not on one host's device (multi-host restore)
+            replicated = NamedSharding(self.mesh, PartitionSpec())
+            self.opt_state = jax.tree.map(
+                lambda x: x if isinstance(x.sharding, NamedSharding) else jax.device_put(x, replicated), self.opt_state)
         self.loss_cfg = LossConfig(eps_low=g.eps_low, eps_high=g.eps_high, kl_coef=g.kl_coef,
                                    kl_estimator=g.kl_estimator, aggregation=g.aggregation,
                                    max_response_len=g.max_response_len, temperature=g.temperature)

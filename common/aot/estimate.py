@@ -1,0 +1,163 @@
+"""The analytic per-device memory of a training job: what each byte is for.
+
+Exact for what is held (parameters, optimiser state, gradients, frozen reference copy, KV cache: each
+parameter's shard size comes from the rules table in `common.sharding`); an estimate for activations (the
+compiler decides what lives at once). The compiled numbers (`common.aot.compiled`) are the check.
+All sizes are bytes per device.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+
+import numpy as np
+from flax import nnx
+from jax.sharding import AbstractMesh
+
+from common.config import ModelConfig
+from common.model import abstract_decoder, as_dtype
+from common.sharding import MESH_AXES, logical_to_spec
+
+
+@dataclasses.dataclass(frozen=True)
+class JobShape:
+    """The sizes that decide a GRPO-like job's memory.
+
+    micro_batch: sequences per gradient micro-batch (global, over the whole mesh);
+    seq_len: prompt + response tokens of a training sequence; response_len: tokens whose logits are taken;
+    remat: recompute each block's activations in the backward pass; frozen_copies: parameter copies held
+    besides the policy (1 = a KL reference model); optimizer_slots: per-parameter optimiser buffers (Adam 2);
+    donated: the update step reuses its input buffers for its outputs (else both are alive at its end);
+    rollout_batch: sequences per sampler call; prompt_len / cache_length: the sampler's prompt bucket and
+    KV-cache slots per sequence.
+    """
+
+    micro_batch: int
+    seq_len: int
+    response_len: int
+    remat: bool = True
+    dtype: str = "bfloat16"
+    param_dtype: str = "float32"
+    frozen_copies: int = 0
+    optimizer_slots: int = 2
+    donated: bool = False
+    rollout_batch: int = 0
+    prompt_len: int = 0
+    cache_length: int = 0
+
+    def replace(self, **changes) -> "JobShape":
+        return dataclasses.replace(self, **changes)
+
+
+@dataclasses.dataclass(frozen=True)
+class MemoryEstimate:
+    """Bytes per device. `train_peak`: during an update; `sample_peak`: during rollouts."""
+
+    params: int
+    optimizer: int
+    gradients: int  # the accumulated gradients plus one micro-batch's
+    reference: int
+    saved_activations: int  # kept from forward to backward, all layers
+    working_set: int  # the largest transient: one block's forward + backward, or the response logits
+    update_outputs: int  # new parameters + optimiser state while the old are alive (no donation)
+    kv_cache: int
+    prefill: int  # the prompt pass's largest transient (attention scores)
+    per_device_micro_batch: int
+    per_device_rollouts: int
+
+    @property
+    def resident(self) -> int:
+        """Held throughout the run: parameters, optimiser state, reference copy."""
+        return self.params + self.optimizer + self.reference
+
+    @property
+    def train_peak(self) -> int:
+        return self.resident + self.gradients + self.saved_activations + self.working_set + self.update_outputs
+
+    @property
+    def sample_peak(self) -> int:
+        return self.resident + self.kv_cache + self.prefill
+
+    @property
+    def peak(self) -> int:
+        return max(self.train_peak, self.sample_peak)
+
+
+def abstract_mesh(degrees: tuple[int, int, int]) -> AbstractMesh:
+    """A device-free mesh of (data, fsdp, tensor) sizes, enough for the rules table."""
+    return AbstractMesh(tuple(int(d) for d in degrees), MESH_AXES)
+
+
+def _shards(spec, mesh) -> int:
+    n = 1
+    for entry in spec:
+        for axis in (entry if isinstance(entry, tuple) else (entry,)):
+            if axis is not None:
+                n *= mesh.shape[axis]
+    return n
+
+
+@functools.lru_cache(maxsize=64)
+def parameter_layout(config: ModelConfig, param_dtype="float32") -> tuple[tuple[tuple[int, ...], tuple, int, int], ...]:
+    """(shape, logical axes, bytes per element, copies) of every distinct parameter. The layers are identical,
+    so one layer is built (abstractly) and counted num_layers times: a 72B model's structure in a second."""
+    one = config.replace(num_layers=1)
+    state = nnx.state(abstract_decoder(one, param_dtype=param_dtype), nnx.Param)
+    out = []
+    for path, var in nnx.to_flat_state(state):
+        copies = config.num_layers if path[0] == "layers" else 1
+        out.append((tuple(var.shape), tuple(var.get_metadata()["logical_axes"]), np.dtype(var.dtype).itemsize, copies))
+    return tuple(out)
+
+
+def param_bytes_per_device(config: ModelConfig, degrees: tuple[int, int, int], param_dtype="float32") -> int:
+    """Bytes of one device's shard of every parameter, by the rules table (a dimension that a mesh axis
+    does not divide is replicated over that axis, as in `common.sharding.logical_to_spec`)."""
+    mesh = abstract_mesh(degrees)
+    total = 0
+    for shape, axes, itemsize, copies in parameter_layout(config, str(param_dtype)):
+        spec = logical_to_spec(axes, shape, mesh)
+        total += copies * math.ceil(math.prod(shape) / _shards(spec, mesh)) * itemsize
+    return total
+
+
+def _split(n: int, ways: int) -> int:
+    """Per-device share of a dimension of size n over `ways` devices (whole when it does not divide)."""
+    return n // ways if ways > 1 and n % ways == 0 else n
+
+
+def estimate_memory(config: ModelConfig, degrees: tuple[int, int, int], shape: JobShape) -> MemoryEstimate:
+    """The per-device breakdown. Activation terms follow what XLA was seen to keep when compiling the GRPO
+    update for TPU (docs/memory_plan.md), within about 25%:
+
+    * with remat, per layer: about 3.4 float32 copies of the block input [b, T, d] and 1.4 copies of the
+      layer's weights gathered over fsdp (compute dtype); without remat, per layer: the float32 attention
+      probabilities [b, H, T, T], the projections and the MLP hidden, and the gathered weights;
+    * the working set: the larger of one block's attention scores (1.5 float32 copies) and the response
+      logits (about 5 float32 copies of [b, R, V]: logits, log-softmax, the softmax and product of the
+      entropy term, and the gradient).
+    """
+    data, fsdp, tensor = degrees
+    act = as_dtype(shape.dtype).itemsize
+    params = param_bytes_per_device(config, degrees, shape.param_dtype)
+    b = _split(shape.micro_batch, data * fsdp)
+    T, R, d, L = shape.seq_len - 1, shape.response_len, config.hidden_size, config.num_layers
+    heads, kv, F = _split(config.num_heads, tensor), _split(config.num_kv_heads, tensor), _split(
+        config.intermediate_size, tensor)
+    h, V = config.head_dim, _split(config.vocab_size, tensor)
+    layer_weights = (d * (2 * heads + 2 * kv) * h + 3 * d * F) * act  # gathered over fsdp, split over tensor
+    scores = b * heads * T * T * 4
+    if shape.remat:
+        saved = L * (int(b * 3.4 * T * d * 4) + int(1.4 * layer_weights))
+    else:
+        saved = L * (scores + b * T * (6 * d + 3 * F) * act + layer_weights)
+    working = max(int(1.5 * scores), 5 * b * R * V * 4)
+    r = _split(shape.rollout_batch, data * fsdp) if shape.rollout_batch else 0
+    return MemoryEstimate(params=params, optimizer=params * shape.optimizer_slots, gradients=2 * params,
+                          reference=params * shape.frozen_copies, saved_activations=saved, working_set=working,
+                          update_outputs=0 if shape.donated else params * (1 + shape.optimizer_slots),
+                          kv_cache=r * shape.cache_length * 2 * L * kv * h * act,
+                          prefill=r * heads * shape.prompt_len ** 2 * 4 * 2,
+                          per_device_micro_batch=b, per_device_rollouts=r)

@@ -1,0 +1,147 @@
+"""Named machine slices and how each Qwen2.5 size is laid out on them.
+
+A preset is one slice of accelerators (a Cloud TPU slice such as `v5p-64`, or a GPU host such as
+`8xh100`): JAX device count, HBM per device, host count, the libtpu topology used for ahead-of-time
+compilation, and the gcloud names used to create it. `preset.degrees(size)` gives the mesh degrees
+(data, fsdp, tensor) of a model preset (`common.config.PRESETS`) on that slice:
+
+* tensor: from the per-size row of the slice's HBM class (bigger models and smaller chips split heads
+  over more devices); always a divisor of the model's KV heads and query heads, since the rules table in
+  `common.sharding` silently replicates a dimension that a mesh axis does not divide;
+* fsdp: the rest of the slice, shrunk (and `data` grown) until it divides the hidden size and the
+  vocabulary rows, for the same reason.
+
+Device counts: a v4 / v5p "-N" name counts TensorCores (N/2 chips, one JAX device per megacore chip);
+v5e / v6e names count chips. TPU `hbm_bytes` are the chip's HBM; H100 is the 80 GB SXM part.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+GiB = 1024**3
+
+SIZES = ("qwen2_5_0_5b", "qwen2_5_1_5b", "qwen2_5_3b", "qwen2_5_7b", "qwen2_5_14b", "qwen2_5_32b",
+         "qwen2_5_72b")
+
+# Tensor degree per size (in SIZES order) by HBM class: small chips split heads earlier.
+TENSOR_16GIB = (1, 1, 2, 4, 8, 8, 8)
+TENSOR_32GIB = (1, 1, 1, 4, 8, 8, 8)
+TENSOR_LARGE = (1, 1, 1, 1, 4, 8, 8)
+
+
+@dataclasses.dataclass(frozen=True)
+class MeshPreset:
+    name: str
+    platform: str  # "tpu" | "gpu"
+    num_devices: int  # JAX devices in the slice
+    hbm_bytes: int  # per device
+    num_hosts: int
+    tensor_by_size: tuple[int, ...]  # in SIZES order
+    topology: str | None = None  # libtpu topology name for ahead-of-time compilation ("v5p:2x4x4")
+    chip_config: str | None = None  # "megacore" for v4 / v5p (one JAX device per chip)
+    accelerator_type: str | None = None  # gcloud --accelerator-type
+    runtime_version: str | None = None  # gcloud --version (TPU VM image)
+    zone: str | None = None  # a zone that offers the type (check `gcloud compute tpus accelerator-types list`)
+
+    @property
+    def devices_per_host(self) -> int:
+        return self.num_devices // self.num_hosts
+
+    @property
+    def total_hbm_bytes(self) -> int:
+        return self.num_devices * self.hbm_bytes
+
+    def degrees(self, size: str) -> tuple[int, int, int]:
+        """(data, fsdp, tensor) for model preset `size` on this slice; data * fsdp * tensor = num_devices."""
+        from common.config import get_preset
+
+        if size not in SIZES:
+            raise KeyError(f"no layout for model {size!r} on {self.name}; sizes with layouts: {SIZES}")
+        return layout(get_preset(size), self.num_devices, self.tensor_by_size[SIZES.index(size)])
+
+
+def layout(model, num_devices: int, tensor: int) -> tuple[int, int, int]:
+    """(data, fsdp, tensor): `tensor` lowered to a divisor of the device count and of both head counts;
+    fsdp the largest divisor of the remaining devices that divides the hidden size and the vocabulary rows
+    (over tensor x fsdp); data the rest."""
+    tensor = max(t for t in range(1, min(tensor, num_devices) + 1)
+                 if num_devices % t == 0 and model.num_kv_heads % t == 0 and model.num_heads % t == 0)
+    rest = num_devices // tensor
+    fsdp = max(f for f in range(1, rest + 1)
+               if rest % f == 0 and model.hidden_size % f == 0 and model.vocab_size % (f * tensor) == 0)
+    return rest // fsdp, fsdp, tensor
+
+
+def _tpu(name, topology, chips, hosts, hbm_gib, tensor, accelerator_type, runtime, zone, megacore=False):
+    return MeshPreset(name=name, platform="tpu", num_devices=chips, hbm_bytes=hbm_gib * GiB, num_hosts=hosts,
+                      tensor_by_size=tensor, topology=topology, chip_config="megacore" if megacore else None,
+                      accelerator_type=accelerator_type, runtime_version=runtime, zone=zone)
+
+
+_V4 = dict(hbm_gib=32, tensor=TENSOR_32GIB, runtime="tpu-ubuntu2204-base", zone="us-central2-b", megacore=True)
+_V5E = dict(hbm_gib=16, tensor=TENSOR_16GIB, runtime="v2-alpha-tpuv5-lite", zone="us-west4-a")
+_V5P = dict(hbm_gib=95, tensor=TENSOR_LARGE, runtime="v2-alpha-tpuv5", zone="us-east5-a", megacore=True)
+_V6E = dict(hbm_gib=32, tensor=TENSOR_32GIB, runtime="v2-alpha-tpuv6e", zone="us-east5-b")
+
+_ALL = [
+    _tpu("v4-8", "v4:2x2x1", 4, 1, accelerator_type="v4-8", **_V4),
+    _tpu("v4-16", "v4:2x2x2", 8, 2, accelerator_type="v4-16", **_V4),
+    _tpu("v4-32", "v4:2x2x4", 16, 4, accelerator_type="v4-32", **_V4),
+    _tpu("v4-64", "v4:2x4x4", 32, 8, accelerator_type="v4-64", **_V4),
+    _tpu("v4-128", "v4:4x4x4", 64, 16, accelerator_type="v4-128", **_V4),
+    _tpu("v5e-4", "v5e:2x2", 4, 1, accelerator_type="v5litepod-4", **_V5E),
+    _tpu("v5e-8", "v5e:2x4", 8, 1, accelerator_type="v5litepod-8", **_V5E),
+    _tpu("v5e-16", "v5e:4x4", 16, 4, accelerator_type="v5litepod-16", **_V5E),
+    _tpu("v5e-64", "v5e:8x8", 64, 16, accelerator_type="v5litepod-64", **_V5E),
+    _tpu("v5e-256", "v5e:16x16", 256, 64, accelerator_type="v5litepod-256", **_V5E),
+    _tpu("v5p-8", "v5p:2x2x1", 4, 1, accelerator_type="v5p-8", **_V5P),
+    _tpu("v5p-16", "v5p:2x2x2", 8, 2, accelerator_type="v5p-16", **_V5P),
+    _tpu("v5p-64", "v5p:2x4x4", 32, 8, accelerator_type="v5p-64", **_V5P),
+    _tpu("v5p-128", "v5p:4x4x4", 64, 16, accelerator_type="v5p-128", **_V5P),
+    _tpu("v6e-4", "v6e:2x2", 4, 1, accelerator_type="v6e-4", **_V6E),
+    _tpu("v6e-8", "v6e:2x4", 8, 1, accelerator_type="v6e-8", **_V6E),
+    _tpu("v6e-64", "v6e:8x8", 64, 16, accelerator_type="v6e-64", **_V6E),
+    _tpu("v6e-256", "v6e:16x16", 256, 64, accelerator_type="v6e-256", **_V6E),
+    MeshPreset("1xh100", "gpu", 1, 81559 * 1024**2, 1, (1,) * len(SIZES)),
+    MeshPreset("8xh100", "gpu", 8, 81559 * 1024**2, 1, (1, 1, 1, 1, 8, 8, 8)),
+]
+PRESETS: dict[str, MeshPreset] = {p.name: p for p in _ALL}
+
+# The slice each size is planned on first (docs/memory_plan.md; tools/launch.py's default).
+RECOMMENDED: dict[str, str] = {
+    "qwen2_5_0_5b": "v5e-16",
+    "qwen2_5_1_5b": "v5p-8",
+    "qwen2_5_3b": "v5p-16",
+    "qwen2_5_7b": "v5p-64",
+    "qwen2_5_14b": "v5p-64",
+    "qwen2_5_32b": "v5p-128",
+    "qwen2_5_72b": "v5p-128",
+}
+
+
+def get_mesh_preset(name: str) -> MeshPreset:
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise KeyError(f"unknown mesh preset {name!r}; known: {sorted(PRESETS)}") from None
+
+
+def mesh_shape(preset: str | MeshPreset, size: str) -> dict[str, int]:
+    """The `mesh` config block ({"data": .., "fsdp": .., "tensor": ..}) of `size` on `preset`."""
+    preset = get_mesh_preset(preset) if isinstance(preset, str) else preset
+    return dict(zip(("data", "fsdp", "tensor"), preset.degrees(size)))
+
+
+def check_layout(model, degrees: tuple[int, int, int]) -> list[str]:
+    """Dimensions the rules table would replicate instead of split under `degrees` (empty = none)."""
+    data, fsdp, tensor = degrees
+    problems = []
+    for what, n in (("KV heads", model.num_kv_heads), ("query heads", model.num_heads)):
+        if n % tensor:
+            problems.append(f"tensor={tensor} does not divide the {n} {what}")
+    if model.hidden_size % fsdp:
+        problems.append(f"fsdp={fsdp} does not divide the hidden size {model.hidden_size}")
+    if model.vocab_size % (fsdp * tensor):
+        problems.append(f"fsdp x tensor = {fsdp * tensor} does not divide the {model.vocab_size} vocabulary rows")
+    return problems

@@ -1,0 +1,352 @@
+"""The miniature study, stage by stage: data -> tokenizer -> pretraining -> GRPO grid -> table -> fits.
+
+Every stage writes its outputs under `out` and is skipped when they exist, so a killed study resumes
+where it stopped (the grid runner resumes its runs the same way).
+
+    <out>/data/rl_pool.jsonl          the GRPO problem table (trainer's data.source)
+    <out>/data/corpus.txt             the pretraining documents, one per line
+    <out>/tokenizer/                  sentencepiece model + transformers tokenizer
+    <out>/checkpoints/<size>/         pretrained checkpoints (common.checkpoint format, tokenizer inside)
+    <out>/pretrain/<size>.json        N, shape, loss curve, seconds of each pretraining
+    <out>/runs/<run_id>/              one GRPO run per size and seed (rl_scaling.grid)
+    <out>/table.csv                   variant, size, seed, step, C, D, L, ... (rl_scaling.grid gather)
+    <out>/fits/<X>_<protocol>/        fit.json and plots (rl_scaling.fit)
+    <out>/timings.json                wall seconds and load averages per stage
+    <out>/report.md                   the summary (rl_scaling.miniature.report)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import importlib.util
+import json
+import os
+import re
+import time
+from pathlib import Path
+
+import ml_collections
+from tqdm.auto import tqdm
+
+from common.checkpoint.orbax_io import is_checkpoint_dir, save_checkpoint
+from rl_scaling import fit as fit_cli
+from rl_scaling import grid as grid_lib
+from rl_scaling.grpo.setup import load_pool, split_train_heldout
+from rl_scaling.miniature import corpus, family, pretrain
+from rl_scaling.miniature import tokenizer as tokenizer_lib
+from rl_scaling.scaling import table as table_lib
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+REQUIRED_KEYS = ("levels", "corpus", "pool", "tokenizer", "family", "pretrain", "grid", "grpo_config", "fit")
+# The test suite fakes 8 CPU devices through XLA_FLAGS; a GRPO child process must see the one real device.
+FAKE_DEVICES_FLAG = re.compile(r"--xla_force_host_platform_device_count=\d+")
+
+
+@dataclasses.dataclass(frozen=True)
+class Layout:
+    """Paths of one study's outputs (see the module docstring)."""
+
+    out: Path
+
+    @property
+    def pool(self) -> Path:
+        return self.out / "data" / "rl_pool.jsonl"
+
+    @property
+    def corpus(self) -> Path:
+        return self.out / "data" / "corpus.txt"
+
+    @property
+    def tokenizer(self) -> Path:
+        return self.out / "tokenizer"
+
+    def checkpoint(self, size: str) -> Path:
+        return self.out / "checkpoints" / size
+
+    def pretrain_record(self, size: str) -> Path:
+        return self.out / "pretrain" / f"{size}.json"
+
+    @property
+    def runs(self) -> Path:
+        return self.out / "runs"
+
+    @property
+    def table(self) -> Path:
+        return self.out / "table.csv"
+
+    def fit_dir(self, x: str, protocol: str) -> Path:
+        return self.out / "fits" / f"{x}_{protocol}"
+
+    @property
+    def timings(self) -> Path:
+        return self.out / "timings.json"
+
+    @property
+    def report(self) -> Path:
+        return self.out / "report.md"
+
+
+def check_study_config(cfg) -> None:
+    """Raise naming the missing keys of a study config (configs/miniature/study.py has them all)."""
+    missing = [k for k in REQUIRED_KEYS if k not in cfg]
+    if missing:
+        raise KeyError(f"study config lacks key(s) {missing}; keys found: {sorted(cfg)}")
+    if len(cfg.family) < 3 and "inter" in cfg.fit.protocols:
+        raise ValueError(f"the inter-model protocol needs >= 3 sizes, family has {len(cfg.family)}")
+
+
+def repo_path(path: str | Path) -> Path:
+    """A config's path: absolute as is, relative to the repository root otherwise."""
+    path = Path(path)
+    return path if path.is_absolute() else REPO_ROOT / path
+
+
+class StageClock:
+    """Wall seconds and 1-minute load averages per stage, written to timings.json after every stage.
+
+    A resumed study adds the seconds of its own stages to what the earlier attempt recorded.
+    """
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.record = json.loads(path.read_text()) if path.exists() else {"stages": {}}
+
+    @contextlib.contextmanager
+    def stage(self, name: str):
+        load_before, start = os.getloadavg()[0], time.perf_counter()
+        tqdm.write(f"[miniature] {name} ...")
+        yield
+        seconds = time.perf_counter() - start
+        previous = self.record["stages"].get(name, {}).get("seconds", 0.0)
+        self.record["stages"][name] = {"seconds": previous + seconds, "load_1min_before": load_before,
+                                       "load_1min_after": os.getloadavg()[0]}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.write_text(json.dumps(self.record, indent=1) + "\n")
+        tqdm.write(f"[miniature] {name}: {seconds:.1f} s")
+
+    def total_seconds(self) -> float:
+        return sum(s["seconds"] for s in self.record["stages"].values())
+
+
+# ---- stage 1: data -----------------------------------------------------------------------------------
+def load_grpo_config(cfg, out: Layout) -> ml_collections.ConfigDict:
+    """The GRPO recipe config with the study's trainer overrides and pool applied (for the held-out split)."""
+    path = repo_path(cfg.grpo_config)
+    spec = importlib.util.spec_from_file_location(f"_grpo_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    grpo = module.get_config()
+    grpo.unlock()
+    for key, value in flatten(cfg.grpo_overrides):
+        _set_dotted(grpo, key, value)
+    grpo.data.source = str(out.pool)
+    return grpo
+
+
+def _set_dotted(config, key: str, value) -> None:
+    *parents, leaf = key.split(".")
+    node = config
+    for part in parents:
+        if part not in node:
+            raise KeyError(f"grpo_overrides: no key {key!r} in the GRPO config")
+        node = node[part]
+    if leaf not in node:
+        raise KeyError(f"grpo_overrides: no key {key!r} in the GRPO config")
+    node[leaf] = value
+
+
+def heldout_questions(cfg, out: Layout) -> set[str]:
+    """Questions the trainer holds out, over every seed of the grid: the trainer's own loader and split
+    (`load_pool`, `split_train_heldout`) on the written pool table."""
+    grpo = load_grpo_config(cfg, out)
+    pool = load_pool(grpo)
+    questions = set()
+    for seed in load_grid(cfg, out).seeds:
+        grpo.seed = int(seed)
+        questions |= {p.question for p in split_train_heldout(grpo, pool)[1]}
+    return questions
+
+
+def write_data(cfg, out: Layout) -> list[corpus.Document]:
+    """The GRPO pool table and the pretraining documents (held-out questions of the levels in
+    corpus.exclude_heldout_levels removed); returns the documents."""
+    pool = corpus.mixed_problems(cfg.levels, cfg.pool.per_level, cfg.pool.seed)
+    corpus.write_problem_table(pool, out.pool)
+    heldout = heldout_questions(cfg, out)
+    excluded_levels = {float(level) for level in cfg.corpus.exclude_heldout_levels}
+    excluded = {p.question for p in pool if p.question in heldout and p.difficulty in excluded_levels}
+    docs = corpus.pretraining_documents(cfg.levels, cfg.corpus.size, cfg.corpus.seed, excluded,
+                                        cfg.corpus.wrong_answer_rate)
+    out.corpus.write_text("".join(f"{d.prompt}\t{d.answer}\n" for d in docs), encoding="utf-8")
+    return docs
+
+
+def read_corpus(out: Layout) -> list[corpus.Document]:
+    lines = out.corpus.read_text(encoding="utf-8").splitlines()
+    return [corpus.Document(*line.split("\t")) for line in lines]
+
+
+# ---- stages 2-3: tokenizer and pretraining -------------------------------------------------------------
+def pretrain_family(cfg, out: Layout, docs, tokenizer) -> dict[str, dict]:
+    """Pretrain every size that has no checkpoint yet; returns {size: pretraining record}."""
+    configs = family.family_configs(cfg.family, len(tokenizer), tokenizer.eos_token_id)
+    encoded = pretrain.encode_documents(docs, tokenizer)
+    p = cfg.pretrain
+    records = {}
+    for name, model_cfg in configs.items():
+        record_path = out.pretrain_record(name)
+        if not (is_checkpoint_dir(out.checkpoint(name)) and record_path.exists()):
+            lr = pretrain.width_scaled_lr(p.lr, model_cfg.hidden_size, p.lr_reference_width)
+            with tqdm(total=p.steps, desc=f"pretrain {name}", leave=False) as bar:
+                result = pretrain.pretrain(model_cfg, encoded, steps=p.steps, batch_size=p.batch_size, lr=lr,
+                                           warmup_steps=p.warmup_steps, weight_decay=p.weight_decay,
+                                           loss_on=p.loss_on, seed=p.seed, progress=bar)
+            save_checkpoint(out.checkpoint(name), result.model, tokenizer, step=p.steps,
+                            source="rl_scaling.miniature.pretrain")
+            record = {"size": name, "N": family.param_counts({name: model_cfg})[name],
+                      "shape": dict(cfg.family[name]), "steps": p.steps, "lr": lr, "seconds": result.seconds,
+                      "final_loss": result.final_loss(), "loss_curve": result.losses[::10].tolist()}
+            record_path.parent.mkdir(parents=True, exist_ok=True)
+            record_path.write_text(json.dumps(record, indent=1) + "\n")
+            tqdm.write(f"[miniature] pretrained {name} (N = {record['N']}): loss {record['final_loss']:.3f} "
+                       f"nats/token in {result.seconds:.0f} s")
+        records[name] = json.loads(record_path.read_text())
+    return records
+
+
+# ---- stage 4: the GRPO grid ----------------------------------------------------------------------------
+def load_grid(cfg, out: Layout) -> ml_collections.ConfigDict:
+    """The grid config (configs/miniature/grid.py) completed with this study's sizes, N and paths."""
+    grid = grid_lib.load_grid_config(repo_path(cfg.grid))
+    grid.unlock()
+    grid.base_config = str(repo_path(cfg.grpo_config))
+    grid.sizes = tuple(cfg.family.keys())
+    # N is the non-embedding count, so any vocabulary gives the same numbers.
+    grid.param_counts = {name: float(n) for name, n in family.param_counts(
+        family.family_configs(cfg.family, vocab_size=8, eos_token_id=2)).items()}
+    overrides = dict(flatten(grid.get("overrides", {})))
+    overrides.update(flatten(cfg.grpo_overrides))
+    overrides["data.source"] = str(out.pool)
+    grid.overrides = _nest(overrides)
+    grid.templated_overrides = {"model": {"path": str(out.out / "checkpoints" / "{model}")}}
+    return grid
+
+
+def flatten(tree, prefix: str = "") -> list[tuple[str, object]]:
+    """Nested mapping -> [("a.b", value), ...] (the trainer's --config.a.b=value keys)."""
+    items = []
+    for key, value in tree.items():
+        if hasattr(value, "items"):
+            items.extend(flatten(value, f"{prefix}{key}."))
+        else:
+            items.append((f"{prefix}{key}", value))
+    return items
+
+
+def _nest(flat: dict) -> dict:
+    tree = {}
+    for key, value in flat.items():
+        *parents, leaf = key.split(".")
+        node = tree
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return tree
+
+
+@contextlib.contextmanager
+def single_device_children():
+    """XLA_FLAGS without a forced host device count while GRPO children run (restored afterwards)."""
+    before = os.environ.get("XLA_FLAGS")
+    if before is not None:
+        os.environ["XLA_FLAGS"] = FAKE_DEVICES_FLAG.sub("", before).strip()
+    try:
+        yield
+    finally:
+        if before is not None:
+            os.environ["XLA_FLAGS"] = before
+
+
+def run_grpo_grid(cfg, out: Layout) -> dict:
+    """Every unfinished GRPO run, one after another (rl_scaling.grid); raises if one fails."""
+    grid = load_grid(cfg, out)
+    with single_device_children():
+        summary = grid_lib.run_grid(grid, out.runs)
+    if summary["failed"]:
+        logs = [str(out.runs / run_id / grid_lib.LOG_FILE) for run_id in summary["failed"]]
+        raise RuntimeError(f"GRPO run(s) failed {summary['failed']}; logs: {logs}")
+    return summary
+
+
+# ---- stages 5-6: table and fits ------------------------------------------------------------------------
+def gather_table(cfg, out: Layout) -> Path:
+    table = grid_lib.gather(out.runs, load_grid(cfg, out))
+    return table_lib.write_metrics_table(table, out.table)
+
+
+def fit_argv(cfg, out: Layout, x: str, protocol: str) -> list[str]:
+    """The `python -m rl_scaling.fit` arguments of one fit."""
+    return ["--metrics", str(out.table), "--x", x, "--protocol", protocol, "--out",
+            str(out.fit_dir(x, protocol)), "--objective", cfg.fit.objective, "--no-tensorboard"]
+
+
+def run_fits(cfg, out: Layout) -> dict[tuple[str, str], dict]:
+    """Every (X, protocol) fit of cfg.fit through rl_scaling.fit; returns {(X, protocol): fit.json dict}."""
+    reports = {}
+    for x in cfg.fit.xs:
+        for protocol in cfg.fit.protocols:
+            argv = fit_argv(cfg, out, x, protocol)
+            reports[(x, protocol)] = fit_cli.run(fit_cli.parse_args(argv))
+            tqdm.write(f"$ python -m rl_scaling.fit {' '.join(argv)}")
+            tqdm.write(format_fit(reports[(x, protocol)]))
+    return reports
+
+
+def _num(value, spec: str = ".4g") -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
+def format_fit(rep: dict) -> str:
+    """K_max, N_0, R2 and (inter/intra) the prediction error of one fit.json dict, on a few lines."""
+    line = (f"  {rep['protocol']} fit of L vs {rep['x']}: K_max = {_num(rep['k_max'])}, "
+            f"N_0 = {_num(rep['n0'])}, R2(L) = {_num(rep['r2']['L'], '.3f')}, "
+            f"R2(ln L) = {_num(rep['r2']['log_L'], '.3f')}")
+    if "prediction" in rep:
+        pred = rep["prediction"]
+        line += (f"\n  extrapolation to N = {_num(pred.get('held_out_size'))}: k extrapolated "
+                 f"{_num(pred.get('k_extrapolated'))} vs fitted alone {_num(pred.get('k_free_fit'))}; "
+                 f"RMSE(L) = {_num(pred['rmse'])}, MAPE(L) = {_num(100 * pred['mape'], '.1f')} %")
+    return line
+
+
+# ---- the whole study -----------------------------------------------------------------------------------
+def run_study(cfg, out: str | Path) -> dict:
+    """Run (or resume) every stage; returns {"fits": {(X, protocol): fit.json dict}, "report": path}."""
+    from rl_scaling.miniature import report as report_lib
+
+    check_study_config(cfg)
+    layout = Layout(Path(out).absolute())
+    layout.out.mkdir(parents=True, exist_ok=True)
+    (layout.out / "study_config.json").write_text(cfg.to_json_best_effort(indent=2) + "\n")
+    clock = StageClock(layout.timings)
+    if not (layout.pool.exists() and layout.corpus.exists()):
+        with clock.stage("data"):
+            write_data(cfg, layout)
+    docs = read_corpus(layout)
+    if (layout.tokenizer / "tokenizer.json").exists():
+        tokenizer = tokenizer_lib.load_tokenizer_dir(layout.tokenizer)
+    else:
+        with clock.stage("tokenizer"):
+            tokenizer = tokenizer_lib.build_tokenizer([d.text for d in docs], cfg.tokenizer.vocab_size,
+                                                      layout.tokenizer)
+    with clock.stage("pretrain"):
+        records = pretrain_family(cfg, layout, docs, tokenizer)
+    with clock.stage("grpo"):
+        run_grpo_grid(cfg, layout)
+    with clock.stage("fit"):
+        gather_table(cfg, layout)
+        fits = run_fits(cfg, layout)
+    path = report_lib.write_report(layout, cfg, records, fits, clock.record)
+    tqdm.write(f"[miniature] total {clock.total_seconds():.0f} s; report: {path}")
+    return {"fits": fits, "report": path}

@@ -1,0 +1,62 @@
+"""tools/bench_psysafe.py on a scripted backend: the two modes make the calls they claim (no model)."""
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+from agent_safety.backends import ScriptedBackend
+
+TOOL = Path(__file__).resolve().parents[2] / "tools" / "bench_psysafe.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("bench_psysafe", TOOL)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the file executes
+    spec.loader.exec_module(module)
+    yield module
+    sys.modules.pop(spec.name, None)
+
+
+def _run(bench, mode, n):
+    inner = ScriptedBackend(lambda request: "a reply")
+    agents = bench.CountingBackend(inner)
+    judge = ScriptedBackend(lambda request: bench.SCRIPTED_VERDICT)
+    config = bench.workload_config(n, rounds=1, max_tokens=8, temperature=0.0, side_queries=False)
+    bench.run_mode(mode, config, n, agents, judge)
+    return inner, agents, judge
+
+
+def test_batched_mode_is_one_call_per_step(bench):
+    # AutoGen, 1 round: planner then assistant -> 2 steps, each one call over all 4 dialogues.
+    inner, agents, judge = _run(bench, "batched", 4)
+    assert inner.batches == [4, 4]
+    assert (agents.calls, agents.requests) == (2, 8)
+    assert judge.batches == [4, 4]  # the constant judge labels each step's new messages in one batch
+
+
+def test_sequential_mode_is_batch_one(bench):
+    inner, agents, _ = _run(bench, "sequential", 4)
+    assert inner.batches == [1] * 8
+    assert (agents.calls, agents.requests) == (8, 8)
+
+
+def test_questionnaire_off_means_no_side_query(bench):
+    inner, _, _ = _run(bench, "batched", 2)
+    assert all("questionnaire" not in m.content.lower() for r in inner.requests for m in r.messages)
+
+
+def test_dialogues_per_hour(bench):
+    assert bench.dialogues_per_hour(16, 60.0) == 960.0
+
+
+def test_too_many_dialogues_and_unknown_mode_fail_clearly(bench):
+    config = bench.workload_config(999, 1, 8, 0.0, False)
+    with pytest.raises(ValueError, match="--dialogues 999 exceeds"):
+        bench.make_dialogues(config, 999)
+    with pytest.raises(ValueError, match="unknown mode 'parallel'"):
+        bench.run_mode("parallel", bench.workload_config(2, 1, 8, 0.0, False), 2, ScriptedBackend(["x"]),
+                       ScriptedBackend(["y"]))

@@ -1,0 +1,35 @@
+"""One process of a GRPO run for tests/rl_scaling/test_multiprocess.py (started by tests.multiprocess):
+
+    python tests/rl_scaling/grpo_worker.py WORKDIR NUM_STEPS
+
+The tiny config with fsdp over every device of the job, a checkpoint every 2 steps, no periodic
+evaluation. Resumes from WORKDIR's latest checkpoint, as `python -m rl_scaling.train` does.
+"""
+
+import sys
+
+from common.distributed import initialize
+
+initialize()  # before anything touches a device
+
+import jax  # noqa: E402
+
+from configs.grpo.tiny import get_config  # noqa: E402
+from rl_scaling.grpo.trainer import GRPOTrainer  # noqa: E402
+
+
+def worker_config(num_steps: int):
+    cfg = get_config()
+    cfg.num_steps = num_steps
+    cfg.mesh.data, cfg.mesh.fsdp, cfg.mesh.tensor = 1, -1, 1
+    cfg.checkpoint.every = 2
+    cfg.eval.every = 0
+    cfg.eval.num_samples = 8  # 16 held-out x 8 = the training batch: the sampler compiles once
+    return cfg
+
+
+if __name__ == "__main__":
+    workdir, num_steps = sys.argv[1], int(sys.argv[2])
+    trainer = GRPOTrainer(worker_config(num_steps), workdir)
+    trainer.train()
+    print(f"process {jax.process_index()}/{jax.process_count()} devices={jax.device_count()} step={trainer.step}")
