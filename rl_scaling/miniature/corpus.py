@@ -6,8 +6,7 @@ A pretraining document is the GRPO prompt followed by a worked answer (template 
     What is 23 + 45? The answer is \\boxed{68}.
 
 The prompt is rendered with the same template the GRPO recipe uses (`plain`: the bare question), so a
-pretrained model answers GRPO prompts in the format the reward grades. The pool's questions are distinct;
-the held-out questions of every GRPO seed are removed from the pretraining corpus.
+pretrained model answers GRPO prompts in the format the reward grades.
 """
 
 from __future__ import annotations
@@ -67,26 +66,6 @@ def mixed_problems(levels: Sequence[int], per_level: int | Sequence[int], seed: 
     problems = [p for level, n in zip(levels, counts) for p in synthetic_arithmetic(n, level, seed)]
     order = np.random.default_rng(seed).permutation(len(problems))
     return [problems[i] for i in order]
-
-
-def distinct_pool(levels: Sequence[int], per_level: int, seed: int, max_draws: int = 50) -> list[Problem]:
-    """Up to `per_level` problems with distinct questions per level, shuffled together (seeded).
-
-    Level 1 has only 100 distinct questions (a + b, digits); a level with fewer distinct questions than
-    asked gives all it has. Draws at most `max_draws * per_level` candidates per level.
-    """
-    pool = []
-    for level in levels:
-        seen, kept = set(), []
-        for p in synthetic_arithmetic(max_draws * per_level, level, seed):
-            if p.question not in seen:
-                seen.add(p.question)
-                kept.append(p)
-                if len(kept) == per_level:
-                    break
-        pool += kept
-    order = np.random.default_rng(seed).permutation(len(pool))
-    return [pool[i] for i in order]
 
 
 def corrupt_answer(reference: str, rng: np.random.Generator) -> str:
