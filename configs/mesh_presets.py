@@ -145,3 +145,18 @@ def check_layout(model, degrees: tuple[int, int, int]) -> list[str]:
     if model.vocab_size % (fsdp * tensor):
         problems.append(f"fsdp x tensor = {fsdp * tensor} does not divide the {model.vocab_size} vocabulary rows")
     return problems
+
+
+# Sequences per device in a gradient micro-batch, and remat, that the compiled memory plan chose for the
+# recommended slices (docs/memory_plan.md). Elsewhere: one sequence per device with remat, the safest.
+PLANNED_MICRO_BATCH: dict[tuple[str, str], tuple[int, bool]] = {
+}
+
+
+def micro_batch(preset: str | MeshPreset, size: str) -> tuple[int, bool]:
+    """(grpo.micro_batch_size, model.remat) for `size` on `preset`: the planned sequences per device times
+    data x fsdp (the devices a micro-batch is split over)."""
+    preset = get_mesh_preset(preset) if isinstance(preset, str) else preset
+    per_device, remat = PLANNED_MICRO_BATCH.get((size, preset.name), (1, True))
+    data, fsdp, _ = preset.degrees(size)
+    return per_device * data * fsdp, remat

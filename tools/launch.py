@@ -24,7 +24,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from configs.mesh_presets import SIZES, MeshPreset, get_mesh_preset  # noqa: E402
+from configs.mesh_presets import SIZES, MeshPreset, get_mesh_preset, micro_batch  # noqa: E402
 
 CODE_TARBALL = "/tmp/qrr-code.tar.gz"
 DATA_TARBALL = "/tmp/qrr-data.tar.gz"
@@ -59,17 +59,13 @@ def jax_version() -> str:
 def run_overrides(preset: MeshPreset, size: str, config: str, model_dir: str, workdir: str,
                   sets: list[str]) -> list[str]:
     """`python -m rl_scaling.train` arguments: config, workdir, the preset's mesh, the memory plan's micro-batch
-    and remat, bfloat16 compute, then the user's --set overrides (last wins)."""
-    from common.config import get_preset
-    from rl_scaling.grpo.setup import job_shape
-    from tools.memory_plan import job_candidates, load_grpo_config, plan_config
-
+    and remat (configs/mesh_presets.PLANNED_MICRO_BATCH), bfloat16 compute, then the user's --set overrides
+    (last wins)."""
     degrees = preset.degrees(size)
-    cfg = plan_config(load_grpo_config(REPO_ROOT / config))
-    shape = job_candidates(cfg, get_preset(size), degrees, job_shape(cfg), preset.hbm_bytes * 0.9)[0]
+    micro, remat = micro_batch(preset, size)
     args = [f"--config={config}", f"--workdir={workdir}", f"--config.model.path={model_dir}",
-            "--config.model.dtype=bfloat16", f"--config.model.remat={shape.remat}",
-            f"--config.grpo.micro_batch_size={shape.micro_batch}"]
+            "--config.model.dtype=bfloat16", f"--config.model.remat={remat}",
+            f"--config.grpo.micro_batch_size={micro}"]
     args += [f"--config.mesh.{axis}={n}" for axis, n in zip(("data", "fsdp", "tensor"), degrees)]
     return args + [f"--config.{s}" for s in sets]
 
@@ -138,10 +134,10 @@ def gpu_steps(a, preset: MeshPreset) -> list[Step]:
             f'.venv/bin/pip install -e . "jax[cuda12]=={jax_version()}"',
             f".venv/bin/hf download {hf_repo(a.size, a.variant)} --local-dir {model_dir}")),
         Step("Or the same inside Docker (the CUDA libraries come from the jax[cuda12] wheels)", (
-            "docker run --gpus all --ipc=host -v \"$PWD\":/qrr -v ../shared/data/math:/data/math -w /qrr "
+            "docker run --gpus all --ipc=host -v \"$PWD\":/qrr -v \"$(realpath ../shared/data/math)\":/data/math -w /qrr "
             f"python:3.11 bash -c {shlex.quote(f'pip install -e . jax[cuda12]=={jax_version()} && MATH_DATA_DIR=/data/math XLA_PYTHON_CLIENT_MEM_FRACTION=0.92 python -m rl_scaling.train {train}')}",)),
         Step("Start the run (rerun to resume from the latest checkpoint)", (
-            f"XLA_PYTHON_CLIENT_MEM_FRACTION=0.92 nohup .venv/bin/python -m rl_scaling.train {train} "
+            f"mkdir -p runs && XLA_PYTHON_CLIENT_MEM_FRACTION=0.92 nohup .venv/bin/python -m rl_scaling.train {train} "
             f"> {workdir}.log 2>&1 &",)),
         Step("Several GPU hosts: the same command on each, with its process id", (
             "QRR_COORDINATOR=<host0>:8476 QRR_NUM_PROCESSES=<hosts> QRR_PROCESS_ID=<0..hosts-1> "

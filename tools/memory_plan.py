@@ -41,7 +41,8 @@ from configs.mesh_presets import RECOMMENDED, SIZES, get_mesh_preset  # noqa: E4
 DEFAULT_CONFIG = "configs/grpo/base.py"
 DEFAULT_OUT = "docs/memory_plan.md"
 DEFAULT_CACHE = "artifacts/memory_plan"
-PER_DEVICE_MICRO_BATCHES = (4, 2, 1)
+PER_DEVICE_MICRO_BATCHES = (2, 1)
+NO_REMAT_MARGIN = 0.6
 
 
 def load_grpo_config(path: str | Path) -> ml_collections.ConfigDict:
@@ -82,13 +83,14 @@ def micro_batch_candidates(cfg, degrees: tuple[int, int, int]) -> list[tuple[int
 
 
 def job_candidates(cfg, model, degrees, base: JobShape, budget: float) -> list[JobShape]:
-    """Candidate shapes, best first, starting at the first whose analytic training peak fits the budget
-    (all of them, from the last, when none does: the compiler has the final word)."""
-    shapes = [base.replace(micro_batch=m, remat=r) for m, r in micro_batch_candidates(cfg, degrees)]
-    for i, shape in enumerate(shapes):
-        if estimate_memory(model, degrees, shape).train_peak <= budget:
-            return shapes[i:]
-    return shapes[-1:]
+    """Candidate shapes to compile, best first: no remat at one sequence per device when the estimate leaves a
+    wide margin, then remat at 2 and at 1 sequences per device. The estimate is rough about activations (see
+    common.aot.estimate), so it only decides whether no-remat is worth a compile; the compiler decides the rest."""
+    out = []
+    no_remat = [base.replace(micro_batch=m, remat=False) for m, r in micro_batch_candidates(cfg, degrees) if not r]
+    if no_remat and estimate_memory(model, degrees, no_remat[-1]).train_peak <= NO_REMAT_MARGIN * budget:
+        out.append(no_remat[-1])
+    return out + [base.replace(micro_batch=m, remat=True) for m, r in micro_batch_candidates(cfg, degrees) if r]
 
 
 def compile_update(model, mesh, shape: JobShape, cfg):
@@ -419,6 +421,7 @@ def parse_args(argv=None):
     p.add_argument("--fresh", action="store_true", help="ignore (and do not write) cached compile results")
     p.add_argument("--depth", default="full", choices=("full", "extrapolate"),
                    help="compile every layer (full), or 2 and 4 layers and extend linearly (extrapolate)")
+    p.add_argument("--extrapolate", default="", help="comma-separated sizes planned with --depth=extrapolate")
     return p.parse_args(argv)
 
 
@@ -449,12 +452,13 @@ def main(argv=None) -> int:
     for size, preset_name in selected_rows(args.sizes, args.presets):
         t = time.perf_counter()
         print(f"planning {size} on {preset_name} ...", flush=True)
+        depth = "extrapolate" if size in args.extrapolate.split(",") else args.depth
         row = plan_row(size, preset_name, cfg, prompt_len=args.prompt_len, headroom=args.headroom,
-                       compile_programs=not args.no_compile, sampler=not args.no_sampler, depth=args.depth,
+                       compile_programs=not args.no_compile, sampler=not args.no_sampler, depth=depth,
                        cache=cache)
         row["wall_seconds"] = time.perf_counter() - t
         rows.append(row)
-        (cache_dir / f"row__{size}__{preset_name}__p{args.prompt_len}__{args.depth}.json").write_text(
+        (cache_dir / f"row__{size}__{preset_name}__p{args.prompt_len}__{depth}.json").write_text(
             json.dumps(row, indent=2))
         print(f"{size:14s} {preset_name:8s} mesh={row['degrees']} micro={row['micro_batch']} remat={row['remat']} "
               f"peaks={'/'.join(_g(x) for x in peaks(row))} GiB {verdict(row, args.headroom)} ({row['status']})",

@@ -102,7 +102,6 @@ def _shape(**kw):
     return JobShape(**(base | kw))
 
 
-@pytest.mark.skip(reason='failing when session 1 ended: unfinished work of issue 6/4, see the issue notes')
 def test_check_fits_names_more_chips_for_a_72b_on_a_small_slice():
     p = get_mesh_preset("v5e-4")
     with pytest.raises(MemoryPlanError, match=r"(?s)training update needs .* more chips") as err:
@@ -119,7 +118,6 @@ def test_check_fits_names_remat_and_micro_batch_for_activations():
     assert "model.remat=True" in str(err.value) and "grpo.micro_batch_size=128 -> 64" in str(err.value)
 
 
-@pytest.mark.skip(reason='failing when session 1 ended: unfinished work of issue 6/4, see the issue notes')
 def test_check_fits_names_smaller_sampler_batches_for_the_kv_cache():
     p = get_mesh_preset("v5p-8")
     with pytest.raises(MemoryPlanError, match=r"(?s)rollout sampling .* fewer sequences per sampler call: 4096 now "

@@ -160,7 +160,6 @@ def test_launch_needs_a_project_and_bucket_for_tpu():
     assert out.returncode != 0 and "--project is required" in out.stderr
 
 
-@pytest.mark.skip(reason='failing when session 1 ended: unfinished work of issue 6/4, see the issue notes')
 def test_pod_guide_commands_match_the_dry_run(launch_dry_run):
     guide = (REPO_ROOT / "docs" / "pod_guide.md").read_text()
     blocks = re.findall(r"```bash\n(.*?)```", guide, re.S)
