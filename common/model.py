@@ -48,8 +48,9 @@ def _param(rngs: nnx.Rngs | None, shape, axes, dtype, init: str = "normal") -> n
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass
 class KVCache:
-    """Static-size key/value cache. k[i], v[i]: [B, S, K, h] for layer i; index: slots written so far
-    (the same for every sequence: prompts are left-padded); start: [B] slot of each sequence's first token."""
+    """Static-size key/value cache. k[i], v[i]: [B, K, S, h] for layer i (heads before slots, so attention
+    reads the cache as it lies, with no per-step transpose); index: slots written so far (the same for every
+    sequence: prompts are left-padded); start: [B] slot of each sequence's first token."""
 
     k: list[jax.Array]
     v: list[jax.Array]
@@ -58,12 +59,12 @@ class KVCache:
 
     @property
     def max_length(self) -> int:
-        return self.k[0].shape[1]
+        return self.k[0].shape[2]
 
     @classmethod
     def zeros(cls, config: ModelConfig, batch: int, max_length: int, dtype, start=None) -> "KVCache":
-        shape = (batch, max_length, config.num_kv_heads, config.head_dim)
-        zeros = lambda: constrain(jnp.zeros(shape, dtype), ("batch", "cache_length", "act_kv_heads", None))
+        shape = (batch, config.num_kv_heads, max_length, config.head_dim)
+        zeros = lambda: constrain(jnp.zeros(shape, dtype), ("batch", "act_kv_heads", "cache_length", None))
         start = jnp.zeros((batch,), jnp.int32) if start is None else jnp.asarray(start, jnp.int32)
         return cls(k=[zeros() for _ in range(config.num_layers)], v=[zeros() for _ in range(config.num_layers)],
                    index=jnp.zeros((), jnp.int32), start=start)
@@ -102,16 +103,21 @@ def attention_mask(query_slots: jax.Array, key_length: int, start: jax.Array) ->
 
 
 def gqa_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> jax.Array:
-    """q [B, T, H, h], k/v [B, S, K, h], mask [B, T, S] -> [B, T, H, h]. Softmax in float32."""
+    """q [B, T, H, h], k/v [B, K, S, h], mask [B, T, S] -> [B, T, H, h]. Softmax in float32.
+
+    The G = H/K query heads of a group and the T queries form the rows of one matrix per (b, k), so both
+    products are plain batched matmuls over k/v in their stored layout (only q and the output move)."""
     B, T, H, h = q.shape
-    K = k.shape[2]
-    q = q.reshape(B, T, K, H // K, h)
-    scores = jnp.einsum("btkgh,bskh->bkgts", q, k, preferred_element_type=jnp.float32) / jnp.sqrt(h).astype(
+    K = k.shape[1]
+    G = H // K
+    q = q.reshape(B, T, K, G, h).transpose(0, 2, 3, 1, 4).reshape(B, K, G * T, h)
+    scores = jnp.einsum("bkqh,bksh->bkqs", q, k, preferred_element_type=jnp.float32) / jnp.sqrt(h).astype(
         jnp.float32)
+    scores = scores.reshape(B, K, G, T, -1)
     scores = jnp.where(mask[:, None, None, :, :], scores, jnp.finfo(jnp.float32).min)
-    probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
-    out = jnp.einsum("bkgts,bskh->btkgh", probs, v)
-    return out.reshape(B, T, H, h)
+    probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype).reshape(B, K, G * T, -1)
+    out = jnp.einsum("bkqs,bksh->bkqh", probs, v)
+    return out.reshape(B, K, G, T, h).transpose(0, 3, 1, 2, 4).reshape(B, T, H, h)
 
 
 # ---- modules --------------------------------------------------------------------------------------
@@ -130,8 +136,11 @@ class Attention(nnx.Module):
             self.v_bias = _param(rngs, (K, h), ("kv_heads", "head_dim"), param_dtype, "zeros")
         self.use_bias = cfg.attention_bias
 
-    def __call__(self, x, cos, sin, mask, layer_cache, cache_index, dtype):
-        """x [B, T, d] -> ([B, T, d], (k, v) updated layer cache or the fresh k, v)."""
+    def __call__(self, x, cos, sin, mask, layer_cache, cache_index, dtype, attend_fresh_only=False):
+        """x [B, T, d] -> ([B, T, d], (k, v) updated layer cache or the fresh k, v [B, K, T, h]).
+
+        attend_fresh_only: attend to the T new keys only, not the whole cache (prefill of an empty cache:
+        the same result, without scores over the empty slots)."""
         proj = lambda w: jnp.einsum("btd,dnh->btnh", x, w[...].astype(dtype))
         q, k, v = proj(self.q_kernel), proj(self.k_kernel), proj(self.v_kernel)
         if self.use_bias:
@@ -139,15 +148,19 @@ class Attention(nnx.Module):
             k = k + self.k_bias[...].astype(dtype)
             v = v + self.v_bias[...].astype(dtype)
         q = constrain(apply_rope(q, cos, sin), ("batch", "length", "act_heads", None))
-        k = constrain(apply_rope(k, cos, sin), ("batch", "length", "act_kv_heads", None))
-        v = constrain(v, ("batch", "length", "act_kv_heads", None))
+        # keys and values as the cache holds them: [B, K, T, h]
+        k = constrain(apply_rope(k, cos, sin).transpose(0, 2, 1, 3), ("batch", "act_kv_heads", "length", None))
+        v = constrain(v.transpose(0, 2, 1, 3), ("batch", "act_kv_heads", "length", None))
+        new_cache = (k, v)
         if layer_cache is not None:
             k_cache, v_cache = layer_cache
-            k = jax.lax.dynamic_update_slice(k_cache, k.astype(k_cache.dtype), (0, cache_index, 0, 0))
-            v = jax.lax.dynamic_update_slice(v_cache, v.astype(v_cache.dtype), (0, cache_index, 0, 0))
+            new_cache = (jax.lax.dynamic_update_slice(k_cache, k.astype(k_cache.dtype), (0, 0, cache_index, 0)),
+                         jax.lax.dynamic_update_slice(v_cache, v.astype(v_cache.dtype), (0, 0, cache_index, 0)))
+            if not attend_fresh_only:
+                k, v = new_cache
         out = gqa_attention(q, k.astype(dtype), v.astype(dtype), mask)
         out = jnp.einsum("bthk,hkd->btd", out, self.o_kernel[...].astype(dtype))
-        return out, (k, v)
+        return out, new_cache
 
 
 class MLP(nnx.Module):
@@ -172,9 +185,9 @@ class Block(nnx.Module):
         self.mlp = MLP(cfg, param_dtype, rngs)
         self.eps = cfg.rms_norm_eps
 
-    def __call__(self, x, cos, sin, mask, layer_cache, cache_index, dtype):
+    def __call__(self, x, cos, sin, mask, layer_cache, cache_index, dtype, attend_fresh_only=False):
         attn_out, new_cache = self.attn(rms_norm(x, self.attn_norm[...], self.eps), cos, sin, mask,
-                                        layer_cache, cache_index, dtype)
+                                        layer_cache, cache_index, dtype, attend_fresh_only)
         x = x + attn_out
         x = x + self.mlp(rms_norm(x, self.mlp_norm[...], self.eps), dtype)
         return constrain(x, ("batch", "length", "act_embed")), new_cache
@@ -203,15 +216,16 @@ class Decoder(nnx.Module):
         return logits
 
     def forward(self, tokens: jax.Array, *, start: jax.Array | None = None, cache: KVCache | None = None,
-                return_hidden: bool = False, remat: bool = False):
+                return_hidden: bool = False, remat: bool = False, prefill: bool = False):
         """tokens [B, T] int32 -> (logits [B, T, V] float32 | final hidden [B, T, d], new cache | None).
 
         Without a cache the tokens occupy slots 0..T-1; with one they are written at slots
         cache.index..cache.index+T-1 and cache.start replaces `start`. `start` [B]: first real slot.
+        prefill=True promises an empty cache (index 0): attention then spans the T new slots only.
         """
         B, T = tokens.shape
         if cache is not None:
-            start, index, key_length = cache.start, cache.index, cache.max_length
+            start, index, key_length = cache.start, cache.index, (T if prefill else cache.max_length)
         else:
             start = jnp.zeros((B,), jnp.int32) if start is None else jnp.asarray(start, jnp.int32)
             index, key_length = jnp.zeros((), jnp.int32), T
@@ -225,8 +239,8 @@ class Decoder(nnx.Module):
         new_k, new_v = [], []
         for i, block in enumerate(self.layers):
             layer_cache = (cache.k[i], cache.v[i]) if cache is not None else None
-            call = nnx.remat(Block.__call__, static_argnums=(7,)) if remat else Block.__call__
-            x, (k, v) = call(block, x, cos, sin, mask, layer_cache, index, self.dtype)
+            call = nnx.remat(Block.__call__, static_argnums=(7, 8)) if remat else Block.__call__
+            x, (k, v) = call(block, x, cos, sin, mask, layer_cache, index, self.dtype, prefill)
             new_k.append(k)
             new_v.append(v)
         x = rms_norm(x, self.final_norm[...], self.config.rms_norm_eps)

@@ -51,7 +51,7 @@ def _decode_loop(model: Decoder, tokens, start, seed, max_new_tokens, temperatur
     N = cache_length - P
     row_keys = jax.vmap(lambda r: jax.random.fold_in(jax.random.key(seed), r))(jnp.arange(B))
     cache = KVCache.zeros(model.config, B, cache_length, model.dtype, start=start)
-    hidden, cache = model.forward(tokens, cache=cache, return_hidden=True)
+    hidden, cache = model.forward(tokens, cache=cache, return_hidden=True, prefill=True)
     logits = model.logits(hidden[:, -1])
 
     def pick(logits, step):

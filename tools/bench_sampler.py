@@ -21,7 +21,8 @@ import numpy as np
 
 
 def copy_bandwidth_gbs(nbytes: int = 1 << 30, repeats: int = 5) -> float:
-    """Bytes copied per second by numpy (one read + one write of each byte), best of `repeats`."""
+    """Memory bandwidth by a numpy copy, counted as STREAM does (each byte read once and written once: 2x the
+    bytes copied, per second), best of `repeats`."""
     src = np.ones(nbytes // 4, np.float32)
     dst = np.empty_like(src)
     best = float("inf")
@@ -29,7 +30,7 @@ def copy_bandwidth_gbs(nbytes: int = 1 << 30, repeats: int = 5) -> float:
         t = time.perf_counter()
         np.copyto(dst, src)
         best = min(best, time.perf_counter() - t)
-    return nbytes / best / 1e9
+    return 2 * nbytes / best / 1e9
 
 
 def prompts_of_length(tokenizer, batch: int, length: int) -> list[list[int]]:
