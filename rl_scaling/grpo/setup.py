@@ -105,6 +105,23 @@ def encode_prompts(problems, tokenizer, cfg) -> tuple[PromptSet, int]:
     return PromptSet(kept, ids), len(problems) - len(kept)
 
 
+def load_downstream_sets(cfg, tokenizer) -> dict[str, PromptSet]:
+    """eval.downstream ("gsm8k,aime24", names or files) as prompt sets, each cut to eval.downstream_limit
+    problems (0 = all). Prompts longer than data.max_prompt_len are dropped; a set left empty is an error."""
+    names = [n.strip() for n in str(cfg.eval.downstream).split(",") if n.strip()]
+    sets = {}
+    for name in names:
+        problems = load_problems(name, split="test")
+        if cfg.eval.downstream_limit:
+            problems = problems[:cfg.eval.downstream_limit]
+        prompt_set, dropped = encode_prompts(problems, tokenizer, cfg)
+        if not prompt_set.problems:
+            raise ValueError(f"eval.downstream {name!r}: all {len(problems)} prompts are longer than "
+                             f"data.max_prompt_len={cfg.data.max_prompt_len}")
+        sets[Path(name).stem if name not in DATASETS else name] = prompt_set
+    return sets
+
+
 def split_train_heldout(cfg, pool: list[Problem]) -> tuple[list[Problem], list[Problem]]:
     """Held-out split (balanced easy/hard when difficulties exist), curriculum order, reuse subset."""
     d = cfg.data

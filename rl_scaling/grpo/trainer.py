@@ -29,7 +29,7 @@ from rl_scaling.grpo.advantages import group_advantages, zero_variance_group_fra
 from rl_scaling.grpo.checkpoints import latest_step_dir, restore_trainer_checkpoint, save_trainer_checkpoint
 from rl_scaling.grpo.rollout import pack_rollouts, sample_rollouts
 from rl_scaling.grpo.setup import (HostGatheringSampler, build_mesh, build_policy, check_mesh_preset, encode_prompts,
-                                   load_pool, split_train_heldout)
+                                   load_downstream_sets, load_pool, split_train_heldout)
 from rl_scaling.grpo.train_step import LossConfig, make_logprob_fn, make_optimizer, make_update_fn
 from rl_scaling.rewards import compute_rewards
 
@@ -70,7 +70,9 @@ class GRPOTrainer:
         self.ids_of = {p.id: ids for p, ids in zip(self.train_set.problems, self.train_set.prompt_ids)}
         self.num_steps = cfg.num_steps or self.stream.total_steps
 
-        longest = max(len(p) for p in self.train_set.prompt_ids + self.heldout_set.prompt_ids)
+        self.downstream_sets = load_downstream_sets(cfg, self.tokenizer)
+        longest = max(len(p) for p in self.train_set.prompt_ids + self.heldout_set.prompt_ids
+                      + [ids for s in self.downstream_sets.values() for ids in s.prompt_ids])
         self.max_new = g.max_response_len
         self.eval_max_new = cfg.eval.max_new_tokens or g.max_response_len
         self.sampler = HostGatheringSampler(model, mesh=self.mesh, pad_id=self.pad_id,
@@ -144,6 +146,22 @@ class GRPOTrainer:
                           timeout_s=self.cfg.reward_timeout_s)
         return {"eval/pass@1": score, "eval/L": 1.0 - score,
                 "eval/num_problems": float(len(self.heldout_set.problems)), "eval/num_samples": float(e.num_samples)}
+
+    def evaluate_downstream(self) -> dict[str, float]:
+        """pass@1 on each of eval.downstream (real benchmark sets, same template and sampling as held-out)."""
+        self.sampler.state = self.params
+        e, out = self.cfg.eval, {}
+        for name, prompt_set in self.downstream_sets.items():
+            score = pass_at_1(self.sampler, self.tokenizer, prompt_set.prompt_ids,
+                              [p.reference for p in prompt_set.problems], num_samples=e.num_samples,
+                              temperature=e.temperature, max_new_tokens=self.eval_max_new,
+                              seed=step_seed(self.cfg.seed + 2, self.step), stop_token_ids=end_token_ids(self.tokenizer),
+                              timeout_s=self.cfg.reward_timeout_s)
+            out[f"downstream/{name}/pass@1"] = score
+            out[f"downstream/{name}/num_problems"] = float(len(prompt_set.problems))
+            tqdm.write(f"step {self.step}: {name} pass@1 {score:.3f} ({len(prompt_set.problems)} problems x "
+                       f"{e.num_samples} samples)")
+        return out
 
     # ---- one step ---------------------------------------------------------------------------------
     def train_step(self) -> dict[str, float]:
@@ -246,7 +264,7 @@ class GRPOTrainer:
         cfg = self.cfg
         last_eval = {}
         if self.step == 0:
-            last_eval = self.evaluate()
+            last_eval = {**self.evaluate(), **self.evaluate_downstream()}
             self.writer.write(0, {**last_eval, **self.ledger.metrics()})
             tqdm.write(f"step 0: held-out pass@1 {last_eval['eval/pass@1']:.3f} "
                        f"({len(self.heldout_set.problems)} problems x {cfg.eval.num_samples} samples)")
@@ -257,6 +275,8 @@ class GRPOTrainer:
                 final = self.step == self.num_steps
                 if (cfg.eval.every and self.step % cfg.eval.every == 0) or final:
                     last_eval = self.evaluate()
+                    if final:
+                        last_eval.update(self.evaluate_downstream())
                     metrics.update(last_eval)
                 self.writer.write(self.step, metrics)
                 if (cfg.checkpoint.every and self.step % cfg.checkpoint.every == 0) or final or self._stop_requested:

@@ -75,8 +75,19 @@ def test_accumulated_update_equals_one_big_batch(aggregation):
         assert np.abs(step_a - step_b).max() <= 1e-3 * np.abs(step_b).max() + 1e-9
 
 
+def _downstream_file(workdir) -> Path:
+    """A downstream set of our own (copy-task problems, a different seed from the training pool) as a
+    problem/answer JSON Lines file, as a researcher would pass a benchmark file."""
+    from rl_scaling.data import synthetic_arithmetic
+    path = Path(workdir).parent / "copy_task.jsonl"
+    path.write_text("".join(json.dumps({"problem": p.question, "answer": p.reference}) + "\n"
+                            for p in synthetic_arithmetic(24, 0, seed=123)))
+    return path
+
+
 def _run_tiny(workdir, *overrides, wait=True):
     cmd = [sys.executable, "-m", "rl_scaling.train", "--config=configs/grpo/tiny.py", f"--workdir={workdir}",
+           f"--config.eval.downstream={_downstream_file(workdir)}", "--config.eval.downstream_limit=16",
            *overrides]
     env = {**os.environ, "XLA_FLAGS": ""}  # one CPU device: the tiny config runs unsharded
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -104,6 +115,11 @@ def test_tiny_run_reward_rises(uninterrupted):
     assert len(rewards) == 40
     assert np.mean(rewards[-10:]) > np.mean(rewards[:10]) + 0.2, rewards
     assert rows[-1]["eval/pass@1"] > rows[0]["eval/pass@1"] + 0.2
+    # the downstream set is evaluated before and after training only, and the trained policy does better
+    downstream = [r for r in rows if "downstream/copy_task/pass@1" in r]
+    assert [r["step"] for r in downstream] == [0, 40]
+    assert downstream[0]["downstream/copy_task/num_problems"] == 16
+    assert downstream[1]["downstream/copy_task/pass@1"] > downstream[0]["downstream/copy_task/pass@1"] + 0.2
     assert (uninterrupted / "DONE").exists()
     assert rows[-1]["C"] > rows[1]["C"] > 0 and rows[-1]["D"] == 40 * 16
     # the final checkpoint is on the shared format: common.load_pretrained reads it
@@ -131,3 +147,23 @@ def test_kill_9_and_resume_equals_uninterrupted_run(uninterrupted, tmp_path):
         assert a.keys() == b.keys()
         for k in a:
             assert a[k] == pytest.approx(b[k], rel=1e-6, abs=1e-7), (a["step"], k)
+
+
+def test_downstream_sets_are_the_real_benchmark_files_cut_to_the_limit(qwen2_tok):
+    from configs.grpo import tiny
+    from rl_scaling.data import load_problems
+    from rl_scaling.grpo.setup import load_downstream_sets
+
+    cfg = tiny.get_config()
+    cfg.data.max_prompt_len = 1024
+    cfg.eval.downstream = "gsm8k, amc23"
+    cfg.eval.downstream_limit = 3
+    sets = load_downstream_sets(cfg, qwen2_tok)
+    assert list(sets) == ["gsm8k", "amc23"]
+    for name, prompt_set in sets.items():
+        expected = load_problems(name, split="test")[:3]
+        assert [p.reference for p in prompt_set.problems] == [p.reference for p in expected]
+        assert [qwen2_tok.decode(ids) for ids in prompt_set.prompt_ids][0].find(expected[0].question[:40]) >= 0
+    cfg.data.max_prompt_len = 4
+    with pytest.raises(ValueError, match="gsm8k.*longer than data.max_prompt_len=4"):
+        load_downstream_sets(cfg, qwen2_tok)
