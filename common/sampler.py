@@ -43,6 +43,15 @@ def bucket(n: int, minimum: int) -> int:
     return max(minimum, 1 << max(0, math.ceil(math.log2(max(n, 1)))))
 
 
+def call_shape(longest_prompt: int, max_new_tokens: int, max_cache_length: int,
+               min_prompt_bucket: int = 16) -> tuple[int, int]:
+    """(prompt bucket P, cache length) of a sampler call: P a power of two, the cache P plus the new-token
+    budget's power of two (not the bucket of their sum: decode attention reads every cache slot each step,
+    so a 256-token prompt with 48 new tokens decodes over 320 slots, not 512), both capped by the cache."""
+    P = min(bucket(longest_prompt, min_prompt_bucket), max_cache_length - max_new_tokens)
+    return P, min(P + bucket(max_new_tokens, min_prompt_bucket), max_cache_length)
+
+
 def _decode_loop(model: Decoder, tokens, start, seed, max_new_tokens, temperature, top_p, stop_ids,
                  valid, *, mode: SamplingMode, cache_length: int, pad_id: int):
     """tokens [B, P] left-padded prompts; start [B]; valid [B] (False = batch padding).
@@ -145,8 +154,7 @@ class Sampler:
         n = len(prompt_ids)
         longest = max(len(p) for p in prompt_ids)
         B = bucket(n, self.min_batch_bucket)
-        P = min(bucket(longest, self.min_prompt_bucket), self.max_cache_length - max_new_tokens)
-        cache_length = min(bucket(P + max_new_tokens, 2 * self.min_prompt_bucket), self.max_cache_length)
+        P, cache_length = call_shape(longest, max_new_tokens, self.max_cache_length, self.min_prompt_bucket)
 
         tokens = np.full((B, P), self.pad_id, np.int32)
         start = np.full((B,), P - 1, np.int32)

@@ -144,17 +144,17 @@ def job_shape(cfg, prompt_len: int | None = None):
     """The sizes of this run that decide its memory (`common.aot.estimate.JobShape`); `prompt_len`
     defaults to data.max_prompt_len, the longest prompt the run keeps."""
     from common.aot.estimate import JobShape
-    from common.sampler import bucket
+    from common.sampler import call_shape
 
     g, m = cfg.grpo, cfg.model
     prompt_len = prompt_len or cfg.data.max_prompt_len
     max_new = max(g.max_response_len, cfg.eval.max_new_tokens or g.max_response_len)
-    prompt_bucket = min(bucket(prompt_len, 16), prompt_len + max_new)
+    # the trainer's sampler holds prompt_len + max_new slots; a rollout call asks for max_response_len
+    prompt_bucket, cache_length = call_shape(prompt_len, g.max_response_len, prompt_len + max_new)
     return JobShape(micro_batch=g.micro_batch_size, seq_len=prompt_len + g.max_response_len,
                     response_len=g.max_response_len, remat=bool(m.remat), dtype=m.dtype, param_dtype=m.param_dtype,
                     frozen_copies=1 if g.kl_coef > 0 else 0, rollout_batch=g.prompts_per_step * g.group_size,
-                    prompt_len=prompt_bucket,
-                    cache_length=min(bucket(prompt_bucket + g.max_response_len, 32), prompt_len + max_new))
+                    prompt_len=prompt_bucket, cache_length=cache_length)
 
 
 def policy_config(cfg):

@@ -6,7 +6,7 @@ from flax import nnx
 
 from common.config import get_preset
 from common.model import Decoder
-from common.sampler import PromptTooLongError, Sampler, bucket
+from common.sampler import PromptTooLongError, Sampler, bucket, call_shape
 
 
 @pytest.fixture(scope="module")
@@ -45,6 +45,13 @@ def test_prompt_length_buckets_reuse_one_program(sampler):
     sampler.sample([[4] * 12], max_new_tokens=8, temperature=0.9, top_k=5)
     assert len(sampler.compile_keys) == before + 1  # one bucket (16 tokens), temperature is traced
     assert bucket(3, 16) == bucket(16, 16) == 16 and bucket(17, 16) == 32
+
+
+def test_the_cache_is_the_prompt_bucket_plus_the_new_token_bucket():
+    assert call_shape(200, 48, 4096) == (256, 256 + 64)  # not bucket(200 + 48) = 512 slots read per step
+    assert call_shape(100, 1000, 4096) == (128, 128 + 1024)
+    assert call_shape(100, 1000, 1100) == (100, 1100)  # both capped by the cache the sampler holds
+    assert call_shape(3, 5, 4096) == (16, 32)
 
 
 def test_batch_padding_does_not_change_results(sampler):
