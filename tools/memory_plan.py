@@ -33,9 +33,11 @@ prepare_libtpu_env()
 
 import ml_collections  # noqa: E402
 
+from common.aot.compiled import ProgramCache, measured  # noqa: E402
 from common.aot.estimate import JobShape, estimate_memory  # noqa: E402
 from common.aot.fits import (DEFAULT_HEADROOM, MemoryPlanError, check_fits,  # noqa: E402
                              largest_fitting_rollout_batch)
+from common.aot.table import gib_text, markdown, peaks, row_total, sampler_batch, verdict  # noqa: E402
 from configs.mesh_presets import RECOMMENDED, SIZES, get_mesh_preset  # noqa: E402
 
 DEFAULT_CONFIG = "configs/grpo/base.py"
@@ -131,62 +133,13 @@ def compile_sampler(model, mesh, shape: JobShape, batch: int):
     return compiled_memory(program, params, *abstract_decode_inputs(mesh, batch, shape.prompt_len), mesh=mesh)
 
 
-EXTRAPOLATION_DEPTHS = (2, 4)
-
-
-class ProgramCache:
-    """Results of single compiles, one JSON file each, so an interrupted plan resumes where it stopped."""
-
-    def __init__(self, directory: Path | None):
-        self.directory = directory
-
-    def get_or_compile(self, key: str, compile_fn) -> dict:
-        path = self.directory / f"{key}.json" if self.directory else None
-        if path is not None and path.exists():
-            return json.loads(path.read_text())
-        result = compile_fn()
-        if path is not None:
-            path.write_text(json.dumps(result, indent=2))
-        return result
-
-
-def measured(compile_fn) -> dict:
-    """CompiledMemory as a dict, or {"refused": {...}} when the compiler says it cannot fit the device."""
-    from common.aot.compiled import compile_refusal
-
-    start = time.perf_counter()
-    try:
-        return dataclasses.asdict(compile_fn())
-    except Exception as err:
-        refusal = compile_refusal(err)
-        if refusal is None:
-            raise
-        return {"refused": refusal, "compile_seconds": time.perf_counter() - start}
-
-
-def at_depth(model, depth: str, compile_for_model) -> dict:
-    """Compile at the model's full depth, or ("extrapolate") at 2 and 4 layers and extend every byte count
-    linearly to the full depth (layers are identical, so each count is affine in their number)."""
-    if depth == "full":
-        return measured(lambda: compile_for_model(model))
-    lo, hi = (measured(lambda n=n: compile_for_model(model.replace(num_layers=n))) for n in EXTRAPOLATION_DEPTHS)
-    seconds = lo["compile_seconds"] + hi["compile_seconds"]
-    if "refused" in lo or "refused" in hi:
-        return {"refused": (lo if "refused" in lo else hi)["refused"], "compile_seconds": seconds,
-                "depth": list(EXTRAPOLATION_DEPTHS)}
-    d0, d1 = EXTRAPOLATION_DEPTHS
-    out = {k: int(round(lo[k] + (hi[k] - lo[k]) * (model.num_layers - d0) / (d1 - d0)))
-           for k in ("arguments", "outputs", "temporaries", "alias", "generated_code")}
-    return out | {"compile_seconds": seconds, "depth": list(EXTRAPOLATION_DEPTHS)}
-
-
 def fits_budget(result: dict, budget: float, resident_outside: int = 0) -> bool:
     return "refused" not in result and row_total(result) + resident_outside <= budget
 
 
 def plan_row(size: str, preset_name: str, cfg, *, prompt_len: int, headroom: float, compile_programs: bool,
-             sampler: bool, degrees: tuple[int, int, int] | None = None, depth: str = "full",
-             cache: ProgramCache | None = None, max_update_compiles: int = 2, max_sampler_compiles: int = 3) -> dict:
+             sampler: bool, degrees: tuple[int, int, int] | None = None, cache: ProgramCache | None = None,
+             max_update_compiles: int = 2, max_sampler_compiles: int = 3) -> dict:
     """One row of the plan as a JSON-able dict. `degrees` default to the preset's layout for `size`.
 
     The update: candidates best first (job_candidates), compiled until one fits; the sampler: the largest
@@ -206,9 +159,12 @@ def plan_row(size: str, preset_name: str, cfg, *, prompt_len: int, headroom: flo
            "degrees": list(degrees), "seq_len": shape.seq_len, "rollout_batch": shape.rollout_batch,
            "rollout_chunk": chunk, "cache_length": shape.cache_length, "prompt_len": shape.prompt_len,
            "dtype": shape.dtype, "param_dtype": shape.param_dtype, "update": None, "sampler": None,
-           "depth": depth, "status": "analytic", "notes": [], "tried": [], "sampler_tried": []}
+           "status": "analytic", "notes": [], "tried": [], "sampler_tried": []}
     _set_shape(row, model, degrees, shape)
-    if not compile_programs:
+    if not compile_programs:  # the first candidate the estimate says fits (else the best one)
+        fitting = [c for c in candidates if estimate_memory(model, degrees, c).train_peak <= budget]
+        if fitting:
+            _set_shape(row, model, degrees, fitting[0])
         return row
     from common.aot.topology import TopologyUnavailableError, preset_devices
     from common.sharding import make_mesh
@@ -219,13 +175,15 @@ def plan_row(size: str, preset_name: str, cfg, *, prompt_len: int, headroom: flo
         row["notes"].append(str(err).split(";")[0])
         return row
     mesh = make_mesh(dict(zip(("data", "fsdp", "tensor"), degrees)), devices)
-    tag = f"{size}__{preset_name}__{'x'.join(map(str, degrees))}__p{prompt_len}__r{shape.response_len}__{depth}"
+    # "full": every layer compiled. (Compiling 2 and 4 layers and extrapolating does not work: XLA
+    # rematerialises under memory pressure, so temporaries are not affine in depth.)
+    tag = f"{size}__{preset_name}__{'x'.join(map(str, degrees))}__p{prompt_len}__r{shape.response_len}__full"
     reference = row["estimate"]["reference"]
     for shape in candidates[:max_update_compiles]:
         _set_shape(row, model, degrees, shape)
         result = cache.get_or_compile(
             f"update__{tag}__m{shape.micro_batch}__remat{int(shape.remat)}",
-            lambda: at_depth(model, depth, lambda m: compile_update(m, mesh, shape, cfg)))
+            lambda: measured(lambda: compile_update(model, mesh, shape, cfg)))
         row["update"] = result
         row["tried"].append({"micro_batch": shape.micro_batch, "remat": shape.remat,
                              "total": row_total(result), "refused": result.get("refused")})
@@ -237,8 +195,7 @@ def plan_row(size: str, preset_name: str, cfg, *, prompt_len: int, headroom: flo
         batch = chunk or max(shape.rollout_batch // 2, 1)
         for _ in range(max_sampler_compiles):
             result = cache.get_or_compile(f"sampler__{tag}__b{batch}__c{shape.cache_length}",
-                                          lambda: at_depth(model, depth,
-                                                           lambda m: compile_sampler(m, mesh, shape, batch)))
+                                          lambda: measured(lambda: compile_sampler(model, mesh, shape, batch)))
             row["sampler"] = result | {"batch": batch}
             row["sampler_tried"].append({"batch": batch, "total": row_total(result), "refused": result.get("refused")})
             print(f"  sampler batch={batch}: {_describe(result)}", flush=True)
@@ -247,17 +204,15 @@ def plan_row(size: str, preset_name: str, cfg, *, prompt_len: int, headroom: flo
             batch //= 2
     refused = [p for p in (row["update"], row["sampler"]) if p and "refused" in p]
     row["status"] = "compiled" + (", compiler refused the last try" if refused else "")
-    if depth != "full":
-        row["status"] += f" (extrapolated from {EXTRAPOLATION_DEPTHS[0]} and {EXTRAPOLATION_DEPTHS[1]} layers)"
     return row
 
 
 def _describe(result: dict) -> str:
     if "refused" in result:
         need = result["refused"]["required_temporaries"]
-        return (f"refused by the compiler (temporaries {_g(need)} GiB > HBM) after "
+        return (f"refused by the compiler (temporaries {gib_text(need)} GiB > HBM) after "
                 f"{result['compile_seconds']:.0f} s")
-    return f"{_g(row_total(result))} GiB in {result['compile_seconds']:.0f} s"
+    return f"{gib_text(row_total(result))} GiB in {result['compile_seconds']:.0f} s"
 
 
 def _set_shape(row: dict, model, degrees, shape: JobShape) -> None:
@@ -267,142 +222,15 @@ def _set_shape(row: dict, model, degrees, shape: JobShape) -> None:
                                                    "resident": est.resident})
 
 
-def row_total(part: dict | None) -> int | None:
-    """The compiled per-device total (None when not compiled or refused)."""
-    if not part or "refused" in part:
-        return None
-    return part["arguments"] + part["outputs"] - part["alias"] + part["temporaries"] + part["generated_code"]
-
-
-def _compiled_peak(part: dict, outside: int) -> float:
-    """A compiled program's per-device peak plus what stays resident outside it; a refused program's
-    is what the compiler said it needed (infinite when it did not say)."""
-    if "refused" in part:
-        return part["refused"]["required_temporaries"] or math.inf
-    return row_total(part) + outside
-
-
-def peaks(row: dict) -> tuple[float, float]:
-    """(training peak, sampling peak) per device: compiled totals where there are some, plus what stays
-    resident outside the program (the reference copy during the update; optimiser state and reference
-    during sampling), else the analytic estimate (sampling: at the analytic rollout chunk)."""
-    e = row["estimate"]
-    train = _compiled_peak(row["update"], e["reference"]) if row["update"] else e["train_peak"]
-    if row["sampler"]:
-        sample = _compiled_peak(row["sampler"], e["optimizer"] + e["reference"])
-    elif row["rollout_chunk"]:
-        sample = e["resident"] + (e["sample_peak"] - e["resident"]) * row["rollout_chunk"] / row["rollout_batch"]
-    else:
-        sample = math.inf
-    return train, sample
-
-
-def sampler_batch(row: dict) -> int:
-    return row["sampler"]["batch"] if row["sampler"] else row["rollout_chunk"]
-
-
-def verdict(row: dict, headroom: float) -> str:
-    """"fits", "fits, rollouts in chunks of N" (the configured sampler batch would not), or "DOES NOT FIT"."""
-    budget = row["hbm_bytes"] * headroom
-    train, sample = peaks(row)
-    if train > budget or sample > budget:
-        return "DOES NOT FIT"
-    if sampler_batch(row) < row["rollout_batch"]:
-        return f"fits, rollouts in chunks of {sampler_batch(row)}"
-    return "fits"
-
-
-def _g(n) -> str:
-    if n is None:
-        return "-"
-    return "inf" if n == math.inf else f"{n / 2**30:.1f}"
-
-
-def _program_md(part: dict | None, detail: bool) -> tuple[str, str]:
-    """(bytes cell, compile-seconds cell) of one program."""
-    if part is None:
-        return "-", "-"
-    seconds = f"{part['compile_seconds']:.0f}"
-    if "refused" in part:
-        return f"refused: needs {_g(part['refused']['required_temporaries'])} temp", seconds
-    if not detail:
-        return f"**{_g(row_total(part))}**", seconds
-    return (f"{_g(part['arguments'])} / {_g(part['temporaries'])} / {_g(part['outputs'] - part['alias'])} / "
-            f"**{_g(row_total(part))}**"), seconds
-
-
-def _row_md(r: dict, headroom: float) -> str:
-    e = r["estimate"]
-    train, sample = peaks(r)
-    update, update_s = _program_md(r["update"], True)
-    sampler, sampler_s = _program_md(r["sampler"], False)
-    if r["update"] is None:
-        update = f"est. {_g(e['train_peak'])}"
-    cells = [r["size"], r["preset"], f"{r['devices']} x {r['hbm_bytes'] / 2**30:.0f}", "/".join(map(str, r["degrees"])),
-             f"{r['micro_batch']} ({r['per_device_micro_batch']}), {'on' if r['remat'] else 'off'}", update, update_s,
-             f"{sampler_batch(r)}: {sampler}", sampler_s,
-             f"{_g(e['params'])} / {_g(e['optimizer'])} / {_g(e['gradients'])} / {_g(e['kv_cache'])}",
-             f"{_g(train)} / {_g(sample)}", f"{verdict(r, headroom)} ({r['status']})"]
-    return "| " + " | ".join(cells) + " |"
-
-
-def markdown(rows: list[dict], command: str, headroom: float, cfg, cfg_path: str, libtpu: str | None) -> str:
+def recipe_text(cfg, cfg_path: str, row: dict) -> str:
+    """The paragraph under the table's title: what was planned."""
     g = cfg.grpo
-    r0 = rows[0]
-    lines = [
-        "# Memory plan: GRPO on Qwen2.5, per device, compiled ahead of time",
-        "",
-        "Generated (do not edit by hand) by",
-        "",
-        "```bash",
-        command,
-        "```",
-        "",
-        f"Config `{cfg_path}` (the paper recipe): {g.mini_batch_prompts} prompts x G={g.group_size} = "
-        f"{g.mini_batch_prompts * g.group_size} sequences per optimiser update, responses up to "
-        f"{g.max_response_len} tokens, prompts padded to {r0['seq_len'] - g.max_response_len} tokens, "
-        f"{'a KL reference copy held (kl_coef > 0), ' if g.kl_coef > 0 else ''}AdamW, {r0['dtype']} compute with "
-        f"{r0['param_dtype']} parameters. Rollouts: {g.prompts_per_step} prompts x {g.group_size} = "
-        f"{r0['rollout_batch']} sequences per step, KV cache of {r0['cache_length']} slots each.",
-        f"TPU programs are compiled for the real chips by libtpu {libtpu or '(not installed)'} through "
-        "`jax.experimental.topologies` on a CPU host: nothing ran, no TPU memory was used. GPU presets "
-        "compile only on a GPU host; without one their rows are analytic.",
-        "",
-        "Columns, GiB per device:",
-        "",
-        "- **update** = `compiled.memory_analysis()` of the GRPO update step (`make_update_fn`): arguments "
-        "(parameters + optimiser state + batch) / temporaries (activations, gradients, scratch) / outputs "
-        "(new parameters + optimiser state: the step does not donate its inputs) / total.",
-        "- **sampler** = compiled total of the prefill + decode program (`common.sampler._decode_loop`) at "
-        "the sampler batch shown: parameters + KV cache + scratch. When the configured batch cannot fit, "
-        "the largest power-of-two chunk that does is compiled instead.",
-        "- **analytic** = parameters / optimiser state / gradients (accumulated + one micro-batch's) / KV "
-        "cache at the configured rollout batch, from the rules table (`common.aot.estimate`).",
-        "- **peaks** = training (update total + reference copy) / sampling (sampler total + optimiser state + "
-        f"reference copy). A row fits when both stay under {headroom:.0%} of HBM.",
-        "",
-        "| size | slice | chips x GiB | mesh data/fsdp/tensor | micro-batch (per device), remat | "
-        "update args / temp / out / **total** | compile s | sampler batch: **total** | compile s | "
-        "analytic params / opt / grads / KV | peaks train / sample | verdict |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
-    ]
-    lines += [_row_md(r, headroom) for r in rows]
-    tried = [(r["size"], r["preset"], f"update micro-batch {t['micro_batch']}, remat {'on' if t['remat'] else 'off'}", t)
-             for r in rows for t in r.get("tried", [])[:-1]]
-    tried += [(r["size"], r["preset"], f"sampler batch {t['batch']}", t)
-              for r in rows for t in r.get("sampler_tried", [])[:-1]]
-    if tried:
-        lines += ["", "Tried before the choice in the table (over budget, or refused by the compiler):", ""]
-        lines += [f"- {s} on {p}, {what}: " + (f"refused, temporaries need {_g(t['refused']['required_temporaries'])} GiB"
-                                                if t.get("refused") else f"{_g(t['total'])} GiB")
-                  for s, p, what, t in tried]
-    notes = [(r["size"], r["preset"], n) for r in rows for n in r["notes"]]
-    if notes:
-        lines += ["", "Notes:", ""] + [f"- {s} on {p}: {n}" for s, p, n in notes]
-    lines += ["", "`python tools/memory_plan.py --check --sizes <size> --presets <slice>` exits 1 on a row that "
-              "does not fit and prints what to change (more chips, more fsdp, remat, a smaller micro-batch, "
-              "fewer sequences per sampler call)."]
-    return "\n".join(lines) + "\n"
+    return (f"Config `{cfg_path}` (the paper recipe): {g.mini_batch_prompts} prompts x G={g.group_size} = "
+            f"{g.mini_batch_prompts * g.group_size} sequences per optimiser update, responses up to "
+            f"{g.max_response_len} tokens, prompts padded to {row['seq_len'] - g.max_response_len} tokens, "
+            f"{'a KL reference copy held (kl_coef > 0), ' if g.kl_coef > 0 else ''}AdamW, {row['dtype']} compute "
+            f"with {row['param_dtype']} parameters. Rollouts: {g.prompts_per_step} prompts x {g.group_size} = "
+            f"{row['rollout_batch']} sequences per step, KV cache of {row['cache_length']} slots each.")
 
 
 def parse_args(argv=None):
@@ -415,13 +243,13 @@ def parse_args(argv=None):
     p.add_argument("--headroom", type=float, default=DEFAULT_HEADROOM, help="usable share of HBM (%(default)s)")
     p.add_argument("--no-compile", action="store_true", help="analytic estimate only")
     p.add_argument("--no-sampler", action="store_true", help="skip the sampler program")
+    p.add_argument("--estimate-only", default="",
+                   help="comma-separated sizes planned analytically only, e.g. those whose compile needs more "
+                        "host memory than this machine has (the 72B update needs more than 24 GiB)")
     p.add_argument("--check", action="store_true", help="exit 1 with the remedies if a row does not fit")
     p.add_argument("--out", default=None, help=f"markdown table (the committed one: {DEFAULT_OUT})")
     p.add_argument("--cache-dir", default=DEFAULT_CACHE, help="per-row JSON results (resume) (%(default)s)")
     p.add_argument("--fresh", action="store_true", help="ignore (and do not write) cached compile results")
-    p.add_argument("--depth", default="full", choices=("full", "extrapolate"),
-                   help="compile every layer (full), or 2 and 4 layers and extend linearly (extrapolate)")
-    p.add_argument("--extrapolate", default="", help="comma-separated sizes planned with --depth=extrapolate")
     return p.parse_args(argv)
 
 
@@ -452,16 +280,19 @@ def main(argv=None) -> int:
     for size, preset_name in selected_rows(args.sizes, args.presets):
         t = time.perf_counter()
         print(f"planning {size} on {preset_name} ...", flush=True)
-        depth = "extrapolate" if size in args.extrapolate.split(",") else args.depth
+        estimate_only = size in args.estimate_only.split(",")
         row = plan_row(size, preset_name, cfg, prompt_len=args.prompt_len, headroom=args.headroom,
-                       compile_programs=not args.no_compile, sampler=not args.no_sampler, depth=depth,
+                       compile_programs=not (args.no_compile or estimate_only), sampler=not args.no_sampler,
                        cache=cache)
+        if estimate_only:
+            row["notes"].append("analytic estimate only (--estimate-only): compiling this size needs more host "
+                                "memory than the machine that made this table had; rerun there without the flag")
         row["wall_seconds"] = time.perf_counter() - t
         rows.append(row)
-        (cache_dir / f"row__{size}__{preset_name}__p{args.prompt_len}__{depth}.json").write_text(
+        (cache_dir / f"row__{size}__{preset_name}__p{args.prompt_len}.json").write_text(
             json.dumps(row, indent=2))
         print(f"{size:14s} {preset_name:8s} mesh={row['degrees']} micro={row['micro_batch']} remat={row['remat']} "
-              f"peaks={'/'.join(_g(x) for x in peaks(row))} GiB {verdict(row, args.headroom)} ({row['status']})",
+              f"peaks={'/'.join(gib_text(x) for x in peaks(row))} GiB {verdict(row, args.headroom)} ({row['status']})",
               flush=True)
         if verdict(row, args.headroom).startswith("DOES NOT"):
             preset = get_mesh_preset(preset_name)
@@ -480,8 +311,8 @@ def main(argv=None) -> int:
         command = "JAX_PLATFORMS=cpu python tools/memory_plan.py " + " ".join(
             argv if argv is not None else sys.argv[1:])
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(markdown(rows, command.strip(), args.headroom, cfg, args.config,
-                                           libtpu_version()))
+        Path(args.out).write_text(markdown(rows, command.strip(), args.headroom,
+                                           recipe_text(cfg, args.config, rows[0]), libtpu_version()))
         print(f"wrote {args.out}")
     if failures:
         print("\n".join(["", "Does not fit:"] + failures), file=sys.stderr)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 import time
+from pathlib import Path
 
 import jax
 from jax.sharding import Mesh
@@ -72,3 +74,50 @@ def compile_refusal(err: Exception) -> dict | None:
         required = int(float(found.group(1)) * _UNITS[found.group(2)])
         available = int(float(found.group(3)) * _UNITS[found.group(4)])
     return {"message": text.splitlines()[0][:300], "required_temporaries": required, "available": available}
+
+
+class ProgramCache:
+    """Results of single compiles, one JSON file each, so an interrupted plan resumes where it stopped."""
+
+    def __init__(self, directory: Path | None):
+        self.directory = directory
+
+    def get_or_compile(self, key: str, compile_fn) -> dict:
+        path = self.directory / f"{key}.json" if self.directory else None
+        if path is not None and path.exists():
+            return json.loads(path.read_text())
+        result = compile_fn() | {"code_commit": code_commit()}
+        if path is not None:
+            path.write_text(json.dumps(result, indent=2))
+        return result
+
+
+def code_commit() -> str | None:
+    """The repository's HEAD commit (short), with "+changes" when the tree is dirty; None outside git. Cached
+    results carry it: a program compiled from older code is named as such in the plan."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[2]
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
+                              check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return head + ("+changes" if dirty else "")
+
+
+def measured(compile_fn) -> dict:
+    """`compile_fn()`'s CompiledMemory as a dict, or {"refused": {...}, "compile_seconds"} when the compiler
+    says the program cannot fit the device."""
+    start = time.perf_counter()
+    try:
+        return dataclasses.asdict(compile_fn())
+    except Exception as err:
+        refusal = compile_refusal(err)
+        if refusal is None:
+            raise
+        return {"refused": refusal, "compile_seconds": time.perf_counter() - start}
+    finally:
+        jax.clear_caches()  # a plan compiles many big programs: keep none of them (GBs of host memory each)

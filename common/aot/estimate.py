@@ -1,9 +1,10 @@
 """The analytic per-device memory of a training job: what each byte is for.
 
-Exact for what is held (parameters, optimiser state, gradients, frozen reference copy, KV cache: each
-parameter's shard size comes from the rules table in `common.sharding`); an estimate for activations (the
-compiler decides what lives at once). The compiled numbers (`common.aot.compiled`) are the check.
-All sizes are bytes per device.
+Exact for what is held (parameters, optimiser state, gradients, frozen reference copy; each parameter's
+shard size comes from the rules table in `common.sharding`); a rough guide for activations and the sampler
+(the compiler decides what lives at once and how arrays are tiled: against the TPU compiles in
+docs/memory_plan.md it is off by up to about 2x either way). The compiled numbers (`common.aot.compiled`)
+are the check. All sizes are bytes per device.
 """
 
 from __future__ import annotations
@@ -130,7 +131,7 @@ def _split(n: int, ways: int) -> int:
 
 def estimate_memory(config: ModelConfig, degrees: tuple[int, int, int], shape: JobShape) -> MemoryEstimate:
     """The per-device breakdown. Activation terms follow what XLA was seen to keep when compiling the GRPO
-    update for TPU (docs/memory_plan.md), within about 25%:
+    update for TPU (docs/memory_plan.md), roughly (see the module docstring):
 
     * with remat, per layer: about 3.4 float32 copies of the block input [b, T, d] and 1.4 copies of the
       layer's weights gathered over fsdp (compute dtype); without remat, per layer: the float32 attention

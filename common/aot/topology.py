@@ -8,10 +8,17 @@ lock file; without this variable a second process cannot describe a topology).
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
+from pathlib import Path
 
 LIBTPU_ENV = {"TPU_WORKER_HOSTNAMES": "localhost", "ALLOW_MULTIPLE_LIBTPU_LOAD": "1"}
-INSTALL_HINT = 'pip install "jax[tpu]==<installed jax version>" (the tpu-aot extra)'
+# `bash tools/setup.sh --tpu-aot` installs libtpu here, beside the environment rather than in it: with libtpu in
+# the environment every JAX start-up on a CPU machine tries (and fails, noisily) to open a TPU.
+SIDE_SITE = Path(__file__).resolve().parents[2] / "artifacts" / "libtpu"
+INSTALL_HINT = ('bash tools/setup.sh --tpu-aot (libtpu into artifacts/libtpu), or pip install '
+                '"jax[tpu]==<installed jax version>"')
 
 
 class TopologyUnavailableError(RuntimeError):
@@ -19,10 +26,18 @@ class TopologyUnavailableError(RuntimeError):
 
 
 def prepare_libtpu_env(env=None) -> None:
-    """Sets libtpu's start-up variables (unless already set); call before importing JAX."""
+    """Sets libtpu's start-up variables (unless already set) and makes the side-installed libtpu importable
+    (`SIDE_SITE`) when the environment has none; call before importing JAX."""
     env = os.environ if env is None else env
     for key, value in LIBTPU_ENV.items():
         env.setdefault(key, value)
+    if importlib.util.find_spec("libtpu") is None and (SIDE_SITE / "libtpu").is_dir():
+        sys.path.append(str(SIDE_SITE))
+
+
+def libtpu_importable() -> bool:
+    """libtpu in the environment or in `SIDE_SITE`."""
+    return importlib.util.find_spec("libtpu") is not None or (SIDE_SITE / "libtpu").is_dir()
 
 
 def libtpu_version() -> str | None:
@@ -34,7 +49,8 @@ def libtpu_version() -> str | None:
             return metadata.version(dist)
         except metadata.PackageNotFoundError:
             continue
-    return None
+    side = sorted(SIDE_SITE.glob("libtpu-*.dist-info"))
+    return side[-1].name.removeprefix("libtpu-").removesuffix(".dist-info") if side else None
 
 
 def tpu_devices(topology: str, chip_config: str | None = None) -> list:

@@ -17,7 +17,8 @@ from tests.multiprocess import run_processes
 
 WORKER = Path(__file__).with_name("grpo_worker.py")
 FIRST, TOTAL = 4, 6  # the two-process job stops after step 4 and is restarted to step 6
-# Sampled data must agree exactly; losses up to float32 summation order (gloo vs in-process all-reduce).
+# Sampled data must agree exactly. Losses agree up to float32 summation order (gloo vs in-process all-reduce):
+# the loss is a sum of O(1) terms that nearly cancel (advantages have mean 0), so the tolerance is absolute.
 EXACT = ("reward/mean", "reward/std", "response/length_mean", "tokens/step", "train/response_tokens", "C", "D")
 CLOSE = ("train/loss", "train/policy_loss", "train/entropy", "train/grad_norm", "train/ratio_mean")
 
@@ -66,7 +67,6 @@ def test_only_process_zero_writes_metrics_and_every_step_appears_once(two_proces
     assert (workdir / "DONE").read_text().strip() == str(TOTAL)
 
 
-@pytest.mark.skip(reason='failing when session 1 ended: unfinished work of issue 6/4, see the issue notes')
 def test_rewards_and_losses_equal_the_single_process_run(two_process_run, single_process_run):
     two, one = _by_step(two_process_run[0]), _by_step(single_process_run)
     assert set(range(1, TOTAL + 1)) <= set(two) and set(range(1, TOTAL + 1)) <= set(one)
@@ -75,17 +75,23 @@ def test_rewards_and_losses_equal_the_single_process_run(two_process_run, single
             assert two[step][key] == one[step][key], (step, key, two[step][key], one[step][key])
         for key in CLOSE:
             a, b = two[step][key], one[step][key]
-            assert math.isclose(a, b, rel_tol=1e-4, abs_tol=1e-6), (step, key, a, b)
+            assert math.isclose(a, b, rel_tol=1e-4, abs_tol=2e-5), (step, key, a, b)
     # the run learns something: not a comparison of two constant streams
     assert len({one[s]["reward/mean"] for s in range(1, TOTAL + 1)}) > 1
 
 
-@pytest.mark.skip(reason='failing when session 1 ended: unfinished work of issue 6/4, see the issue notes')
+def _param_leaves(step_dir) -> list[np.ndarray]:
+    return [np.asarray(x) for x in jax.tree.leaves(load_checkpoint(step_dir))]
+
+
 def test_saved_parameters_equal_the_single_process_run(two_process_run, single_process_run):
-    a = load_checkpoint(step_dirs(two_process_run[0])[-1])
-    b = load_checkpoint(step_dirs(single_process_run)[-1])
-    leaves_a = jax.tree.leaves(jax.tree.map(np.asarray, jax.tree.leaves(a)))
-    leaves_b = jax.tree.leaves(jax.tree.map(np.asarray, jax.tree.leaves(b)))
-    assert len(leaves_a) == len(leaves_b) > 0
-    for x, y in zip(leaves_a, leaves_b):
-        np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
+    two = _param_leaves(step_dirs(two_process_run[0])[-1])
+    one = _param_leaves(step_dirs(single_process_run)[-1])
+    assert len(two) == len(one) > 0
+    # Adam turns the summation-order noise of near-zero gradients into update noise: allow a tenth of one
+    # step's update (lr 3e-3); a wrong shard or a lost update would differ by whole steps.
+    for x, y in zip(two, one):
+        np.testing.assert_allclose(x, y, rtol=0, atol=3e-4)
+    # ... and two steps of training are far outside that tolerance: the comparison can fail.
+    earlier = _param_leaves(step_dirs(single_process_run)[-2])
+    assert max(float(np.abs(x - y).max()) for x, y in zip(earlier, one)) > 10 * 3e-4

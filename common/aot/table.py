@@ -1,0 +1,155 @@
+"""The memory plan as a table: per-row peaks and verdicts from compiled (or estimated) bytes, and the
+markdown page `tools/memory_plan.py` writes (docs/memory_plan.md).
+
+A row is the dict `tools/memory_plan.plan_row` builds: the slice (`hbm_bytes`, `degrees`, ...), the analytic
+`estimate` (common.aot.estimate, as a dict), and the compiled `update` / `sampler` results
+(common.aot.compiled: a CompiledMemory dict, or {"refused": ...} when the compiler said it cannot fit).
+"""
+
+from __future__ import annotations
+
+import math
+
+
+def row_total(part: dict | None) -> int | None:
+    """The compiled per-device total (None when not compiled or refused)."""
+    if not part or "refused" in part:
+        return None
+    return part["arguments"] + part["outputs"] - part["alias"] + part["temporaries"] + part["generated_code"]
+
+
+def _compiled_peak(part: dict, outside: int) -> float:
+    """A compiled program's per-device peak plus what stays resident outside it; a refused program's
+    is what the compiler said it needed (infinite when it did not say)."""
+    if "refused" in part:
+        return part["refused"]["required_temporaries"] or math.inf
+    return row_total(part) + outside
+
+
+def peaks(row: dict) -> tuple[float, float]:
+    """(training peak, sampling peak) per device: compiled totals where there are some, plus what stays
+    resident outside the program (the reference copy during the update; optimiser state and reference
+    during sampling), else the analytic estimate (sampling: at the analytic rollout chunk)."""
+    e = row["estimate"]
+    train = _compiled_peak(row["update"], e["reference"]) if row["update"] else e["train_peak"]
+    if row["sampler"]:
+        sample = _compiled_peak(row["sampler"], e["optimizer"] + e["reference"])
+    elif row["rollout_chunk"]:
+        sample = e["resident"] + (e["sample_peak"] - e["resident"]) * row["rollout_chunk"] / row["rollout_batch"]
+    else:
+        sample = math.inf
+    return train, sample
+
+
+def sampler_batch(row: dict) -> int:
+    return row["sampler"]["batch"] if row["sampler"] else row["rollout_chunk"]
+
+
+def verdict(row: dict, headroom: float) -> str:
+    """"fits", "fits, rollouts in chunks of N" (the configured sampler batch would not), or "DOES NOT FIT"."""
+    budget = row["hbm_bytes"] * headroom
+    train, sample = peaks(row)
+    if train > budget or sample > budget:
+        return "DOES NOT FIT"
+    if sampler_batch(row) < row["rollout_batch"]:
+        return f"fits, rollouts in chunks of {sampler_batch(row)}"
+    return "fits"
+
+
+def gib_text(n) -> str:
+    if n is None:
+        return "-"
+    return "inf" if n == math.inf else f"{n / 2**30:.1f}"
+
+
+def _program_md(part: dict | None, detail: bool) -> tuple[str, str]:
+    """(bytes cell, compile-seconds cell) of one program."""
+    if part is None:
+        return "-", "-"
+    seconds = f"{part['compile_seconds']:.0f}"
+    if "refused" in part:
+        return f"refused: needs {gib_text(part['refused']['required_temporaries'])} temp", seconds
+    if not detail:
+        return f"**{gib_text(row_total(part))}**", seconds
+    return (f"{gib_text(part['arguments'])} / {gib_text(part['temporaries'])} / {gib_text(part['outputs'] - part['alias'])} / "
+            f"**{gib_text(row_total(part))}**"), seconds
+
+
+def _row_md(r: dict, headroom: float) -> str:
+    e = r["estimate"]
+    train, sample = peaks(r)
+    update, update_s = _program_md(r["update"], True)
+    sampler, sampler_s = _program_md(r["sampler"], False)
+    if r["update"] is None:
+        update = f"est. {gib_text(e['train_peak'])}"
+    cells = [r["size"], r["preset"], f"{r['devices']} x {r['hbm_bytes'] / 2**30:.0f}", "/".join(map(str, r["degrees"])),
+             f"{r['micro_batch']} ({r['per_device_micro_batch']}), {'on' if r['remat'] else 'off'}", update, update_s,
+             f"{sampler_batch(r)}: {sampler}", sampler_s,
+             f"{gib_text(e['params'])} / {gib_text(e['optimizer'])} / {gib_text(e['gradients'])} / {gib_text(e['kv_cache'])}",
+             f"{gib_text(train)} / {gib_text(sample)}", f"{verdict(r, headroom)} ({r['status']})"]
+    return "| " + " | ".join(cells) + " |"
+
+
+def markdown(rows: list[dict], command: str, headroom: float, recipe: str, libtpu: str | None) -> str:
+    """The whole page: title, the command that made it, what was planned (`recipe`), columns, table, notes."""
+    lines = [
+        "# Memory plan: GRPO on Qwen2.5, per device, compiled ahead of time",
+        "",
+        "Generated (do not edit by hand) by",
+        "",
+        "```bash",
+        command,
+        "```",
+        "",
+        recipe,
+        f"TPU programs are compiled for the real chips by libtpu {libtpu or '(not installed)'} through "
+        "`jax.experimental.topologies` on a CPU host: nothing ran, no TPU memory was used. GPU presets "
+        "compile only on a GPU host; without one their rows are analytic.",
+        "",
+        "Columns, GiB per device:",
+        "",
+        "- **update** = `compiled.memory_analysis()` of the GRPO update step (`make_update_fn`): arguments "
+        "(parameters + optimiser state + batch) / temporaries (activations, gradients, scratch) / outputs "
+        "(new parameters + optimiser state: the step does not donate its inputs) / total.",
+        "- **sampler** = compiled total of the prefill + decode program (`common.sampler._decode_loop`) at "
+        "the sampler batch shown: parameters + KV cache + scratch. When the configured batch cannot fit, "
+        "the largest power-of-two chunk that does is compiled instead.",
+        "- **analytic** = parameters / optimiser state / gradients (accumulated + one micro-batch's) / KV "
+        "cache at the configured rollout batch, from the rules table (`common.aot.estimate`).",
+        "- **peaks** = training (update total + reference copy) / sampling (sampler total + optimiser state + "
+        f"reference copy). A row fits when both stay under {headroom:.0%} of HBM.",
+        "",
+        "| size | slice | chips x GiB | mesh data/fsdp/tensor | micro-batch (per device), remat | "
+        "update args / temp / out / **total** | compile s | sampler batch: **total** | compile s | "
+        "analytic params / opt / grads / KV | peaks train / sample | verdict |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    lines += [_row_md(r, headroom) for r in rows]
+    tried = [(r["size"], r["preset"], f"update micro-batch {t['micro_batch']}, remat {'on' if t['remat'] else 'off'}", t)
+             for r in rows for t in r.get("tried", [])[:-1]]
+    tried += [(r["size"], r["preset"], f"sampler batch {t['batch']}", t)
+              for r in rows for t in r.get("sampler_tried", [])[:-1]]
+    if tried:
+        lines += ["", "Tried before the choice in the table (over budget, or refused by the compiler):", ""]
+        lines += [f"- {s} on {p}, {what}: " + (f"refused, temporaries need {gib_text(t['refused']['required_temporaries'])} GiB"
+                                                if t.get("refused") else f"{gib_text(t['total'])} GiB")
+                  for s, p, what, t in tried]
+    commits = {}
+    for r in rows:
+        for kind in ("update", "sampler"):
+            if r.get(kind):
+                commits.setdefault(r[kind].get("code_commit") or "not recorded (before 279922b)", []).append(
+                    f"{r['size']} {kind}")
+    if commits:
+        lines += ["", "Code each compiled program came from (results are cached per program; `--fresh` recompiles):",
+                  ""] + [f"- {c}: {', '.join(what)}" for c, what in commits.items()]
+        if any(c.startswith("not recorded") for c in commits):
+            lines += ["", "279922b changed the KV cache layout to [batch, kv heads, slots, head dim] and the attention "
+                      "around it; programs compiled before it moved the same bytes through a different layout."]
+    notes = [(r["size"], r["preset"], n) for r in rows for n in r["notes"]]
+    if notes:
+        lines += ["", "Notes:", ""] + [f"- {s} on {p}: {n}" for s, p, n in notes]
+    lines += ["", "`python tools/memory_plan.py --check --sizes <size> --presets <slice>` exits 1 on a row that "
+              "does not fit and prints what to change (more chips, more fsdp, remat, a smaller micro-batch, "
+              "fewer sequences per sampler call)."]
+    return "\n".join(lines) + "\n"
