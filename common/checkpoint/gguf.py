@@ -131,6 +131,8 @@ def _write_hf_directory(gguf_path: Path, hf_dir: Path) -> None:
         # The weights are de-quantised floats now; the GGUF quantisation no longer applies.
         del config.quantization_config
     config.dtype = "float32"
+    if not getattr(config, "architectures", None):  # as a hub checkpoint says it: tools that read it need it
+        config.architectures = [type(model).__name__]
     config.to_json_file(str(hf_dir / "config.json"))
     tokenizer.save_pretrained(str(hf_dir))
     if getattr(model, "generation_config", None) is not None:

@@ -37,6 +37,7 @@ def test_converted_directory_loads_in_transformers(smollm2_dir, smollm2_model):
     assert model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr()
     saved = json.loads((smollm2_dir / "config.json").read_text())
     assert "quantization_config" not in saved and saved["tie_word_embeddings"] is True
+    assert saved["architectures"] == ["LlamaForCausalLM"]
     assert saved["rope_parameters"]["rope_theta"] == 100000.0
     for name in ("model.safetensors", "tokenizer.json", "tokenizer_config.json", "generation_config.json"):
         assert (smollm2_dir / name).is_file(), name
