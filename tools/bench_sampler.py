@@ -15,6 +15,7 @@ import argparse
 import datetime
 import os
 import platform
+import sys
 import time
 
 import numpy as np
@@ -109,7 +110,7 @@ def main(argv=None):
                   f"ratio {ours / theirs:.2f}x, {100 * share:.0f}% of bandwidth limit, compile {compile_s:.1f}s",
                   flush=True)
     header = (f"\n### Sampler decode throughput — {datetime.date.today()}\n\n"
-              f"`python tools/bench_sampler.py {' '.join(argv or [])}`  \n"
+              f"`python tools/bench_sampler.py {' '.join(sys.argv[1:] if argv is None else argv)}`  \n"
               f"Machine: {platform.machine()}, {os.cpu_count()} cores, jax {jax.__version__} "
               f"({jax.default_backend()}), torch {torch.__version__}; memory copy bandwidth "
               f"{bandwidth:.1f} GB/s; model {args.model}; prompts {args.prompt_len} tokens, "

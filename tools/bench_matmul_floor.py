@@ -1,0 +1,105 @@
+"""The floor under decoding on this machine: one decode step's matrix products alone, in XLA and in torch.
+
+    python tools/bench_matmul_floor.py                      # SmolLM2-135M shapes, float32 + bfloat16, batch 1/8/32
+
+A step of a decoder reads every weight matrix once (per layer: q, k, v, o, gate, up, down; then the tied
+head). This runs exactly that chain of products, with no attention, sampling or loop bookkeeping, jitted in
+JAX (XLA:CPU) and eagerly in torch, at the batch sizes the sampler benchmark uses. When the chain alone is as
+fast in torch as in XLA, no sampler on XLA can be much faster than transformers at that batch; at batch 1 the
+chain's weight bytes per second is the most a decode step can reach. Run pinned to one core (taskset -c 0)
+to compare with `tools/bench_sampler.py` pinned the same way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+from common.config import get_preset
+
+STEPS = 16
+
+
+def layer_shapes(config) -> list[tuple[int, int]]:
+    d, F = config.hidden_size, config.intermediate_size
+    q, kv = config.num_heads * config.head_dim, config.num_kv_heads * config.head_dim
+    return [(d, q), (d, kv), (d, kv), (q, d), (d, F), (d, F), (F, d)]
+
+
+def xla_ms_per_step(config, batch: int, dtype: str) -> tuple[float, int]:
+    import jax
+    import jax.numpy as jnp
+
+    dt = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[dtype]
+    rng = np.random.default_rng(0)
+    weights = [[jnp.asarray(rng.standard_normal(s, np.float32) * 0.02, dt) for s in layer_shapes(config)]
+               for _ in range(config.num_layers)]
+    head = jnp.asarray(rng.standard_normal((config.vocab_size, config.hidden_size), np.float32) * 0.02, dt)
+    nbytes = sum(w.nbytes for layer in weights for w in layer) + head.nbytes
+
+    @jax.jit
+    def run(weights, head, x):
+        def step(_, x):
+            for q, k, v, o, g, u, d in weights:
+                a = x @ q + (x @ k).sum() + (x @ v).sum()
+                x = x + a @ o
+                x = x + (jax.nn.silu(x @ g) * (x @ u)) @ d
+                x = x / (1 + jnp.abs(x).mean())
+            logits = jnp.einsum("bd,vd->bv", x, head, preferred_element_type=jnp.float32)
+            return x + (logits[:, :x.shape[1]] * 1e-3).astype(x.dtype)
+        return jax.lax.fori_loop(0, STEPS, step, x)
+
+    x = jnp.ones((batch, config.hidden_size), dt)
+    run(weights, head, x).block_until_ready()
+    t = time.perf_counter()
+    run(weights, head, x).block_until_ready()
+    return (time.perf_counter() - t) / STEPS * 1e3, nbytes
+
+
+def torch_ms_per_step(config, batch: int, dtype: str) -> float:
+    import torch
+
+    dt = {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]
+    gen = torch.Generator().manual_seed(0)
+    weights = [[torch.randn(*s, generator=gen, dtype=dt) * 0.02 for s in layer_shapes(config)]
+               for _ in range(config.num_layers)]
+    head = torch.randn(config.vocab_size, config.hidden_size, generator=gen, dtype=dt) * 0.02
+
+    def step(x):
+        for q, k, v, o, g, u, d in weights:
+            a = x @ q + (x @ k).sum() + (x @ v).sum()
+            x = x + a @ o
+            x = x + (torch.nn.functional.silu(x @ g) * (x @ u)) @ d
+            x = x / (1 + x.abs().mean())
+        logits = x @ head.T
+        return x + logits[:, :x.shape[1]] * 1e-3
+
+    with torch.no_grad():
+        x = step(torch.ones(batch, config.hidden_size, dtype=dt))
+        t = time.perf_counter()
+        for _ in range(STEPS):
+            x = step(x)
+    return (time.perf_counter() - t) / STEPS * 1e3
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", default="smollm2_135m")
+    parser.add_argument("--dtypes", default="float32,bfloat16")
+    parser.add_argument("--batches", default="1,8,32")
+    args = parser.parse_args(argv)
+    import torch
+    torch.set_num_threads(1)
+    config = get_preset(args.preset)
+    print("| dtype | batch | XLA ms/step | torch ms/step | XLA weight GB/s |\n|---|---|---|---|---|")
+    for dtype in args.dtypes.split(","):
+        for batch in map(int, args.batches.split(",")):
+            xla_ms, nbytes = xla_ms_per_step(config, batch, dtype)
+            torch_ms = torch_ms_per_step(config, batch, dtype)
+            print(f"| {dtype} | {batch} | {xla_ms:.1f} | {torch_ms:.1f} | {nbytes / xla_ms / 1e6:.1f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
