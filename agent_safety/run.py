@@ -112,8 +112,11 @@ def run_experiment(config, workdir: str | Path, agents: ChatBackend | None = Non
 def main(argv) -> None:
     from absl import flags
 
+    from common.compile_cache import enable_compilation_cache
+
     del argv
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    enable_compilation_cache()
     print(run_experiment(flags.FLAGS.config, flags.FLAGS.workdir))
 
 

@@ -24,7 +24,10 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "run directory: metrics, TensorB
 
 def main(argv):
     del argv
+    from common.compile_cache import enable_compilation_cache
     from rl_scaling.grpo.trainer import GRPOTrainer
+
+    enable_compilation_cache()
 
     logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
     cfg = _CONFIG.value

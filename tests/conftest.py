@@ -12,6 +12,8 @@ import os
 
 # 8 fake CPU devices for the mesh tests; must be set before anything imports jax.
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
+# Every test (and every command a test starts) compiles what it tests: no persistent compilation cache.
+os.environ["QRR_COMPILATION_CACHE"] = "off"
 
 import pytest
 

@@ -39,6 +39,9 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     from common import generate, load_pretrained
     from common.chat import render_chat
+    from common.compile_cache import enable_compilation_cache
+
+    enable_compilation_cache()
 
     t = time.perf_counter()
     model, tokenizer = load_pretrained(args.model, dtype=args.dtype)

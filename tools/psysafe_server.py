@@ -30,6 +30,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-batch", type=int, default=32, help="most requests decoded together")
     parser.add_argument("--batch-window-s", type=float, default=0.01, help="wait for more requests this long")
     args = parser.parse_args(argv)
+    if args.backend == "jax":
+        from common.compile_cache import enable_compilation_cache
+        enable_compilation_cache()
     cfg = backend_config(args.backend)
     cfg.update(dict(model_path=args.model_path, dtype=args.dtype, model=args.upstream_model,
                     max_batch=args.max_batch))
