@@ -44,8 +44,10 @@ from pathlib import Path
 import numpy as np
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:  # `configs.grpo.base` lives at the repository root
+if str(REPO_ROOT) not in sys.path:  # tools.bench_common and configs.* live at the repository root
     sys.path.insert(0, str(REPO_ROOT))
+
+from tools.bench_common import CompileClock, load_average, write_table  # noqa: E402
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,26 +121,6 @@ def grpo_bench_config(model: str, shape: BenchShape, kl_coef: float, old_logprob
     c.eval.every = 0
     c.checkpoint.every = 0
     return c
-
-
-class CompileClock:
-    """Seconds JAX spent tracing, lowering and compiling (jax.monitoring events) since `reset`."""
-
-    PREFIX = "/jax/core/compile/"
-
-    def __init__(self):
-        import jax
-
-        self.seconds = 0.0
-        jax.monitoring.register_event_duration_secs_listener(self._on_event)
-
-    def _on_event(self, event: str, duration: float, **kwargs) -> None:
-        if event.startswith(self.PREFIX):
-            self.seconds += duration
-
-    def reset(self) -> float:
-        seconds, self.seconds = self.seconds, 0.0
-        return seconds
 
 
 def run_ours(cfg, warmup: int, steps: int, workdir: str) -> dict:
@@ -391,12 +373,9 @@ def main(argv=None):
                               args.warmup, args.steps, args.kl, cfg, workdir)
         timed_prompts = result["prompt_ids"][args.warmup * shape.prompts:]
         trl = summarise_trl(records, shape.group * sum(map(len, timed_prompts)) / args.steps, shape.sequences)
-    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
-    table = markdown_table(argv, args, shape, peak, result["n_params"], ours, trl, load, torch.get_num_threads())
-    print(table)
-    if args.out:
-        with open(args.out, "a") as f:
-            f.write(table)
+    table = markdown_table(argv, args, shape, peak, result["n_params"], ours, trl, load_average(),
+                           torch.get_num_threads())
+    write_table(table, args.out)
 
 
 if __name__ == "__main__":

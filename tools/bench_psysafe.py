@@ -24,10 +24,17 @@ import argparse
 import datetime
 import os
 import platform
+import sys
 import time
+from pathlib import Path
 from typing import Sequence
 
-from agent_safety.backends.base import ChatBackend, ChatRequest, ChatResult
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:  # tools.bench_common lives at the repository root
+    sys.path.insert(0, str(REPO_ROOT))
+
+from agent_safety.backends.base import ChatBackend, ChatRequest, ChatResult  # noqa: E402
+from tools.bench_common import CompileClock, load_average, write_table  # noqa: E402
 
 ATTACKS = ("none", "HI-Traits")
 SCRIPTED_VERDICT = "VERDICT: SAFE"
@@ -114,26 +121,6 @@ def dialogues_per_hour(num_dialogues: int, seconds: float) -> float:
     return num_dialogues * 3600.0 / seconds
 
 
-class CompileClock:
-    """Seconds JAX spent tracing, lowering and compiling (jax.monitoring events) since `reset`."""
-
-    PREFIX = "/jax/core/compile/"
-
-    def __init__(self):
-        import jax
-
-        self.seconds = 0.0
-        jax.monitoring.register_event_duration_secs_listener(self._on_event)
-
-    def _on_event(self, event: str, duration: float, **kwargs) -> None:
-        if event.startswith(self.PREFIX):
-            self.seconds += duration
-
-    def reset(self) -> float:
-        seconds, self.seconds = self.seconds, 0.0
-        return seconds
-
-
 def bench_modes(config, num_dialogues: int, agents: CountingBackend, judge: ChatBackend) -> dict[str, dict]:
     """Per mode: first (untimed) and timed wall seconds, compile seconds inside the timed run, calls, tokens."""
     clock = CompileClock()
@@ -200,12 +187,8 @@ def main(argv=None):
     judge = agents if args.side_queries else ScriptedBackend(lambda request: SCRIPTED_VERDICT, name="constant")
     config = workload_config(args.dialogues, args.rounds, args.max_tokens, args.temperature, args.side_queries)
     results = bench_modes(config, args.dialogues, agents, judge)
-    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
-    table = markdown_table(argv, args, results, load, max_batch)
-    print(table)
-    if args.out:
-        with open(args.out, "a") as f:
-            f.write(table)
+    table = markdown_table(argv, args, results, load_average(), max_batch)
+    write_table(table, args.out)
 
 
 if __name__ == "__main__":

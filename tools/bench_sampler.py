@@ -17,8 +17,15 @@ import os
 import platform
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:  # tools.bench_common lives at the repository root
+    sys.path.insert(0, str(REPO_ROOT))
+
+from tools.bench_common import write_table  # noqa: E402
 
 
 def copy_bandwidth_gbs(nbytes: int = 1 << 30, repeats: int = 5) -> float:
@@ -119,10 +126,7 @@ def main(argv=None):
               "|---|---|---|---|---|---|---|\n")
     table = header + "".join(f"| {d} | {b} | {o:.1f} | {t:.1f} | {r:.2f}x | {100 * s:.0f}% | {c:.1f} |\n"
                              for d, b, o, t, r, s, c in rows)
-    print(table)
-    if args.out:
-        with open(args.out, "a") as f:
-            f.write(table)
+    write_table(table, args.out)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ PYTHON=${PYTHON:-python3}
 # --tpu-aot: libtpu (the TPU compiler, for ahead-of-time memory plans on this CPU host) beside the environment,
 # in artifacts/libtpu, not inside it: inside, every JAX start-up would try to open a TPU. common.aot finds it.
 if [[ " $* " == *" --tpu-aot "* ]] && [ ! -d artifacts/libtpu/libtpu ]; then
-  LIBTPU=$(.venv/bin/python -c 'import re; from importlib import metadata; print(next(r.split(";")[0] for r in metadata.requires("jax") if r.startswith("libtpu")).replace(" ", ""))')
+  LIBTPU=$(.venv/bin/python -c 'from importlib import metadata; print(next(r.split(";")[0] for r in metadata.requires("jax") if r.startswith("libtpu")).replace(" ", ""))')
   .venv/bin/python -m pip install -q --no-deps --target artifacts/libtpu "$LIBTPU"
 fi
 echo "set up: $(.venv/bin/python -c 'import jax, flax, transformers; print("jax", jax.__version__, "flax", flax.__version__, "transformers", transformers.__version__)')"

@@ -136,31 +136,30 @@ class GRPOTrainer:
                 signal.signal(s, handler)
 
     # ---- evaluation -------------------------------------------------------------------------------
-    def evaluate(self) -> dict[str, float]:
+    def _pass_at_1(self, prompt_set, seed_stream: int) -> float:
+        """pass@1 of the current policy on a prompt set, with the eval config's sampling."""
         self.sampler.state = self.params
         e = self.cfg.eval
-        score = pass_at_1(self.sampler, self.tokenizer, self.heldout_set.prompt_ids,
-                          [p.reference for p in self.heldout_set.problems], num_samples=e.num_samples,
-                          temperature=e.temperature, max_new_tokens=self.eval_max_new,
-                          seed=step_seed(self.cfg.seed + 1, self.step), stop_token_ids=end_token_ids(self.tokenizer),
-                          timeout_s=self.cfg.reward_timeout_s)
-        return {"eval/pass@1": score, "eval/L": 1.0 - score,
-                "eval/num_problems": float(len(self.heldout_set.problems)), "eval/num_samples": float(e.num_samples)}
+        return pass_at_1(self.sampler, self.tokenizer, prompt_set.prompt_ids,
+                         [p.reference for p in prompt_set.problems], num_samples=e.num_samples,
+                         temperature=e.temperature, max_new_tokens=self.eval_max_new,
+                         seed=step_seed(self.cfg.seed + seed_stream, self.step),
+                         stop_token_ids=end_token_ids(self.tokenizer), timeout_s=self.cfg.reward_timeout_s)
+
+    def evaluate(self) -> dict[str, float]:
+        score = self._pass_at_1(self.heldout_set, seed_stream=1)
+        return {"eval/pass@1": score, "eval/L": 1.0 - score, "eval/num_problems": float(len(self.heldout_set.problems)),
+                "eval/num_samples": float(self.cfg.eval.num_samples)}
 
     def evaluate_downstream(self) -> dict[str, float]:
         """pass@1 on each of eval.downstream (real benchmark sets, same template and sampling as held-out)."""
-        self.sampler.state = self.params
-        e, out = self.cfg.eval, {}
+        out = {}
         for name, prompt_set in self.downstream_sets.items():
-            score = pass_at_1(self.sampler, self.tokenizer, prompt_set.prompt_ids,
-                              [p.reference for p in prompt_set.problems], num_samples=e.num_samples,
-                              temperature=e.temperature, max_new_tokens=self.eval_max_new,
-                              seed=step_seed(self.cfg.seed + 2, self.step), stop_token_ids=end_token_ids(self.tokenizer),
-                              timeout_s=self.cfg.reward_timeout_s)
+            score = self._pass_at_1(prompt_set, seed_stream=2)
             out[f"downstream/{name}/pass@1"] = score
             out[f"downstream/{name}/num_problems"] = float(len(prompt_set.problems))
             tqdm.write(f"step {self.step}: {name} pass@1 {score:.3f} ({len(prompt_set.problems)} problems x "
-                       f"{e.num_samples} samples)")
+                       f"{self.cfg.eval.num_samples} samples)")
         return out
 
     # ---- one step ---------------------------------------------------------------------------------

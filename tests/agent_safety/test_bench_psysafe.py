@@ -1,24 +1,20 @@
 """tools/bench_psysafe.py on a scripted backend: the two modes make the calls they claim (no model)."""
 
-import importlib.util
 import sys
 from pathlib import Path
 
 import pytest
 
 from agent_safety.backends import ScriptedBackend
+from tests.load_file import load_module
 
 TOOL = Path(__file__).resolve().parents[2] / "tools" / "bench_psysafe.py"
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_psysafe", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the file executes
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop(spec.name, None)
+    yield load_module(TOOL, "bench_psysafe")
+    sys.modules.pop("bench_psysafe", None)
 
 
 def _run(bench, mode, n):

@@ -1,18 +1,16 @@
 """tools/generate.py: the command a newcomer runs to talk to a checkpoint."""
 
-import importlib.util
 from pathlib import Path
 
 import pytest
+
+from tests.load_file import load_module
 
 TOOL = Path(__file__).resolve().parents[2] / "tools" / "generate.py"
 
 
 def load_tool():
-    spec = importlib.util.spec_from_file_location("generate_tool", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_module(TOOL, "generate_tool")
 
 
 def test_chat_one_shot_answers(smollm2_dir, capsys):

@@ -1,6 +1,5 @@
 """tools/bench_grpo.py: the pieces that decide what is compared and counted (no model, no TRL run)."""
 
-import importlib.util
 import sys
 import json
 import time
@@ -8,17 +7,15 @@ from pathlib import Path
 
 import pytest
 
+from tests.load_file import load_module
+
 TOOL = Path(__file__).resolve().parents[2] / "tools" / "bench_grpo.py"
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_grpo", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the file executes
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop(spec.name, None)
+    yield load_module(TOOL, "bench_grpo")
+    sys.modules.pop("bench_grpo", None)
 
 
 def test_step_flops_is_eight_n_per_token(bench):

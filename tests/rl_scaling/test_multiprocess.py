@@ -26,13 +26,10 @@ CLOSE = ("train/loss", "train/policy_loss", "train/entropy", "train/grad_norm", 
 @pytest.fixture(scope="module")
 def single_process_run(tmp_path_factory):
     """The reference: one process, 8 devices (tests/conftest.py), steps 1..6 without a restart."""
-    import importlib.util
-
     from rl_scaling.grpo.trainer import GRPOTrainer
+    from tests.load_file import load_module
 
-    spec = importlib.util.spec_from_file_location("grpo_worker", WORKER)
-    worker = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(worker)
+    worker = load_module(WORKER, "grpo_worker")
     assert jax.device_count() == 8
     workdir = tmp_path_factory.mktemp("one_process")
     GRPOTrainer(worker.worker_config(TOTAL), workdir).train()
