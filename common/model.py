@@ -6,7 +6,9 @@ mesh). Shapes: B batch, T query length, S key/cache length, d hidden, H heads, K
 h head dim, F intermediate, V vocab.
 
 Sequences may be left-padded: `start[b]` is the cache slot of sequence b's first real token. The token in
-slot s has RoPE position s - start[b], and attends to slots start[b] <= s' <= s.
+slot s has RoPE position s - start[b], and attends to slots start[b] <= s' <= s. A cache may also hold a
+prefix that the sampler prefilled once for several sequences: slots 0..prefix[b]-1 of sequence b, seen by
+every query of b; b's own tokens then start at slot start[b], with positions prefix[b] + s - start[b].
 """
 
 from __future__ import annotations
@@ -50,24 +52,27 @@ def _param(rngs: nnx.Rngs | None, shape, axes, dtype, init: str = "normal") -> n
 class KVCache:
     """Static-size key/value cache. k[i], v[i]: [B, K, S, h] for layer i (heads before slots, so attention
     reads the cache as it lies, with no per-step transpose); index: slots written so far (the same for every
-    sequence: prompts are left-padded); start: [B] slot of each sequence's first token."""
+    sequence: prompts are left-padded); start: [B] slot of each sequence's first token after its shared
+    prefix; prefix: [B] length of the shared prefix in slots 0.. (0: none)."""
 
     k: list[jax.Array]
     v: list[jax.Array]
     index: jax.Array  # int32 scalar
     start: jax.Array  # int32 [B]
+    prefix: jax.Array  # int32 [B]
 
     @property
     def max_length(self) -> int:
         return self.k[0].shape[2]
 
     @classmethod
-    def zeros(cls, config: ModelConfig, batch: int, max_length: int, dtype, start=None) -> "KVCache":
+    def zeros(cls, config: ModelConfig, batch: int, max_length: int, dtype, start=None, prefix=None) -> "KVCache":
         shape = (batch, config.num_kv_heads, max_length, config.head_dim)
         zeros = lambda: constrain(jnp.zeros(shape, dtype), ("batch", "act_kv_heads", "cache_length", None))
         start = jnp.zeros((batch,), jnp.int32) if start is None else jnp.asarray(start, jnp.int32)
+        prefix = jnp.zeros((batch,), jnp.int32) if prefix is None else jnp.asarray(prefix, jnp.int32)
         return cls(k=[zeros() for _ in range(config.num_layers)], v=[zeros() for _ in range(config.num_layers)],
-                   index=jnp.zeros((), jnp.int32), start=start)
+                   index=jnp.zeros((), jnp.int32), start=start, prefix=prefix)
 
 
 # ---- pure building blocks -------------------------------------------------------------------------
@@ -96,10 +101,12 @@ def apply_rope(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
     return x * cos + rotated * sin
 
 
-def attention_mask(query_slots: jax.Array, key_length: int, start: jax.Array) -> jax.Array:
-    """query_slots [T] int, start [B] -> bool [B, T, S]: key slot s visible iff start[b] <= s <= slot(t)."""
+def attention_mask(query_slots: jax.Array, key_length: int, start: jax.Array, prefix=None) -> jax.Array:
+    """query_slots [T] int, start [B], prefix [B] or None -> bool [B, T, S]: key slot s visible iff
+    start[b] <= s <= slot(t), or s < prefix[b] (a shared prefix)."""
     keys = jnp.arange(key_length)[None, None, :]
-    return (keys <= query_slots[None, :, None]) & (keys >= start[:, None, None])
+    visible = (keys <= query_slots[None, :, None]) & (keys >= start[:, None, None])
+    return visible if prefix is None else visible | (keys < prefix[:, None, None])
 
 
 def gqa_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> jax.Array:
@@ -221,18 +228,21 @@ class Decoder(nnx.Module):
 
         Without a cache the tokens occupy slots 0..T-1; with one they are written at slots
         cache.index..cache.index+T-1 and cache.start replaces `start`. `start` [B]: first real slot.
-        prefill=True promises an empty cache (index 0): attention then spans the T new slots only.
+        prefill=True promises an empty cache (index 0, no prefix): attention then spans the T new slots only.
         """
         B, T = tokens.shape
         if cache is not None:
-            start, index, key_length = cache.start, cache.index, (T if prefill else cache.max_length)
+            start, index, prefix = cache.start, cache.index, cache.prefix
+            key_length = T if prefill else cache.max_length
         else:
             start = jnp.zeros((B,), jnp.int32) if start is None else jnp.asarray(start, jnp.int32)
-            index, key_length = jnp.zeros((), jnp.int32), T
+            index, prefix, key_length = jnp.zeros((), jnp.int32), None, T
         slots = index + jnp.arange(T, dtype=jnp.int32)
         positions = jnp.maximum(slots[None, :] - start[:, None], 0)
+        if prefix is not None:
+            positions = positions + prefix[:, None]
         cos, sin = rope_cos_sin(positions, self.config.head_dim, self.config.rope_theta)
-        mask = attention_mask(slots, key_length, start)
+        mask = attention_mask(slots, key_length, start, prefix)
 
         x = jnp.take(self.embedding[...], tokens, axis=0).astype(self.dtype)
         x = constrain(x, ("batch", "length", "act_embed"))
@@ -246,7 +256,7 @@ class Decoder(nnx.Module):
         x = rms_norm(x, self.final_norm[...], self.config.rms_norm_eps)
         new_cache = None
         if cache is not None:
-            new_cache = KVCache(k=new_k, v=new_v, index=index + T, start=start)
+            new_cache = KVCache(k=new_k, v=new_v, index=index + T, start=start, prefix=prefix)
         if return_hidden:
             return x, new_cache
         return self.logits(x), new_cache

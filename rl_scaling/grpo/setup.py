@@ -32,14 +32,10 @@ class HostGatheringSampler(Sampler):
     """A Sampler whose programs return their outputs replicated when the mesh spans several processes:
     a batch-sharded result would live partly on other hosts' devices, and every host needs all rollouts."""
 
-    def _program(self, batch: int, prompt_len: int, cache_length: int, mode):
-        program = super()._program(batch, prompt_len, cache_length, mode)
+    def _output_sharding(self):
         if self.mesh is None or jax.process_count() == 1:
-            return program
-        key = ("replicated", batch, prompt_len, cache_length, mode)
-        if key not in self._compiled:
-            self._compiled[key] = jax.jit(program, out_shardings=NamedSharding(self.mesh, PartitionSpec()))
-        return self._compiled[key]
+            return None
+        return NamedSharding(self.mesh, PartitionSpec())
 
 
 def build_policy(cfg, mesh):

@@ -6,7 +6,7 @@ from flax import nnx
 
 from common.config import get_preset
 from common.model import Decoder
-from common.sampler import PromptTooLongError, Sampler, bucket, call_shape
+from common.sampler import PromptTooLongError, Sampler, bucket, call_shape, length_bucket
 
 
 @pytest.fixture(scope="module")
@@ -45,13 +45,16 @@ def test_prompt_length_buckets_reuse_one_program(sampler):
     sampler.sample([[4] * 12], max_new_tokens=8, temperature=0.9, top_k=5)
     assert len(sampler.compile_keys) == before + 1  # one bucket (16 tokens), temperature is traced
     assert bucket(3, 16) == bucket(16, 16) == 16 and bucket(17, 16) == 32
+    lengths = [length_bucket(n, 16) for n in (3, 16, 17, 24, 25, 33, 49, 65, 97, 129, 200, 257)]
+    assert lengths == [16, 16, 24, 24, 32, 48, 64, 96, 128, 192, 256, 384]
 
 
 def test_the_cache_is_the_prompt_bucket_plus_the_new_token_bucket():
-    assert call_shape(200, 48, 4096) == (256, 256 + 64)  # not bucket(200 + 48) = 512 slots read per step
+    assert call_shape(200, 40, 4096) == (256, 256 + 48)  # not the bucket of 240 = 256 + 128 slots read per step
     assert call_shape(100, 1000, 4096) == (128, 128 + 1024)
     assert call_shape(100, 1000, 1100) == (100, 1100)  # both capped by the cache the sampler holds
     assert call_shape(3, 5, 4096) == (16, 32)
+    assert call_shape(70, 48, 4096) == (96, 96 + 48)
 
 
 def test_batch_padding_does_not_change_results(sampler):
@@ -60,6 +63,51 @@ def test_batch_padding_does_not_change_results(sampler):
     assert alone.token_ids == padded.token_ids  # 3 prompts run in a batch bucket of 4
     one = sampler.sample(PROMPTS[:1], max_new_tokens=12, temperature=1.0, seed=7, stop_token_ids=[])
     assert one.token_ids[0] == alone.token_ids[0]  # per-row keys: independent of the batch
+
+
+def test_grouped_prefill_gives_the_same_samples_as_one_padded_prefill():
+    model = Decoder(get_preset("tiny"), rngs=nnx.Rngs(5))
+    grouped = Sampler(model, max_cache_length=256)
+    single = Sampler(model, max_cache_length=256, adaptive_prefill=False)
+    prompts = [[5, 9, 13], list(range(1, 120)), [8, 8], [7] * 20, [3, 1, 4, 1, 5]]
+    for kwargs in ({"temperature": 0.0}, {"temperature": 1.0, "top_k": 20, "seed": 4}):
+        a = grouped.sample(prompts, max_new_tokens=24, stop_token_ids=[], **kwargs)
+        b = single.sample(prompts, max_new_tokens=24, stop_token_ids=[], **kwargs)
+        assert a.token_ids == b.token_ids
+        np.testing.assert_allclose(np.concatenate(a.logprobs), np.concatenate(b.logprobs), atol=2e-5)
+    assert any(k[0] == "prefill_group" for k in grouped.compile_keys)  # the grouped path really ran
+    assert not any(k[0] == "prefill_group" for k in single.compile_keys)
+
+
+def test_shared_prefix_prefill_gives_the_same_samples_as_one_padded_prefill():
+    model = Decoder(get_preset("tiny"), rngs=nnx.Rngs(6))
+    adaptive = Sampler(model, max_cache_length=256)
+    single = Sampler(model, max_cache_length=256, adaptive_prefill=False)
+    system = list(range(100, 140))
+    prompts = [system + [5, 9, 13], system + list(range(1, 26)), system + [8] * 7, system + [3, 1, 4, 1, 5, 9, 2]]
+    for kwargs in ({"temperature": 0.0}, {"temperature": 0.8, "top_p": 0.9, "seed": 2}):
+        a = adaptive.sample(prompts, max_new_tokens=20, stop_token_ids=[], **kwargs)
+        b = single.sample(prompts, max_new_tokens=20, stop_token_ids=[], **kwargs)
+        assert a.token_ids == b.token_ids
+        np.testing.assert_allclose(np.concatenate(a.logprobs), np.concatenate(b.logprobs), atol=2e-5)
+    assert [k[:3] for k in adaptive.compile_keys] == [("prefix", 4, 32)] * 2  # greedy, top-p: 32 shared tokens
+
+
+def test_prefix_groups_and_length_groups_together_give_the_same_samples():
+    # two "attacks": 9 prompts under one 48-token system prompt, 3 under another of 20, and 4 plain ones
+    model = Decoder(get_preset("tiny"), rngs=nnx.Rngs(8))
+    adaptive = Sampler(model, max_cache_length=256)
+    single = Sampler(model, max_cache_length=256, adaptive_prefill=False)
+    long_system, short_system = list(range(100, 148)), list(range(300, 320))
+    prompts = ([long_system + [i + 1] * (1 + i % 4) for i in range(9)] + [short_system + [7, i + 2] for i in range(3)]
+               + [[5 + i] * (3 + 5 * i) for i in range(4)])
+    for kwargs in ({"temperature": 0.0}, {"temperature": 1.0, "seed": 9}):
+        a = adaptive.sample(prompts, max_new_tokens=16, stop_token_ids=[], **kwargs)
+        b = single.sample(prompts, max_new_tokens=16, stop_token_ids=[], **kwargs)
+        assert a.token_ids == b.token_ids
+        np.testing.assert_allclose(np.concatenate(a.logprobs), np.concatenate(b.logprobs), atol=2e-5)
+    groups = sorted(k[1:4] for k in adaptive.compile_keys if k[0] == "prefill_group")
+    assert any(prefix == 48 for _, prefix, _ in groups) and len(groups) >= 2
 
 
 def test_errors(sampler):

@@ -1,0 +1,51 @@
+"""The prefill planner: buckets, shared prefixes, and which split of a call's prompts it picks."""
+
+from common.prefill_plan import PrefillGroup, plan_prefill, shared_prefix_length
+
+
+def test_shared_prefix_is_rounded_down_and_leaves_every_prompt_a_token():
+    system = list(range(100, 140))  # 40 shared tokens
+    assert shared_prefix_length([system + [1, 2], system + [3]]) == 32  # 40 rounded down to 16s
+    assert shared_prefix_length([system[:33], system[:35]]) == 32  # a prompt keeps >= 1 token of its own
+    assert shared_prefix_length([system[:20], system[:30]]) == 16
+    assert shared_prefix_length([system[:16], system[:30]]) == 0  # 15 tokens may be shared: below 16
+    assert shared_prefix_length([system + [1]]) == 0  # one prompt: nothing to share
+    assert shared_prefix_length([[1] + system, [2] + system]) == 0
+
+
+def shapes(plan):
+    """(prefix, rest, rows) per group, in row order."""
+    return sorted(((g.prefix, g.rest, g.rows) for g in plan), key=lambda g: g[2])
+
+
+def test_prompts_of_one_length_and_no_shared_prefix_stay_one_group():
+    prompts = [[i] * 10 for i in range(6)]
+    assert plan_prefill(prompts) == [PrefillGroup(0, 16, tuple(range(6)))]
+
+
+def test_a_long_prompt_among_short_ones_gets_its_own_group():
+    # padding all nine to 256 costs 16 x 256 passes; two groups 8 x 16 + 256 (+ 1/4 of 4096 for the group)
+    prompts = [[3] * 5] * 8 + [[4] * 200]
+    assert shapes(plan_prefill(prompts)) == [(0, 16, tuple(range(8))), (0, 256, (8,))]
+
+
+def test_one_short_prompt_among_long_ones_stays_with_them():
+    # its own group would not shrink the long ones' batch bucket of 8: 16 + 8 x 64 + 128 > 8 x 64
+    prompts = [[1] * 3] + [[i + 2] * 60 for i in range(7)]
+    assert shapes(plan_prefill(prompts)) == [(0, 64, tuple(range(8)))]
+
+
+def test_a_system_prompt_that_every_prompt_shares_is_prefilled_once():
+    system = list(range(100, 180))  # 80 tokens
+    prompts = [system + [i] * (5 + i) for i in range(8)]  # own parts 5..12 tokens
+    # one group: the 80-token prefix once (rounded down to 80), then 8 rests padded to 16
+    assert shapes(plan_prefill(prompts)) == [(80, 16, tuple(range(8)))]
+
+
+def test_two_attacks_get_one_group_each_with_its_own_prefix():
+    attack_a, attack_b = list(range(100, 420)), list(range(500, 540))  # 320 and 40 shared tokens
+    prompts = [attack_b + [i] * 20 for i in range(23)] + [attack_a + [i] * 25 for i in range(9)]
+    plan = plan_prefill(prompts)
+    assert shapes(plan) == [(32, 32, tuple(range(23))), (320, 32, tuple(range(23, 32)))]
+    # the plan's passes: 32 + 32 x 32 and 320 + 16 x 32, against 32 x 384 padded
+    assert sum(g.prefix for g in plan) + 32 * 32 + 16 * 32 < 32 * 384 / 6
