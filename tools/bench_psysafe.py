@@ -3,9 +3,9 @@
     python tools/bench_psysafe.py                          # SmolLM2-135M-Instruct, 16 dialogues, 1 round, 48 tokens
     python tools/bench_psysafe.py --dialogues 32 --rounds 2 --out docs/benchmarks.md
 
-Workload: the first `--dialogues` (task, attack) pairs of the builtin tasks x attacks (none, HI-Traits) on the
-AutoGen-style system (planner, assistant: 2 agent turns per round), `--rounds` rounds, at most `--max-tokens`
-new tokens per turn, greedy by default (so both modes generate the same text, up to float rounding), stop at the
+Workload: `--dialogues` (task, attack) pairs of the builtin tasks, half under each attack (none, and
+HI-Traits: the dark-trait injection, a long system prompt that its dialogues share), on the AutoGen-style
+system (planner, assistant: 2 agent turns per round), `--rounds` rounds, at most `--max-tokens` new tokens per turn, greedy by default (so both modes generate the same text, up to float rounding), stop at the
 end token. Side queries OFF in both modes: no questionnaire, and the judge is a constant scripted reply (no model
 call); `--side-queries` turns both on, through the same model, identically in both modes.
 
@@ -83,16 +83,23 @@ def workload_config(num_dialogues: int, rounds: int, max_tokens: int, temperatur
 
 
 def make_dialogues(config, num_dialogues: int):
-    """Fresh `Dialogue`s: the first `num_dialogues` of builtin tasks x systems x attacks of `config`."""
+    """Fresh `Dialogue`s: builtin tasks x systems x attacks of `config`, the same number under every attack
+    (as in an experiment that compares attacks), `num_dialogues` in all."""
     from agent_safety.dialogue import build_dialogue
     from agent_safety.run import experiment_grid
     from agent_safety.tasks import load_tasks
 
     grid = experiment_grid(config, load_tasks("builtin"))
-    if num_dialogues > len(grid):
-        raise ValueError(f"--dialogues {num_dialogues} exceeds the {len(grid)} builtin task x attack pairs")
-    return [build_dialogue(key, task, spec, config.rounds, config.trait_vector)
-            for key, task, spec in grid[:num_dialogues]]
+    per_attack = -(-num_dialogues // len(config.attacks))
+    picked, taken = [], {attack: 0 for attack in config.attacks}
+    for key, task, spec in grid:
+        if len(picked) < num_dialogues and taken[key.attack] < per_attack:
+            taken[key.attack] += 1
+            picked.append((key, task, spec))
+    if len(picked) < num_dialogues:
+        raise ValueError(f"--dialogues {num_dialogues}: the builtin tasks give only {len(picked)} dialogues "
+                         f"with at most {per_attack} per attack")
+    return [build_dialogue(key, task, spec, config.rounds, config.trait_vector) for key, task, spec in picked]
 
 
 def run_mode(mode: str, config, num_dialogues: int, agents: ChatBackend, judge: ChatBackend) -> float:

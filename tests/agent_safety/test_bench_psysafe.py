@@ -45,13 +45,19 @@ def test_questionnaire_off_means_no_side_query(bench):
     assert all("questionnaire" not in m.content.lower() for r in inner.requests for m in r.messages)
 
 
+def test_the_workload_has_as_many_dialogues_under_each_attack(bench):
+    dialogues = bench.make_dialogues(bench.workload_config(16, 1, 8, 0.0, False), 16)
+    assert sorted(d.key.attack for d in dialogues) == ["HI-Traits"] * 8 + ["none"] * 8
+    assert len({d.key.task_id for d in dialogues}) == 8  # the same 8 tasks under both
+
+
 def test_dialogues_per_hour(bench):
     assert bench.dialogues_per_hour(16, 60.0) == 960.0
 
 
 def test_too_many_dialogues_and_unknown_mode_fail_clearly(bench):
     config = bench.workload_config(999, 1, 8, 0.0, False)
-    with pytest.raises(ValueError, match="--dialogues 999 exceeds"):
+    with pytest.raises(ValueError, match="--dialogues 999: the builtin tasks give only 46 dialogues"):
         bench.make_dialogues(config, 999)
     with pytest.raises(ValueError, match="unknown mode 'parallel'"):
         bench.run_mode("parallel", bench.workload_config(2, 1, 8, 0.0, False), 2, ScriptedBackend(["x"]),
