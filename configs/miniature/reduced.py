@@ -24,6 +24,7 @@ def get_config():
     c.pretrain.lr = 1e-2
     c.pretrain.lr_reference_width = 0
     c.pretrain.warmup_steps = 5
+    c.seeds = (0,)
     # 16 held-out problems x 4 samples = 64 sequences, the rollout batch (8 x 8): one sampler program.
     c.grpo_overrides = ml_collections.ConfigDict({
         "num_steps": 4, "data": {"heldout_size": 16}, "eval": {"every": 2, "num_samples": 4},

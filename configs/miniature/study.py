@@ -53,6 +53,8 @@ def get_config():
     c.pretrain.seed = 0
 
     c.grid = "configs/miniature/grid.py"
+    # GRPO seeds of every size (the pretrained checkpoints are shared); the fit averages L over seeds first.
+    c.seeds = (0, 1, 2)
     c.grpo_config = "configs/miniature/grpo.py"
     c.grpo_overrides = ml_collections.ConfigDict()  # extra trainer overrides for every run
 
@@ -60,4 +62,5 @@ def get_config():
     c.fit.xs = ("C", "D")
     c.fit.protocols = ("full", "inter")
     c.fit.objective = "linear"
+    c.fit.bootstrap = 100  # draws over seeds for the uncertainty of K_max and N_0 (0 = off; needs >= 2 seeds)
     return c

@@ -222,6 +222,7 @@ def load_grid(cfg, out: Layout) -> ml_collections.ConfigDict:
     grid.unlock()
     grid.base_config = str(repo_path(cfg.grpo_config))
     grid.sizes = tuple(cfg.family.keys())
+    grid.seeds = tuple(int(seed) for seed in cfg.seeds)
     # N is the non-embedding count, so any vocabulary gives the same numbers.
     grid.param_counts = {name: float(n) for name, n in family.param_counts(
         family.family_configs(cfg.family, vocab_size=8, eos_token_id=2)).items()}
@@ -287,8 +288,11 @@ def gather_table(cfg, out: Layout) -> Path:
 
 def fit_argv(cfg, out: Layout, x: str, protocol: str) -> list[str]:
     """The `python -m rl_scaling.fit` arguments of one fit."""
-    return ["--metrics", str(out.table), "--x", x, "--protocol", protocol, "--out",
+    argv = ["--metrics", str(out.table), "--x", x, "--protocol", protocol, "--out",
             str(out.fit_dir(x, protocol)), "--objective", cfg.fit.objective, "--no-tensorboard"]
+    if cfg.fit.get("bootstrap", 0) and len(cfg.seeds) > 1:  # uncertainty needs seeds to draw from
+        argv += ["--bootstrap", str(cfg.fit.bootstrap)]
+    return argv
 
 
 def run_fits(cfg, out: Layout) -> dict[tuple[str, str], dict]:
