@@ -62,5 +62,5 @@ def get_config():
     c.fit.xs = ("C", "D")
     c.fit.protocols = ("full", "inter")
     c.fit.objective = "linear"
-    c.fit.bootstrap = 100  # draws over seeds for the uncertainty of K_max and N_0 (0 = off; needs >= 2 seeds)
+    c.fit.bootstrap = 50  # draws over seeds for the uncertainty of K_max and N_0 (0 = off; needs >= 2 seeds)
     return c
