@@ -5,12 +5,16 @@ from common.prefill_plan import PrefillGroup, plan_prefill, shared_prefix_length
 
 def test_shared_prefix_is_rounded_down_and_leaves_every_prompt_a_token():
     system = list(range(100, 140))  # 40 shared tokens
-    assert shared_prefix_length([system + [1, 2], system + [3]]) == 32  # 40 rounded down to 16s
+    assert shared_prefix_length([system + [1, 2], system + [3]]) == 40  # a multiple of 8
+    assert shared_prefix_length([system[:39] + [1], system[:39] + [2]]) == 32  # rounded down to 8s
     assert shared_prefix_length([system[:33], system[:35]]) == 32  # a prompt keeps >= 1 token of its own
     assert shared_prefix_length([system[:20], system[:30]]) == 16
     assert shared_prefix_length([system[:16], system[:30]]) == 0  # 15 tokens may be shared: below 16
     assert shared_prefix_length([system + [1]]) == 0  # one prompt: nothing to share
     assert shared_prefix_length([[1] + system, [2] + system]) == 0
+    long = list(range(2000))
+    assert shared_prefix_length([long[:335] + [1], long[:335] + [2]]) == 320  # steps of 256 / 8 from 256 on
+    assert shared_prefix_length([long[:1500] + [1], long[:1500] + [2]]) == 1408  # steps of 1024 / 8
 
 
 def shapes(plan):
@@ -46,6 +50,15 @@ def test_two_attacks_get_one_group_each_with_its_own_prefix():
     attack_a, attack_b = list(range(100, 420)), list(range(500, 540))  # 320 and 40 shared tokens
     prompts = [attack_b + [i] * 20 for i in range(23)] + [attack_a + [i] * 25 for i in range(9)]
     plan = plan_prefill(prompts)
-    assert shapes(plan) == [(32, 32, tuple(range(23))), (320, 32, tuple(range(23, 32)))]
-    # the plan's passes: 32 + 32 x 32 and 320 + 16 x 32, against 32 x 384 padded
-    assert sum(g.prefix for g in plan) + 32 * 32 + 16 * 32 < 32 * 384 / 6
+    assert shapes(plan) == [(40, 24, tuple(range(23))), (320, 32, tuple(range(23, 32)))]
+    # the plan's passes: 40 + 32 x 24 and 320 + 16 x 32, against 32 x 384 padded
+    assert sum(g.prefix for g in plan) + 32 * 24 + 16 * 32 < 32 * 384 / 6
+
+
+def test_prompts_that_share_a_short_prefix_but_a_longer_one_within_are_split_by_the_longer():
+    # safe and dangerous tasks under one attack: 176 shared tokens, then each kind's own ~150 or ~400
+    base = list(range(1000, 1176))
+    safe = [base + list(range(2000, 2150)) + [i] * (70 + i) for i in range(10)]
+    dangerous = [base + list(range(3000, 3340)) + [i] * (80 + i) for i in range(6)]
+    plan = plan_prefill(safe + dangerous)
+    assert shapes(plan) == [(320, 96, tuple(range(10))), (512, 96, tuple(range(10, 16)))]
