@@ -51,6 +51,10 @@ def get_config() -> ml_collections.ConfigDict:
     c.grpo.normalize_std = True
     c.grpo.mask_truncated = False
     c.grpo.old_logprobs = "recompute"  # "recompute" (a forward pass) | "sampler"
+    # True: rollouts plan their prefill (common/prefill_plan.py): a prompt's G copies share its prefill,
+    # prompts of other lengths go in their own groups. Less prefill compute, more compiled shapes; the
+    # memory plan (tools/memory_plan.py) compiles the one-program path that False always takes.
+    c.grpo.adaptive_prefill = False
 
     c.reward = ml_collections.ConfigDict({"correctness": 1.0})  # reward name -> weight
     c.reward_timeout_s = 5.0

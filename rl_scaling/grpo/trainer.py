@@ -76,7 +76,8 @@ class GRPOTrainer:
         self.max_new = g.max_response_len
         self.eval_max_new = cfg.eval.max_new_tokens or g.max_response_len
         self.sampler = HostGatheringSampler(model, mesh=self.mesh, pad_id=self.pad_id,
-                                            max_cache_length=longest + max(self.max_new, self.eval_max_new))
+                                            max_cache_length=longest + max(self.max_new, self.eval_max_new),
+                                            adaptive_prefill=bool(g.get("adaptive_prefill", False)))
         updates_per_step = g.prompts_per_step // g.mini_batch_prompts
         o = cfg.optim
         self.optimizer = make_optimizer(o.lr, o.weight_decay, o.grad_clip, schedule=o.schedule,

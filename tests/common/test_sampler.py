@@ -90,7 +90,7 @@ def test_shared_prefix_prefill_gives_the_same_samples_as_one_padded_prefill():
         b = single.sample(prompts, max_new_tokens=20, stop_token_ids=[], **kwargs)
         assert a.token_ids == b.token_ids
         np.testing.assert_allclose(np.concatenate(a.logprobs), np.concatenate(b.logprobs), atol=2e-5)
-    assert [k[:3] for k in adaptive.compile_keys] == [("prefix", 4, 32)] * 2  # greedy, top-p: 32 shared tokens
+    assert [k[:3] for k in adaptive.compile_keys] == [("prefix", 4, 40)] * 2  # greedy, top-p: 40 shared tokens
 
 
 def test_prefix_groups_and_length_groups_together_give_the_same_samples():
@@ -108,6 +108,22 @@ def test_prefix_groups_and_length_groups_together_give_the_same_samples():
         np.testing.assert_allclose(np.concatenate(a.logprobs), np.concatenate(b.logprobs), atol=2e-5)
     groups = sorted(k[1:4] for k in adaptive.compile_keys if k[0] == "prefill_group")
     assert any(prefix == 48 for _, prefix, _ in groups) and len(groups) >= 2
+
+
+def test_grpo_groups_share_each_prompts_prefill_and_sample_the_same():
+    # GRPO's shape: every prompt G times. Each prompt's copies become a group that prefills it once.
+    model = Decoder(get_preset("tiny"), rngs=nnx.Rngs(4))
+    adaptive = Sampler(model, max_cache_length=256)
+    single = Sampler(model, max_cache_length=256, adaptive_prefill=False)
+    prompts = [p for p in ([5 + i for i in range(40)], [9] * 70, [3, 1, 4] * 12) for _ in range(4)]
+    a = adaptive.sample(prompts, max_new_tokens=12, temperature=1.0, seed=3, stop_token_ids=[])
+    b = single.sample(prompts, max_new_tokens=12, temperature=1.0, seed=3, stop_token_ids=[])
+    assert a.token_ids == b.token_ids
+    np.testing.assert_allclose(np.concatenate(a.logprobs), np.concatenate(b.logprobs), atol=2e-5)
+    # the 70-token prompt's 4 copies prefill it once (64 shared + 16); the two shorter prompts' copies are
+    # cheaper as one length group of 8 than as two more groups
+    groups = sorted(k[1:4] for k in adaptive.compile_keys if k[0] == "prefill_group")
+    assert groups == [(4, 64, 16), (8, 0, 48)]
 
 
 def test_errors(sampler):
