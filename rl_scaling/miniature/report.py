@@ -81,8 +81,15 @@ def finding_checks(fits: dict, curves: dict) -> list[str]:
     return lines
 
 
+def _interval(rep: dict, name: str, spec: str) -> str:
+    """' (low–high)' of the bootstrap over seeds, when the fit ran one."""
+    b = rep.get("bootstrap", {}).get(name)
+    return f" ({_fmt(b['low'], spec)}–{_fmt(b['high'], spec)})" if b else ""
+
+
 def fit_table(fits: dict) -> list[str]:
-    rows = ["| X | protocol | K_max | N_0 | R²(L) | R²(ln L) | k per size (small→large) | extrapolation |",
+    rows = ["K_max and N_0 with the 95 % interval of the bootstrap over seeds, where there are seeds to draw.", "",
+            "| X | protocol | K_max | N_0 | R²(L) | R²(ln L) | k per size (small→large) | extrapolation |",
             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for (x, protocol), rep in fits.items():
         ks = ", ".join(_fmt(rep["k"][n], ".3f") for n in sorted(rep["k"], key=float))
@@ -92,7 +99,8 @@ def fit_table(fits: dict) -> list[str]:
             extra = (f"N={_fmt(p.get('held_out_size'), '.3g')}: k {_fmt(p.get('k_extrapolated'), '.3f')} "
                      f"(alone {_fmt(p.get('k_free_fit'), '.3f')}), RMSE {_fmt(p['rmse'], '.3f')}, "
                      f"MAPE {_fmt(100 * p['mape'], '.1f')} %")
-        rows.append(f"| {x} | {protocol} | {_fmt(rep['k_max'], '.3f')} | {_fmt(rep['n0'], '.3g')} | "
+        rows.append(f"| {x} | {protocol} | {_fmt(rep['k_max'], '.3f')}{_interval(rep, 'k_max', '.3f')} | "
+                    f"{_fmt(rep['n0'], '.3g')}{_interval(rep, 'n0', '.3g')} | "
                     f"{_fmt(rep['r2']['L'], '.3f')} | {_fmt(rep['r2']['log_L'], '.3f')} | {ks} | {extra} |")
     return rows
 

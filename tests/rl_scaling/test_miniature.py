@@ -261,6 +261,25 @@ def test_children_see_one_device(monkeypatch):
     assert os.environ["XLA_FLAGS"].endswith("device_count=8")
 
 
+def test_seeds_and_bootstrap_reach_the_grid_and_the_fits(tmp_path):
+    from configs.miniature import study as full_config
+    layout = study.Layout(tmp_path)
+    full, reduced = full_config.get_config(), reduced_config.get_config()
+    assert tuple(study.load_grid(full, layout).seeds) == (0, 1, 2)
+    assert "--bootstrap" in study.fit_argv(full, layout, "C", "full")
+    assert tuple(study.load_grid(reduced, layout).seeds) == (0,)
+    assert "--bootstrap" not in study.fit_argv(reduced, layout, "C", "full")  # one seed: nothing to draw
+
+
+def test_report_shows_the_bootstrap_interval_when_there_is_one():
+    rep = {"k_max": 0.142, "n0": 2.06e4, "r2": {"L": 0.975, "log_L": 0.957}, "k": {"1e4": 0.1},
+           "bootstrap": {"k_max": {"low": 0.098, "high": 0.566}, "n0": {"low": 249.0, "high": 5.46e5}}}
+    row = report.fit_table({("C", "full"): rep})[-1]
+    assert "| 0.142 (0.098–0.566) | 2.06e+04 (249–5.46e+05) |" in row
+    del rep["bootstrap"]
+    assert "| 0.142 | 2.06e+04 |" in report.fit_table({("C", "full"): rep})[-1]
+
+
 def test_report_curve_summary_and_rank_correlation_by_hand():
     table = {"size": np.array([1e4, 1e4, 1e5, 1e5]), "step": np.array([0, 5, 0, 5]),
              "L": np.array([0.9, 0.7, 0.6, 0.3]), "C": np.array([0.0, 3e9, 0.0, 3e10]),
