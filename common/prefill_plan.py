@@ -5,8 +5,8 @@ Pure functions over prompt token ids; `common.sampler` runs the plan. Prefill co
 its time. Padding every prompt to the longest one's bucket wastes passes when lengths differ, and so does
 recomputing a prefix (a system prompt, an attack's instructions) that many prompts share. A plan is a list
 of groups; each group prefills the prefix its rows share once, then the rows' own rest at the group's own
-length bucket. The plan with the fewest token passes wins, every group beyond the first counted with 1/8 of
-the one-group cost on top (one more program call and compiled shape).
+length bucket. The plan with the fewest token passes wins, every group beyond the first counted with
+`GROUP_OVERHEAD` passes on top (one more program call and compiled shape).
 """
 
 from __future__ import annotations
@@ -51,16 +51,8 @@ def usable_prefix(common: int, shortest: int, multiple: int) -> int:
     return n // step * step
 
 
-def shared_prefix_length(prompt_ids: Sequence[Sequence[int]], multiple: int = 16) -> int:
-    """The usable prefix that every prompt shares (0 for a single prompt: nothing to share)."""
-    if len(prompt_ids) < 2:
-        return 0
-    common = min(common_prefix(prompt_ids[0], p) for p in prompt_ids[1:])
-    return usable_prefix(common, min(len(p) for p in prompt_ids), multiple)
-
-
 # What one more group costs, in token passes: a quarter of the one-group cost, at most this many (one more
-# program call, cache scatter and compiled shape; ~1 s of prefill on one CPU core, far more on an accelerator).
+# program call, cache scatter and compiled shape; ~1 s of prefill on one CPU core).
 GROUP_OVERHEAD = 512
 
 

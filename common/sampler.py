@@ -2,16 +2,16 @@
 
 Prompts are left-padded to a length bucket (`length_bucket`) and the batch to a batch bucket, so repeated
 calls with similar shapes reuse one compiled program. Per call, `Sampler._plan` picks how to prefill: all
-prompts at one bucket, length groups at their own buckets, or a prefix every prompt shares computed once.
-Decoding stops as soon as every sequence has produced a stop token or its budget. Every sampled token comes with its log-probability. On a mesh, the batch is split
-over (data, fsdp) and heads over tensor, by the rules table in `common.sharding`.
+prompts at one bucket, or groups (`common.prefill_plan`) that each compute their shared prefix once and pad
+their rows to their own length. Decoding stops as soon as every sequence has produced a stop token or its
+budget. Every sampled token comes with its log-probability. On a mesh, the batch is split over (data, fsdp)
+and heads over tensor, by the rules table in `common.sharding`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import math
 from typing import Sequence
 
 import jax
@@ -155,7 +155,6 @@ class Sampler:
                  adaptive_prefill: bool = True):
         self.graphdef, self.state = nnx.split(model)
         self.config = model.config
-        self.dtype = model.dtype
         self.mesh = mesh
         self.max_cache_length = max_cache_length or model.config.max_position_embeddings
         self.pad_id = pad_id
@@ -186,13 +185,19 @@ class Sampler:
             self._compiled[key] = jax.jit(run, **jit_kwargs)
         return self._compiled[key]
 
+    def _samples_jit(self, key: tuple, fn, also=None, **jit_kwargs):
+        """`_jit` for a program that returns the samples, then (if `also` is given) arrays laid out like
+        `also`, whose shardings they keep."""
+        out = self._output_sharding()
+        if out is not None:
+            jit_kwargs["out_shardings"] = out if also is None else (out, jax.tree.map(lambda x: x.sharding, also))
+        return self._jit(key, fn, **jit_kwargs)
+
     def _program(self, batch: int, prompt_len: int, cache_length: int, mode: SamplingMode):
         """Prefill + decode in one program (every prompt padded to one bucket)."""
-        out = self._output_sharding()
-        return self._jit((batch, prompt_len, cache_length, mode),
-                         lambda model, *args: _decode_loop(model, *args, mode=mode, cache_length=cache_length,
-                                                           pad_id=self.pad_id),
-                         **({} if out is None else {"out_shardings": out}))
+        return self._samples_jit((batch, prompt_len, cache_length, mode),
+                                 lambda model, *args: _decode_loop(model, *args, mode=mode,
+                                                                   cache_length=cache_length, pad_id=self.pad_id))
 
     def _prefix_program(self, batch: int, prefix_len: int, rest_len: int, cache_length: int, mode: SamplingMode):
         """A prefix every prompt shares, prefilled once, each prompt's rest, then decode: one program."""
@@ -201,9 +206,7 @@ class Sampler:
             samples, _ = _decode(model, cache, logits, *args, prompt_length=prefix_len + rest_len, mode=mode,
                                  pad_id=self.pad_id)
             return samples
-        out = self._output_sharding()
-        return self._jit(("prefix", batch, prefix_len, rest_len, cache_length, mode), run,
-                         **({} if out is None else {"out_shardings": out}))
+        return self._samples_jit(("prefix", batch, prefix_len, rest_len, cache_length, mode), run)
 
     def _empty_cache(self, batch: int, prompt_len: int, cache_length: int):
         """(start [B], prefix [B]) -> (zero cache with index prompt_len, zero logits [B, V])."""
@@ -222,12 +225,10 @@ class Sampler:
     def _decode_program(self, batch: int, prompt_len: int, cache_length: int, mode: SamplingMode,
                         cache: KVCache):
         """(samples, final cache); the cache is donated, so decoding updates it in place."""
-        out = self._output_sharding()
-        shardings = {} if out is None else {"out_shardings": (out, jax.tree.map(lambda x: x.sharding, cache))}
-        return self._jit(("decode", batch, prompt_len, cache_length, mode),
-                         lambda model, *args: _decode(model, *args, prompt_length=prompt_len, mode=mode,
-                                                      pad_id=self.pad_id),
-                         donate_argnums=(1,), **shardings)
+        return self._samples_jit(("decode", batch, prompt_len, cache_length, mode),
+                                 lambda model, *args: _decode(model, *args, prompt_length=prompt_len, mode=mode,
+                                                              pad_id=self.pad_id),
+                                 also=cache, donate_argnums=(1,))
 
     def _put(self, x: np.ndarray, logical_axes):
         if self.mesh is None:

@@ -5,7 +5,8 @@
 
 Workload: `--dialogues` (task, attack) pairs of the builtin tasks, half under each attack (none, and
 HI-Traits: the dark-trait injection, a long system prompt that its dialogues share), on the AutoGen-style
-system (planner, assistant: 2 agent turns per round), `--rounds` rounds, at most `--max-tokens` new tokens per turn, greedy by default (so both modes generate the same text, up to float rounding), stop at the
+system (planner, assistant: 2 agent turns per round), `--rounds` rounds, at most `--max-tokens` new tokens
+per turn, greedy by default (so both modes generate the same text, up to float rounding), stop at the
 end token. Side queries OFF in both modes: no questionnaire, and the judge is a constant scripted reply (no model
 call); `--side-queries` turns both on, through the same model, identically in both modes.
 

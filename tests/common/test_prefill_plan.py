@@ -1,20 +1,25 @@
 """The prefill planner: buckets, shared prefixes, and which split of a call's prompts it picks."""
 
-from common.prefill_plan import PrefillGroup, plan_prefill, shared_prefix_length
+from common.prefill_plan import PrefillGroup, common_prefix, plan_prefill, usable_prefix
+
+
+def shared_by_two(a, b):
+    """The prefix two prompts share as a group would use it."""
+    return usable_prefix(common_prefix(a, b), min(len(a), len(b)), 16)
 
 
 def test_shared_prefix_is_rounded_down_and_leaves_every_prompt_a_token():
     system = list(range(100, 140))  # 40 shared tokens
-    assert shared_prefix_length([system + [1, 2], system + [3]]) == 40  # a multiple of 8
-    assert shared_prefix_length([system[:39] + [1], system[:39] + [2]]) == 32  # rounded down to 8s
-    assert shared_prefix_length([system[:33], system[:35]]) == 32  # a prompt keeps >= 1 token of its own
-    assert shared_prefix_length([system[:20], system[:30]]) == 16
-    assert shared_prefix_length([system[:16], system[:30]]) == 0  # 15 tokens may be shared: below 16
-    assert shared_prefix_length([system + [1]]) == 0  # one prompt: nothing to share
-    assert shared_prefix_length([[1] + system, [2] + system]) == 0
+    assert shared_by_two(system + [1, 2], system + [3]) == 40  # a multiple of 8
+    assert shared_by_two(system[:39] + [1], system[:39] + [2]) == 32  # rounded down to 8s
+    assert shared_by_two(system[:33], system[:35]) == 32  # a prompt keeps >= 1 token of its own
+    assert shared_by_two(system[:20], system[:30]) == 16
+    assert shared_by_two(system[:16], system[:30]) == 0  # 15 tokens may be shared: below 16
+    assert plan_prefill([system + [1]])[0].prefix == 0  # one prompt: nothing to share
+    assert shared_by_two([1] + system, [2] + system) == 0
     long = list(range(2000))
-    assert shared_prefix_length([long[:335] + [1], long[:335] + [2]]) == 320  # steps of 256 / 8 from 256 on
-    assert shared_prefix_length([long[:1500] + [1], long[:1500] + [2]]) == 1408  # steps of 1024 / 8
+    assert shared_by_two(long[:335] + [1], long[:335] + [2]) == 320  # steps of 256 / 8 from 256 on
+    assert shared_by_two(long[:1500] + [1], long[:1500] + [2]) == 1408  # steps of 1024 / 8
 
 
 def shapes(plan):
