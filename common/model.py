@@ -50,10 +50,12 @@ def _param(rngs: nnx.Rngs | None, shape, axes, dtype, init: str = "normal") -> n
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass
 class KVCache:
-    """Static-size key/value cache. k[i], v[i]: [B, K, S, h] for layer i (heads before slots, so attention
-    reads the cache as it lies, with no per-step transpose); index: slots written so far (the same for every
-    sequence: prompts are left-padded); start: [B] slot of each sequence's first token after its shared
-    prefix; prefix: [B] length of the shared prefix in slots 0.. (0: none)."""
+    """Static-size key/value cache, heads before slots so attention reads it as it lies (no per-step
+    transpose). k[i]: [B, K, h, S] for layer i, keys transposed, so that the scores q.k are a plain
+    matrix product (XLA:CPU's product with a transposed right side took twice as long as the whole
+    probs.v product); v[i]: [B, K, S, h]. index: slots written so far (the same for every sequence: prompts
+    are left-padded); start: [B] slot of each sequence's first token after its shared prefix; prefix: [B]
+    length of the shared prefix in slots 0.. (0: none)."""
 
     k: list[jax.Array]
     v: list[jax.Array]
@@ -63,15 +65,17 @@ class KVCache:
 
     @property
     def max_length(self) -> int:
-        return self.k[0].shape[2]
+        return self.v[0].shape[2]
 
     @classmethod
     def zeros(cls, config: ModelConfig, batch: int, max_length: int, dtype, start=None, prefix=None) -> "KVCache":
-        shape = (batch, config.num_kv_heads, max_length, config.head_dim)
-        zeros = lambda: constrain(jnp.zeros(shape, dtype), ("batch", "act_kv_heads", "cache_length", None))
+        k_shape = (batch, config.num_kv_heads, config.head_dim, max_length)
+        v_shape = (batch, config.num_kv_heads, max_length, config.head_dim)
+        zeros_k = lambda: constrain(jnp.zeros(k_shape, dtype), ("batch", "act_kv_heads", None, "cache_length"))
+        zeros_v = lambda: constrain(jnp.zeros(v_shape, dtype), ("batch", "act_kv_heads", "cache_length", None))
         start = jnp.zeros((batch,), jnp.int32) if start is None else jnp.asarray(start, jnp.int32)
         prefix = jnp.zeros((batch,), jnp.int32) if prefix is None else jnp.asarray(prefix, jnp.int32)
-        return cls(k=[zeros() for _ in range(config.num_layers)], v=[zeros() for _ in range(config.num_layers)],
+        return cls(k=[zeros_k() for _ in range(config.num_layers)], v=[zeros_v() for _ in range(config.num_layers)],
                    index=jnp.zeros((), jnp.int32), start=start, prefix=prefix)
 
 
@@ -110,15 +114,15 @@ def attention_mask(query_slots: jax.Array, key_length: int, start: jax.Array, pr
 
 
 def gqa_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> jax.Array:
-    """q [B, T, H, h], k/v [B, K, S, h], mask [B, T, S] -> [B, T, H, h]. Softmax in float32.
+    """q [B, T, H, h], k [B, K, h, S], v [B, K, S, h], mask [B, T, S] -> [B, T, H, h]. Softmax in float32.
 
     The G = H/K query heads of a group and the T queries form the rows of one matrix per (b, k), so both
-    products are plain batched matmuls over k/v in their stored layout (only q and the output move)."""
+    products are plain batched matmuls over k and v in their stored layout (only q and the output move)."""
     B, T, H, h = q.shape
     K = k.shape[1]
     G = H // K
     q = q.reshape(B, T, K, G, h).transpose(0, 2, 3, 1, 4).reshape(B, K, G * T, h)
-    scores = jnp.einsum("bkqh,bksh->bkqs", q, k, preferred_element_type=jnp.float32) / jnp.sqrt(h).astype(
+    scores = jnp.einsum("bkqh,bkhs->bkqs", q, k, preferred_element_type=jnp.float32) / jnp.sqrt(h).astype(
         jnp.float32)
     scores = scores.reshape(B, K, G, T, -1)
     scores = jnp.where(mask[:, None, None, :, :], scores, jnp.finfo(jnp.float32).min)
@@ -131,16 +135,18 @@ def gqa_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> 
 
 
 class Attention(nnx.Module):
+    """q, k and v come from one fused kernel [d, K, G + 2, h]: for each kv head, its G query heads, its key
+    and its value. One matrix product per layer instead of three (decoding on CPU is bound by the number
+    and size of products), and a tensor-parallel shard over K holds whole groups: the G query heads next to
+    the key and value they attend with. Query head k * G + g is HF's head k * G + g."""
+
     def __init__(self, cfg: ModelConfig, param_dtype, rngs: nnx.Rngs):
         d, H, K, h = cfg.hidden_size, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
-        self.q_kernel = _param(rngs, (d, H, h), ("embed", "heads", "head_dim"), param_dtype)
-        self.k_kernel = _param(rngs, (d, K, h), ("embed", "kv_heads", "head_dim"), param_dtype)
-        self.v_kernel = _param(rngs, (d, K, h), ("embed", "kv_heads", "head_dim"), param_dtype)
+        G = H // K
+        self.qkv_kernel = _param(rngs, (d, K, G + 2, h), ("embed", "kv_heads", None, "head_dim"), param_dtype)
         self.o_kernel = _param(rngs, (H, h, d), ("heads", "head_dim", "embed"), param_dtype)
         if cfg.attention_bias:
-            self.q_bias = _param(rngs, (H, h), ("heads", "head_dim"), param_dtype, "zeros")
-            self.k_bias = _param(rngs, (K, h), ("kv_heads", "head_dim"), param_dtype, "zeros")
-            self.v_bias = _param(rngs, (K, h), ("kv_heads", "head_dim"), param_dtype, "zeros")
+            self.qkv_bias = _param(rngs, (K, G + 2, h), ("kv_heads", None, "head_dim"), param_dtype, "zeros")
         self.use_bias = cfg.attention_bias
 
     def __call__(self, x, cos, sin, mask, layer_cache, cache_index, dtype, attend_fresh_only=False):
@@ -148,20 +154,20 @@ class Attention(nnx.Module):
 
         attend_fresh_only: attend to the T new keys only, not the whole cache (prefill of an empty cache:
         the same result, without scores over the empty slots)."""
-        proj = lambda w: jnp.einsum("btd,dnh->btnh", x, w[...].astype(dtype))
-        q, k, v = proj(self.q_kernel), proj(self.k_kernel), proj(self.v_kernel)
+        B, T, _ = x.shape
+        qkv = jnp.einsum("btd,dkgh->btkgh", x, self.qkv_kernel[...].astype(dtype))
         if self.use_bias:
-            q = q + self.q_bias[...].astype(dtype)
-            k = k + self.k_bias[...].astype(dtype)
-            v = v + self.v_bias[...].astype(dtype)
+            qkv = qkv + self.qkv_bias[...].astype(dtype)
+        G = qkv.shape[3] - 2
+        q, k, v = qkv[:, :, :, :G].reshape(B, T, -1, qkv.shape[-1]), qkv[:, :, :, G], qkv[:, :, :, G + 1]
         q = constrain(apply_rope(q, cos, sin), ("batch", "length", "act_heads", None))
         # keys and values as the cache holds them: [B, K, T, h]
-        k = constrain(apply_rope(k, cos, sin).transpose(0, 2, 1, 3), ("batch", "act_kv_heads", "length", None))
+        k = constrain(apply_rope(k, cos, sin).transpose(0, 2, 3, 1), ("batch", "act_kv_heads", None, "length"))
         v = constrain(v.transpose(0, 2, 1, 3), ("batch", "act_kv_heads", "length", None))
         new_cache = (k, v)
         if layer_cache is not None:
             k_cache, v_cache = layer_cache
-            new_cache = (jax.lax.dynamic_update_slice(k_cache, k.astype(k_cache.dtype), (0, 0, cache_index, 0)),
+            new_cache = (jax.lax.dynamic_update_slice(k_cache, k.astype(k_cache.dtype), (0, 0, 0, cache_index)),
                          jax.lax.dynamic_update_slice(v_cache, v.astype(v_cache.dtype), (0, 0, cache_index, 0)))
             if not attend_fresh_only:
                 k, v = new_cache
@@ -171,16 +177,16 @@ class Attention(nnx.Module):
 
 
 class MLP(nnx.Module):
+    """SwiGLU with gate and up in one kernel [d, 2, F] (one product instead of two), then down [F, d]."""
+
     def __init__(self, cfg: ModelConfig, param_dtype, rngs: nnx.Rngs):
         d, F = cfg.hidden_size, cfg.intermediate_size
-        self.gate_kernel = _param(rngs, (d, F), ("embed", "mlp"), param_dtype)
-        self.up_kernel = _param(rngs, (d, F), ("embed", "mlp"), param_dtype)
+        self.gate_up_kernel = _param(rngs, (d, 2, F), ("embed", None, "mlp"), param_dtype)
         self.down_kernel = _param(rngs, (F, d), ("mlp", "embed"), param_dtype)
 
     def __call__(self, x, dtype):
-        gate = x @ self.gate_kernel[...].astype(dtype)
-        up = x @ self.up_kernel[...].astype(dtype)
-        hidden = constrain(jax.nn.silu(gate) * up, ("batch", "length", "act_mlp"))
+        gate_up = jnp.einsum("...d,dnf->...nf", x, self.gate_up_kernel[...].astype(dtype))
+        hidden = constrain(jax.nn.silu(gate_up[..., 0, :]) * gate_up[..., 1, :], ("batch", "length", "act_mlp"))
         return hidden @ self.down_kernel[...].astype(dtype)
 
 

@@ -2,12 +2,13 @@
 
     python tools/bench_matmul_floor.py                      # SmolLM2-135M shapes, float32 + bfloat16, batch 1/8/32
 
-A step of a decoder reads every weight matrix once (per layer: q, k, v, o, gate, up, down; then the tied
-head). This runs exactly that chain of products, with no attention, sampling or loop bookkeeping, jitted in
-JAX (XLA:CPU) and eagerly in torch, at the batch sizes the sampler benchmark uses. When the chain alone is as
+A step of a decoder reads every weight matrix once, then the tied head. This runs exactly that chain of
+products, with no attention, sampling or loop bookkeeping, at the batch sizes the sampler benchmark uses:
+jitted in JAX (XLA:CPU) as our decoder does it (per layer: fused q/k/v, o, fused gate/up, down), and eagerly
+in torch as transformers does it (q, k, v, o, gate, up, down). When the chain alone is as
 fast in torch as in XLA, no sampler on XLA can be much faster than transformers at that batch; at batch 1 the
-chain's weight bytes per second is the most a decode step can reach. Run pinned to one core (taskset -c 0)
-to compare with `tools/bench_sampler.py` pinned the same way.
+chain's weight bytes per second is the most a decode step can reach. Both use every core the process may
+run on; pin with taskset to compare with `tools/bench_sampler.py` pinned the same way.
 """
 
 from __future__ import annotations
@@ -23,9 +24,17 @@ STEPS = 16
 
 
 def layer_shapes(config) -> list[tuple[int, int]]:
+    """transformers' products per layer: q, k, v, o, gate, up, down."""
     d, F = config.hidden_size, config.intermediate_size
     q, kv = config.num_heads * config.head_dim, config.num_kv_heads * config.head_dim
     return [(d, q), (d, kv), (d, kv), (q, d), (d, F), (d, F), (F, d)]
+
+
+def fused_layer_shapes(config) -> list[tuple[int, int]]:
+    """Our decoder's products per layer: fused q/k/v, o, fused gate/up, down."""
+    d, F = config.hidden_size, config.intermediate_size
+    q, kv = config.num_heads * config.head_dim, config.num_kv_heads * config.head_dim
+    return [(d, q + 2 * kv), (q, d), (d, 2 * F), (F, d)]
 
 
 def xla_ms_per_step(config, batch: int, dtype: str) -> tuple[float, int]:
@@ -34,18 +43,20 @@ def xla_ms_per_step(config, batch: int, dtype: str) -> tuple[float, int]:
 
     dt = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[dtype]
     rng = np.random.default_rng(0)
-    weights = [[jnp.asarray(rng.standard_normal(s, np.float32) * 0.02, dt) for s in layer_shapes(config)]
+    weights = [[jnp.asarray(rng.standard_normal(s, np.float32) * 0.02, dt) for s in fused_layer_shapes(config)]
                for _ in range(config.num_layers)]
+    q_width, F = config.num_heads * config.head_dim, config.intermediate_size
     head = jnp.asarray(rng.standard_normal((config.vocab_size, config.hidden_size), np.float32) * 0.02, dt)
     nbytes = sum(w.nbytes for layer in weights for w in layer) + head.nbytes
 
     @jax.jit
     def run(weights, head, x):
         def step(_, x):
-            for q, k, v, o, g, u, d in weights:
-                a = x @ q + (x @ k).sum() + (x @ v).sum()
-                x = x + a @ o
-                x = x + (jax.nn.silu(x @ g) * (x @ u)) @ d
+            for qkv, o, gate_up, down in weights:
+                y = x @ qkv
+                x = x + (y[:, :q_width] + y[:, q_width:].sum()) @ o
+                h = x @ gate_up
+                x = x + (jax.nn.silu(h[:, :F]) * h[:, F:]) @ down
                 x = x / (1 + jnp.abs(x).mean())
             logits = jnp.einsum("bd,vd->bv", x, head, preferred_element_type=jnp.float32)
             return x + (logits[:, :x.shape[1]] * 1e-3).astype(x.dtype)
@@ -90,8 +101,10 @@ def main(argv=None):
     parser.add_argument("--dtypes", default="float32,bfloat16")
     parser.add_argument("--batches", default="1,8,32")
     args = parser.parse_args(argv)
+    import os
+
     import torch
-    torch.set_num_threads(1)
+    torch.set_num_threads(len(os.sched_getaffinity(0)))
     config = get_preset(args.preset)
     print("| dtype | batch | XLA ms/step | torch ms/step | XLA weight GB/s |\n|---|---|---|---|---|")
     for dtype in args.dtypes.split(","):

@@ -17,6 +17,7 @@ import os
 import platform
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -28,16 +29,22 @@ if str(REPO_ROOT) not in sys.path:  # tools.bench_common lives at the repository
 from tools.bench_common import write_table  # noqa: E402
 
 
-def copy_bandwidth_gbs(nbytes: int = 1 << 30, repeats: int = 5) -> float:
+def copy_bandwidth_gbs(nbytes: int = 1 << 30, repeats: int = 5, threads: int | None = None) -> float:
     """Memory bandwidth by a numpy copy, counted as STREAM does (each byte read once and written once: 2x the
-    bytes copied, per second), best of `repeats`."""
+    bytes copied, per second), best of `repeats`. The copy is split over `threads` threads (default: every
+    core this process may run on), as decoding uses them all: one core alone cannot reach the machine's
+    bandwidth."""
+    threads = threads or len(os.sched_getaffinity(0))
     src = np.ones(nbytes // 4, np.float32)
     dst = np.empty_like(src)
+    bounds = np.linspace(0, src.size, threads + 1).astype(int)
+    chunks = [(dst[a:b], src[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
     best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
-        np.copyto(dst, src)
-        best = min(best, time.perf_counter() - t)
+    with ThreadPoolExecutor(threads) as pool:  # np.copyto releases the GIL
+        for _ in range(repeats):
+            t = time.perf_counter()
+            list(pool.map(lambda c: np.copyto(*c), chunks))
+            best = min(best, time.perf_counter() - t)
     return 2 * nbytes / best / 1e9
 
 
@@ -118,7 +125,7 @@ def main(argv=None):
                   flush=True)
     header = (f"\n### Sampler decode throughput — {datetime.date.today()}\n\n"
               f"`python tools/bench_sampler.py {' '.join(sys.argv[1:] if argv is None else argv)}`  \n"
-              f"Machine: {platform.machine()}, {os.cpu_count()} cores, jax {jax.__version__} "
+              f"Machine: {platform.machine()}, {len(os.sched_getaffinity(0))} of {os.cpu_count()} cores, jax {jax.__version__} "
               f"({jax.default_backend()}), torch {torch.__version__}; memory copy bandwidth "
               f"{bandwidth:.1f} GB/s; model {args.model}; prompts {args.prompt_len} tokens, "
               f"{args.new_tokens} new tokens, greedy.\n\n"

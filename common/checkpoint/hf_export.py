@@ -10,7 +10,7 @@ import numpy as np
 from flax import nnx
 
 from common.checkpoint.hf_import import get_by_path
-from common.checkpoint.hf_mapping import expected_entries, hf_shape, to_hf
+from common.checkpoint.hf_mapping import expected_entries, hf_shape, part_shape, take_part, to_hf
 from common.checkpoint.safetensors_io import write_safetensors
 from common.model import Decoder, as_dtype
 
@@ -32,11 +32,11 @@ def save_hf(model: Decoder, directory: str | Path, tokenizer=None, dtype: str | 
     config = model.config
     state = nnx.state(model, nnx.Param)
     items = []
-    for ours, hf_name, transform in expected_entries(config):
+    for ours, hf_name, transform, part in expected_entries(config):
         var = get_by_path(state, ours)
         out_dtype = np.dtype(var[...].dtype if dtype is None else as_dtype(dtype))
-        produce = lambda v=var, t=transform: to_hf(_host_array(v[...]), t)
-        items.append((hf_name, hf_shape(tuple(var.shape), transform), out_dtype, produce))
+        produce = lambda v=var, t=transform, p=part: to_hf(take_part(_host_array(v[...]), p), t)
+        items.append((hf_name, hf_shape(part_shape(tuple(var.shape), part), transform), out_dtype, produce))
 
     shards, current, size = [], [], 0
     for item in items:

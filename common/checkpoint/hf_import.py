@@ -11,7 +11,8 @@ import numpy as np
 from flax import nnx
 from jax.sharding import Mesh
 
-from common.checkpoint.hf_mapping import expected_entries, hf_shape, is_ignored, to_ours
+from common.checkpoint.hf_mapping import (PART_AXIS, expected_entries, hf_shape, is_ignored, part_range, part_shape,
+                                           to_ours)
 from common.checkpoint.safetensors_io import open_checkpoint_files
 from common.config import ModelConfig
 from common.model import Decoder, abstract_decoder, as_dtype
@@ -62,11 +63,11 @@ def load_hf_decoder(directory: str | Path, *, dtype="float32", param_dtype=None,
     files = open_checkpoint_files(directory)
     entries = expected_entries(config)
 
-    missing = [hf for _, hf, _ in entries if hf not in files]
+    missing = [hf for _, hf, _, _ in entries if hf not in files]
     if missing:
         raise MissingTensorError(
             f"{directory}: checkpoint lacks {len(missing)} tensor(s) the config needs, e.g. {missing[:5]}")
-    known = {hf for _, hf, _ in entries}
+    known = {hf for _, hf, _, _ in entries}
     unexpected = [n for n in files if n not in known and not is_ignored(n, config)]
     if unexpected:
         raise UnexpectedTensorError(
@@ -75,14 +76,30 @@ def load_hf_decoder(directory: str | Path, *, dtype="float32", param_dtype=None,
 
     abstract = abstract_decoder(config, dtype=dtype, param_dtype=param_dtype)
     graphdef, state = nnx.split(abstract)
-    for ours, hf_name, transform in entries:
-        target = get_by_path(state, ours)
-        found, wanted = files[hf_name].shape(hf_name), hf_shape(tuple(target.shape), transform)
+    parts_of: dict[str, list] = {}  # our path -> [(part, lazy view in our layout)]
+    for ours, hf_name, transform, part in entries:
+        target_shape = part_shape(tuple(get_by_path(state, ours).shape), part)
+        found, wanted = files[hf_name].shape(hf_name), hf_shape(target_shape, transform)
         if found != wanted:
             raise ShapeMismatchError(
                 f"tensor {hf_name!r} has shape {found} in the checkpoint, but the config needs {wanted}")
-        view = to_ours(files[hf_name].view(hf_name), transform, tuple(target.shape))
-        value = place(lambda idx, v=view: v[idx], tuple(target.shape), param_dtype,
-                      target.get_metadata()["logical_axes"], mesh)
+        parts_of.setdefault(ours, []).append((part, to_ours(files[hf_name].view(hf_name), transform, target_shape)))
+    for ours, parts in parts_of.items():
+        target = get_by_path(state, ours)
+        if parts[0][0] is None:
+            block = lambda idx, view=parts[0][1]: view[idx]
+        else:  # a fused parameter: its parts in their order along PART_AXIS
+            views = [v for p, v in sorted(parts, key=lambda pv: part_range(pv[0], tuple(target.shape)))]
+            block = lambda idx, views=views: _fused_block(views, idx)
+        value = place(block, tuple(target.shape), param_dtype, target.get_metadata()["logical_axes"], mesh)
         set_by_path(state, ours, value)
     return nnx.merge(graphdef, state)
+
+
+def _fused_block(views: list, idx: tuple) -> np.ndarray:
+    """A device's block of a fused parameter: the same block of each part, joined along PART_AXIS. That axis
+    is never sharded (its logical axis is None), so every block spans all parts."""
+    full = sum(v.shape[PART_AXIS] for v in views)
+    if idx[PART_AXIS].indices(full) != (0, full, 1):
+        raise ValueError(f"the parts axis of a fused parameter must not be sharded; got block {idx}")
+    return np.concatenate([v[idx] for v in views], axis=PART_AXIS)

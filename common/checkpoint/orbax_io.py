@@ -26,12 +26,13 @@ import orbax.checkpoint as ocp
 from flax import nnx
 from jax.sharding import Mesh, SingleDeviceSharding
 
+from common.checkpoint.legacy import FORMAT_V1, fuse_v1, v1_target
 from common.config import ModelConfig
 from common.distributed import barrier, is_main_process
 from common.model import Decoder, abstract_decoder, as_dtype
 from common.sharding import named_sharding
 
-FORMAT = "qrr-checkpoint-v1"
+FORMAT = "qrr-checkpoint-v2"  # v2: fused q/k/v and gate/up kernels (v1 still loads: legacy.py)
 
 
 def is_checkpoint_dir(path: str | Path) -> bool:
@@ -108,9 +109,16 @@ def load_checkpoint(directory: str | Path, *, dtype="float32", param_dtype=None,
     if not is_checkpoint_dir(directory):
         raise FileNotFoundError(f"{directory} is not a checkpoint directory (needs metadata.json and params/)")
     config = ModelConfig.from_json((directory / "model_config.json").read_text())
-    saved_dtype = read_metadata(directory)["param_dtype"]
+    metadata = read_metadata(directory)
+    saved_dtype = metadata["param_dtype"]
     target = abstract_param_tree(config, saved_dtype, mesh)
-    params = restore_params(directory / "params", target)
+    if metadata.get("format") == FORMAT_V1:
+        params = fuse_v1(restore_params(directory / "params", v1_target(target, config, mesh)), target, config)
+    elif metadata.get("format") == FORMAT:
+        params = restore_params(directory / "params", target)
+    else:
+        raise ValueError(f"{directory}: unknown checkpoint format {metadata.get('format')!r}; this version "
+                         f"reads {FORMAT!r} and {FORMAT_V1!r}")
     model = abstract_decoder(config, dtype=dtype, param_dtype=saved_dtype)
     graphdef, state = nnx.split(model)
     nnx.replace_by_pure_dict(state, params)

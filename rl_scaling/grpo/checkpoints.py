@@ -13,7 +13,7 @@ from pathlib import Path
 import jax
 from flax import nnx
 
-from common.checkpoint.orbax_io import restore_params, save_checkpoint, save_params
+from common.checkpoint.orbax_io import FORMAT, read_metadata, restore_params, save_checkpoint, save_params
 
 STEP_DIR = re.compile(r"^step_(\d{8})$")
 
@@ -52,6 +52,12 @@ def save_trainer_checkpoint(workdir: str | Path, step: int, model, tokenizer, op
 
 def restore_trainer_checkpoint(step_dir: Path, params: nnx.State, opt_state) -> tuple[nnx.State, object, dict]:
     """Restores into the structure (and shardings) of the given params / optimiser state."""
+    saved_format = read_metadata(step_dir).get("format")
+    if saved_format != FORMAT:
+        raise ValueError(
+            f"{step_dir} was written in checkpoint format {saved_format!r}, not {FORMAT!r}: its optimiser state "
+            "does not fit today's parameter layout, so the run cannot resume from it. Its parameters still load "
+            "(common.load_pretrained): start a new run from them as the initial checkpoint.")
     as_target = lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding)
     target = jax.tree.map(as_target, nnx.to_pure_dict(params))
     restored = restore_params(step_dir / "params", target)

@@ -1,5 +1,6 @@
 """HF import/export and our orbax checkpoint: round trips and the clear errors."""
 
+import contextlib
 import json
 import shutil
 
@@ -12,9 +13,12 @@ from transformers import AutoModelForCausalLM
 from common.checkpoint.hf_export import save_hf
 from common.checkpoint.hf_import import (MissingTensorError, ShapeMismatchError, UnexpectedTensorError,
                                          load_hf_decoder)
-from common.checkpoint.orbax_io import load_checkpoint, read_metadata, save_checkpoint
+from common.checkpoint.legacy import FORMAT_V1
+from common.checkpoint.orbax_io import load_checkpoint, read_metadata, save_checkpoint, save_params
+from common.config import ModelConfig
 from common.checkpoint.safetensors_io import CorruptCheckpointError, SafetensorsFile, write_safetensors
 from common.config import UnknownArchitectureError
+from common.sharding import make_mesh
 from tests.common.hf_reference import hf_logits, make_hf_model, rel_err
 
 
@@ -125,3 +129,58 @@ def test_missing_directory_contents(tmp_path):
                                                       "num_attention_heads": 2}))
     with pytest.raises(FileNotFoundError, match="safetensors"):
         load_hf_decoder(tmp_path)
+
+
+def _first_layout_params(hf_dir):
+    """A checkpoint's parameters in the first layout (format v1: separate q/k/v and gate/up kernels),
+    written out from the HF tensors the way that layout defined them."""
+    config = ModelConfig.from_hf_json(hf_dir)
+    d, H, K, h = config.hidden_size, config.num_heads, config.num_kv_heads, config.head_dim
+    t = _tensors(hf_dir)
+    layers = {}
+    for i in range(config.num_layers):
+        w = lambda name: t[f"model.layers.{i}.{name}"]
+        attn = {"q_kernel": w("self_attn.q_proj.weight").T.reshape(d, H, h),
+                "k_kernel": w("self_attn.k_proj.weight").T.reshape(d, K, h),
+                "v_kernel": w("self_attn.v_proj.weight").T.reshape(d, K, h),
+                "o_kernel": w("self_attn.o_proj.weight").T.reshape(H, h, d),
+                "q_bias": w("self_attn.q_proj.bias").reshape(H, h),
+                "k_bias": w("self_attn.k_proj.bias").reshape(K, h),
+                "v_bias": w("self_attn.v_proj.bias").reshape(K, h)}
+        mlp = {"gate_kernel": w("mlp.gate_proj.weight").T, "up_kernel": w("mlp.up_proj.weight").T,
+               "down_kernel": w("mlp.down_proj.weight").T}
+        layers[i] = {"attn": attn, "mlp": mlp, "attn_norm": w("input_layernorm.weight"),
+                     "mlp_norm": w("post_attention_layernorm.weight")}
+    params = {"embedding": t["model.embed_tokens.weight"], "final_norm": t["model.norm.weight"],
+              "lm_head": t["lm_head.weight"].T, "layers": layers}
+    return config, jax.tree.map(np.ascontiguousarray, params)
+
+
+def _write_first_layout_checkpoint(hf_dir, directory, fmt=FORMAT_V1):
+    config, params = _first_layout_params(hf_dir)
+    save_params(directory / "params", params)
+    (directory / "model_config.json").write_text(config.to_json())
+    (directory / "metadata.json").write_text(json.dumps({"format": fmt, "step": 3, "param_dtype": "float32"}))
+
+
+@pytest.mark.parametrize("mesh_shape", [None, {"fsdp": 2, "tensor": 2}], ids=["one-device", "fsdp2-tensor2"])
+def test_first_layout_checkpoint_loads_with_the_same_logits(qwen_dir, tmp_path, mesh_shape):
+    """Checkpoints written before q/k/v and gate/up were fused still load, onto a mesh too."""
+    _write_first_layout_checkpoint(qwen_dir, tmp_path / "v1")
+    mesh = None if mesh_shape is None else make_mesh(mesh_shape, jax.devices()[:4])
+    model = load_checkpoint(tmp_path / "v1", mesh=mesh)
+    ids = np.random.RandomState(0).randint(0, 256, (2, 11))
+    ref = hf_logits(AutoModelForCausalLM.from_pretrained(qwen_dir).eval(), ids)
+    with jax.set_mesh(mesh) if mesh is not None else contextlib.nullcontext():
+        logits = jax.jit(lambda x: model(x))(ids)
+    assert rel_err(logits, ref) <= 1e-5
+    fresh = nnx.to_pure_dict(nnx.state(load_hf_decoder(qwen_dir), nnx.Param))
+    loaded = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+    for a, b in zip(jax.tree.leaves(fresh), jax.tree.leaves(loaded)):
+        assert np.array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_unknown_checkpoint_format_is_named(qwen_dir, tmp_path):
+    _write_first_layout_checkpoint(qwen_dir, tmp_path / "v9", fmt="qrr-checkpoint-v9")
+    with pytest.raises(ValueError, match="unknown checkpoint format 'qrr-checkpoint-v9'"):
+        load_checkpoint(tmp_path / "v9")

@@ -26,7 +26,7 @@ def test_biases_are_really_loaded(tmp_path):
     model = load_hf_decoder(tmp_path)
     ids = np.arange(12)[None]
     ref = hf_logits(hf, ids)
-    model.layers[0].attn.q_bias[...] = 0 * model.layers[0].attn.q_bias[...]
+    model.layers[0].attn.qkv_bias[...] = 0 * model.layers[0].attn.qkv_bias[...]
     assert rel_err(model(ids), ref) > 1e-3
 
 
