@@ -58,6 +58,16 @@ def truncated_logits(logits: jax.Array, temperature: jax.Array, mode: SamplingMo
     return scaled, ids
 
 
+def first_argmax(logits: jax.Array) -> jax.Array:
+    """The index of the largest value over the last axis (the first one on a tie), as jnp.argmax, in two
+    plain reductions: XLA:CPU's fused (value, index) reduction of jnp.argmax is ~4x slower, 3.5 ms a step
+    for a [32, 49152] batch of logits."""
+    best = jnp.max(logits, axis=-1, keepdims=True)
+    iota = jax.lax.broadcasted_iota(jnp.int32, logits.shape, logits.ndim - 1)
+    index = jnp.min(jnp.where(logits == best, iota, logits.shape[-1]), axis=-1)
+    return jnp.minimum(index, logits.shape[-1] - 1)  # a row of NaNs has no maximum: give a valid id
+
+
 def sample_tokens(logits: jax.Array, keys: jax.Array, temperature: jax.Array, top_p: jax.Array,
                   mode: SamplingMode) -> tuple[jax.Array, jax.Array]:
     """logits [B, V] float32, keys [B] PRNG keys -> (tokens [B] int32, logprobs [B] float32).
@@ -67,7 +77,7 @@ def sample_tokens(logits: jax.Array, keys: jax.Array, temperature: jax.Array, to
     before top-k / top-p truncation.
     """
     if mode.greedy:
-        tokens = jnp.argmax(logits, axis=-1).astype(jnp.int32)
+        tokens = first_argmax(logits)
         logp = jax.nn.log_softmax(logits, axis=-1)
     else:
         candidates, ids = truncated_logits(logits, temperature, mode, top_p)

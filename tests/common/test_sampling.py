@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from common.sampling import SamplingMode, sample_tokens
+from common.sampling import SamplingMode, first_argmax, sample_tokens
 
 LOGITS = np.array([2.0, 1.5, 1.0, 0.5, 0.0, -0.5, -1.0, -3.0], np.float32)
 
@@ -66,3 +66,12 @@ def test_greedy_takes_argmax_with_untempered_logprob():
 def test_bad_sampling_parameters_are_rejected(kwargs):
     with pytest.raises(ValueError):
         SamplingMode.from_params(**kwargs)
+
+
+def test_first_argmax_equals_numpy_argmax_with_ties():
+    rs = np.random.RandomState(0)
+    logits = rs.randint(0, 5, (64, 37)).astype(np.float32)  # many ties: the first maximum must win
+    logits[3] = 2.0  # all equal
+    np.testing.assert_array_equal(np.asarray(first_argmax(jnp.asarray(logits))), logits.argmax(-1))
+    big = rs.standard_normal((4, 49152)).astype(np.float32)
+    np.testing.assert_array_equal(np.asarray(first_argmax(jnp.asarray(big))), big.argmax(-1))
