@@ -161,7 +161,7 @@ class Attention(nnx.Module):
         G = qkv.shape[3] - 2
         q, k, v = qkv[:, :, :, :G].reshape(B, T, -1, qkv.shape[-1]), qkv[:, :, :, G], qkv[:, :, :, G + 1]
         q = constrain(apply_rope(q, cos, sin), ("batch", "length", "act_heads", None))
-        # keys and values as the cache holds them: [B, K, T, h]
+        # keys and values as the cache holds them: k [B, K, h, T], v [B, K, T, h]
         k = constrain(apply_rope(k, cos, sin).transpose(0, 2, 3, 1), ("batch", "act_kv_heads", None, "length"))
         v = constrain(v.transpose(0, 2, 1, 3), ("batch", "act_kv_heads", "length", None))
         new_cache = (k, v)
