@@ -286,8 +286,7 @@ class Sampler:
                 (group,) = plan
                 L, T = group.prefix, group.rest
                 tokens, start = self._left_padded([p[L:] for p in prompt_ids], B, T)
-                out = self._prefix_program(B, L, T, L + T + length_bucket(max_new_tokens, self.min_prompt_bucket),
-                                           mode)(
+                out = self._prefix_program(B, L, T, self._planned_cache_length(L + T, max_new_tokens), mode)(
                     self.state, jnp.asarray(np.asarray(prompt_ids[0][:L], np.int32)),
                     self._put(tokens, ("batch", None)), self._put(start + L, ("batch",)), *settings, valid)
             else:
@@ -308,17 +307,21 @@ class Sampler:
         plan = plan_prefill(prompt_ids, self.min_prompt_bucket, self.min_batch_bucket)
         if len(plan) == 1 and plan[0].prefix == 0:
             return None
-        longest = max(g.length for g in plan)
-        if longest + length_bucket(max_new_tokens, self.min_prompt_bucket) > self.max_cache_length:
+        if self._planned_cache_length(max(g.length for g in plan), max_new_tokens) > self.max_cache_length:
             return None
         return plan
+
+    def _planned_cache_length(self, prompt_length: int, max_new_tokens: int) -> int:
+        """Cache slots of a planned call whose prompts end at slot `prompt_length`: those plus the bucket of
+        the new tokens."""
+        return prompt_length + length_bucket(max_new_tokens, self.min_prompt_bucket)
 
     def _sample_grouped(self, prompt_ids, plan: list[PrefillGroup], B: int, max_new_tokens: int, mode,
                         settings, valid):
         """Each group prefilled (its prefix once, its rows' rests at its own length) into one cache whose
         prompts end at the longest group's length; then one decode over every row."""
         P = max(g.length for g in plan)
-        cache_length = P + length_bucket(max_new_tokens, self.min_prompt_bucket)
+        cache_length = self._planned_cache_length(P, max_new_tokens)
         start, prefix = np.full((B,), P - 1, np.int32), np.zeros((B,), np.int32)
         for g in plan:
             for r in g.rows:
