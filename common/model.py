@@ -136,9 +136,13 @@ def gqa_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> 
 
 class Attention(nnx.Module):
     """q, k and v come from one fused kernel [d, K, G + 2, h]: for each kv head, its G query heads, its key
-    and its value. One matrix product per layer instead of three (decoding on CPU is bound by the number
-    and size of products), and a tensor-parallel shard over K holds whole groups: the G query heads next to
-    the key and value they attend with. Query head k * G + g is HF's head k * G + g."""
+    and its value. A tensor-parallel shard over K holds whole groups: the G query heads next to the key and
+    value they attend with. Query head k * G + g is HF's head k * G + g.
+
+    A decode step (one token per row) runs one product for q/k/v, not three: XLA:CPU's decode is bound by
+    the number and size of its small products. Over many tokens (prefill, training) each part runs on its
+    own slice of the kernel: slicing the fused output would hold it and its slices at once, which took 10 GiB
+    more per device in the compiled GRPO update of Qwen2.5-7B (docs/memory_plan.md). The MLP does the same."""
 
     def __init__(self, cfg: ModelConfig, param_dtype, rngs: nnx.Rngs):
         d, H, K, h = cfg.hidden_size, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
@@ -155,11 +159,17 @@ class Attention(nnx.Module):
         attend_fresh_only: attend to the T new keys only, not the whole cache (prefill of an empty cache:
         the same result, without scores over the empty slots)."""
         B, T, _ = x.shape
-        qkv = jnp.einsum("btd,dkgh->btkgh", x, self.qkv_kernel[...].astype(dtype))
-        if self.use_bias:
-            qkv = qkv + self.qkv_bias[...].astype(dtype)
-        G = qkv.shape[3] - 2
-        q, k, v = qkv[:, :, :, :G].reshape(B, T, -1, qkv.shape[-1]), qkv[:, :, :, G], qkv[:, :, :, G + 1]
+        kernel = self.qkv_kernel[...].astype(dtype)
+        bias = self.qkv_bias[...].astype(dtype) if self.use_bias else None
+        G = kernel.shape[2] - 2
+        if T == 1:  # a decode step: one product
+            qkv = jnp.einsum("btd,dkgh->btkgh", x, kernel)
+            qkv = qkv if bias is None else qkv + bias
+            q, k, v = qkv[:, :, :, :G], qkv[:, :, :, G], qkv[:, :, :, G + 1]
+        else:  # many tokens: one product per part (see the class docstring)
+            q, k, v = (jnp.einsum("btd,dk...h->btk...h", x, kernel[:, :, part]) + (0 if bias is None else bias[:, part])
+                       for part in (slice(0, G), G, G + 1))
+        q = q.reshape(B, T, -1, kernel.shape[-1])
         q = constrain(apply_rope(q, cos, sin), ("batch", "length", "act_heads", None))
         # keys and values as the cache holds them: k [B, K, h, T], v [B, K, T, h]
         k = constrain(apply_rope(k, cos, sin).transpose(0, 2, 3, 1), ("batch", "act_kv_heads", None, "length"))
@@ -177,7 +187,8 @@ class Attention(nnx.Module):
 
 
 class MLP(nnx.Module):
-    """SwiGLU with gate and up in one kernel [d, 2, F] (one product instead of two), then down [F, d]."""
+    """SwiGLU with gate and up in one kernel [d, 2, F], then down [F, d]. As in `Attention`: one product for
+    gate/up in a decode step, one per part over many tokens."""
 
     def __init__(self, cfg: ModelConfig, param_dtype, rngs: nnx.Rngs):
         d, F = cfg.hidden_size, cfg.intermediate_size
@@ -185,8 +196,13 @@ class MLP(nnx.Module):
         self.down_kernel = _param(rngs, (F, d), ("mlp", "embed"), param_dtype)
 
     def __call__(self, x, dtype):
-        gate_up = jnp.einsum("...d,dnf->...nf", x, self.gate_up_kernel[...].astype(dtype))
-        hidden = constrain(jax.nn.silu(gate_up[..., 0, :]) * gate_up[..., 1, :], ("batch", "length", "act_mlp"))
+        kernel = self.gate_up_kernel[...].astype(dtype)
+        if x.shape[1] == 1:  # a decode step: one product
+            gate_up = jnp.einsum("btd,dnf->btnf", x, kernel)
+            gate, up = gate_up[:, :, 0], gate_up[:, :, 1]
+        else:  # many tokens: one product per part
+            gate, up = x @ kernel[:, 0], x @ kernel[:, 1]
+        hidden = constrain(jax.nn.silu(gate) * up, ("batch", "length", "act_mlp"))
         return hidden @ self.down_kernel[...].astype(dtype)
 
 
