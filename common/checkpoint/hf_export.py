@@ -31,11 +31,21 @@ def save_hf(model: Decoder, directory: str | Path, tokenizer=None, dtype: str | 
     directory.mkdir(parents=True, exist_ok=True)
     config = model.config
     state = nnx.state(model, nnx.Param)
+    # The last parameter on the host: `expected_entries` lists a fused one's parts one after another, so it is
+    # gathered once, not once per part.
+    gathered: dict[str, np.ndarray] = {}
+
+    def host(path: str, var) -> np.ndarray:
+        if path not in gathered:
+            gathered.clear()
+            gathered[path] = _host_array(var[...])
+        return gathered[path]
+
     items = []
     for ours, hf_name, transform, part in expected_entries(config):
         var = get_by_path(state, ours)
         out_dtype = np.dtype(var[...].dtype if dtype is None else as_dtype(dtype))
-        produce = lambda v=var, t=transform, p=part: to_hf(take_part(_host_array(v[...]), p), t)
+        produce = lambda o=ours, v=var, t=transform, p=part: to_hf(take_part(host(o, v), p), t)
         items.append((hf_name, hf_shape(part_shape(tuple(var.shape), part), transform), out_dtype, produce))
 
     shards, current, size = [], [], 0

@@ -111,17 +111,15 @@ def hf_shape(our_shape: tuple[int, ...], transform: str) -> tuple[int, ...]:
 
 
 def expected_entries(config: ModelConfig) -> list[tuple[str, str, str, str | None]]:
-    """(our dotted path, HF name, transform, part) for every HF tensor this config has."""
-    out = []
-    for ours, hf, transform, part in PARAM_TABLE:
-        if ours == "lm_head" and config.tie_embeddings:
-            continue
-        if "_bias" in ours and not config.attention_bias:
-            continue
-        if "{i}" in ours:
-            out.extend((ours.format(i=i), hf.format(i=i), transform, part) for i in range(config.num_layers))
-        else:
-            out.append((ours, hf, transform, part))
+    """(our dotted path, HF name, transform, part) for every HF tensor this config has: the parameters outside
+    the layers, then layer by layer, so the parts of a fused parameter come one after another."""
+    rows = [row for row in PARAM_TABLE
+            if not (row[0] == "lm_head" and config.tie_embeddings)
+            and not ("_bias" in row[0] and not config.attention_bias)]
+    out = [row for row in rows if "{i}" not in row[0]]
+    for i in range(config.num_layers):
+        out.extend((ours.format(i=i), hf.format(i=i), transform, part)
+                   for ours, hf, transform, part in rows if "{i}" in ours)
     return out
 
 

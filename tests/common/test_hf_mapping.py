@@ -46,9 +46,12 @@ def test_unknown_part_is_named():
 
 def test_every_fused_parameter_has_all_its_parts():
     entries = expected_entries(get_preset("qwen2_5_0_5b"))
-    parts = {}
-    for ours, _, _, part in entries:
+    parts, positions = {}, {}
+    for position, (ours, _, _, part) in enumerate(entries):
         parts.setdefault(ours, []).append(part)
+        positions.setdefault(ours, []).append(position)
+    for ours, at in positions.items():  # export gathers a fused parameter once for its consecutive parts
+        assert at == list(range(at[0], at[0] + len(at))), ours
     assert parts["layers.0.attn.qkv_kernel"] == ["q", "k", "v"]
     assert parts["layers.0.attn.qkv_bias"] == ["q", "k", "v"]
     assert parts["layers.0.mlp.gate_up_kernel"] == ["gate", "up"]
