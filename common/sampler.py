@@ -49,6 +49,14 @@ def call_shape(longest_prompt: int, max_new_tokens: int, max_cache_length: int,
     return P, min(P + length_bucket(max_new_tokens, min_prompt_bucket), max_cache_length)
 
 
+def _slots(slot_axis: int, lo: int, hi: int, rows=slice(None)) -> tuple:
+    """Index of cache slots lo..hi-1 of `rows` in a layer's key or value cache (`KVCache.K_SLOT_AXIS`,
+    `KVCache.V_SLOT_AXIS`)."""
+    index = [rows] + [slice(None)] * 3
+    index[slot_axis] = slice(lo, hi)
+    return tuple(index)
+
+
 def _prefill(model: Decoder, tokens, start, *, cache_length: int):
     """tokens [B, P] left-padded prompts, start [B] -> (cache of `cache_length` slots with the prompts in
     slots 0..P-1, the last position's logits [B, V])."""
@@ -66,10 +74,10 @@ def _prefill_with_prefix(model: Decoder, prefix, tokens, start, *, cache_length:
         return _prefill(model, tokens, start, cache_length=cache_length)
     one, _ = _prefill(model, prefix[None], jnp.zeros((1,), jnp.int32), cache_length=L)
     cache = KVCache.zeros(model.config, B, cache_length, model.dtype, start=start, prefix=jnp.full((B,), L))
-    put_v = lambda big, part: big.at[:, :, :L, :].set(jnp.broadcast_to(part, (B, *part.shape[1:])))
-    put_k = lambda big, part: big.at[:, :, :, :L].set(jnp.broadcast_to(part, (B, *part.shape[1:])))
-    cache = dataclasses.replace(cache, k=[put_k(b, p) for b, p in zip(cache.k, one.k)],
-                                v=[put_v(b, p) for b, p in zip(cache.v, one.v)], index=jnp.int32(L))
+    put = lambda big, part, axis: big.at[_slots(axis, 0, L)].set(jnp.broadcast_to(part, (B, *part.shape[1:])))
+    cache = dataclasses.replace(cache, k=[put(b, p, KVCache.K_SLOT_AXIS) for b, p in zip(cache.k, one.k)],
+                                v=[put(b, p, KVCache.V_SLOT_AXIS) for b, p in zip(cache.v, one.v)],
+                                index=jnp.int32(L))
     hidden, cache = model.forward(tokens, cache=cache, return_hidden=True)
     return cache, model.logits(hidden[:, -1])
 
@@ -82,19 +90,14 @@ def _prefill_group(model: Decoder, cache: KVCache, logits, prefix, tokens, start
     L, T = prefix.shape[0], tokens.shape[1]
     small, group_logits = _prefill_with_prefix(model, prefix, tokens, start, cache_length=L + T)
 
-    def put(big, part, slot_axis):
-        """One layer's group cache `part` into its rows of the call's cache `big`. slot_axis: 2 for values
-        [B, K, S, h], 3 for keys [B, K, h, S]."""
-        def slots(lo, hi):
-            index = [slice(None)] * 4
-            index[slot_axis] = slice(lo, hi)
-            return tuple(index)
+    def put(big, part, axis):  # the group's prefix slots, then its rests' slots, into its rows of the call
         part = part.astype(big.dtype)
-        big = big.at[(rows,) + slots(0, L)[1:]].set(part[slots(0, L)], mode="drop")
-        return big.at[(rows,) + slots(prompt_length - T, prompt_length)[1:]].set(part[slots(L, L + T)], mode="drop")
+        big = big.at[_slots(axis, 0, L, rows)].set(part[_slots(axis, 0, L)], mode="drop")
+        return big.at[_slots(axis, prompt_length - T, prompt_length, rows)].set(part[_slots(axis, L, L + T)],
+                                                                                mode="drop")
 
-    cache = dataclasses.replace(cache, k=[put(b, s, 3) for b, s in zip(cache.k, small.k)],
-                                v=[put(b, s, 2) for b, s in zip(cache.v, small.v)])
+    cache = dataclasses.replace(cache, k=[put(b, s, KVCache.K_SLOT_AXIS) for b, s in zip(cache.k, small.k)],
+                                v=[put(b, s, KVCache.V_SLOT_AXIS) for b, s in zip(cache.v, small.v)])
     return cache, logits.at[rows].set(group_logits, mode="drop")
 
 
