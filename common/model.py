@@ -116,7 +116,16 @@ def attention_mask(query_slots: jax.Array, key_length: int, start: jax.Array, pr
     return visible if prefix is None else visible | (keys < prefix[:, None, None])
 
 
-def gqa_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> jax.Array:
+def product(spec: str, x: jax.Array, kernel: jax.Array, sampling: bool) -> jax.Array:
+    """einsum in x's dtype. When sampling (under a KV cache, never differentiated) it accumulates in float32
+    and rounds once: XLA:CPU runs bf16 x bf16 -> f32 products in its fast kernels, bf16 -> bf16 ones ~1.7x
+    slower (docs/benchmarks.md). Training keeps plain products, whose transposes stay in the compute dtype."""
+    if not sampling:
+        return jnp.einsum(spec, x, kernel)
+    return jnp.einsum(spec, x, kernel, preferred_element_type=jnp.float32).astype(x.dtype)
+
+
+def gqa_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, sampling: bool = False) -> jax.Array:
     """q [B, T, H, h], k [B, K, h, S], v [B, K, S, h], mask [B, T, S] -> [B, T, H, h]. Softmax in float32.
 
     The G = H/K query heads of a group and the T queries form the rows of one matrix per (b, k), so both
@@ -130,7 +139,7 @@ def gqa_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> 
     scores = scores.reshape(B, K, G, T, -1)
     scores = jnp.where(mask[:, None, None, :, :], scores, jnp.finfo(jnp.float32).min)
     probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype).reshape(B, K, G * T, -1)
-    out = jnp.einsum("bkqs,bksh->bkqh", probs, v)
+    out = product("bkqs,bksh->bkqh", probs, v, sampling)
     return out.reshape(B, K, G, T, h).transpose(0, 3, 1, 2, 4).reshape(B, T, H, h)
 
 
@@ -163,15 +172,16 @@ class Attention(nnx.Module):
         attend_fresh_only: attend to the T new keys only, not the whole cache (prefill of an empty cache:
         the same result, without scores over the empty slots)."""
         B, T, _ = x.shape
+        sampling = layer_cache is not None
         kernel = self.qkv_kernel[...].astype(dtype)
         bias = self.qkv_bias[...].astype(dtype) if self.use_bias else None
         G = kernel.shape[2] - 2
         if T == 1:  # a decode step: one product
-            qkv = jnp.einsum("btd,dkgh->btkgh", x, kernel)
+            qkv = product("btd,dkgh->btkgh", x, kernel, sampling)
             qkv = qkv if bias is None else qkv + bias
             q, k, v = qkv[:, :, :, :G], qkv[:, :, :, G], qkv[:, :, :, G + 1]
         else:  # many tokens: one product per part (see the class docstring)
-            q, k, v = (jnp.einsum("btd,dk...h->btk...h", x, kernel[:, :, part]) + (0 if bias is None else bias[:, part])
+            q, k, v = (product("btd,dk...h->btk...h", x, kernel[:, :, part], sampling) + (0 if bias is None else bias[:, part])
                        for part in (slice(0, G), G, G + 1))
         q = q.reshape(B, T, -1, kernel.shape[-1])
         q = constrain(apply_rope(q, cos, sin), ("batch", "length", "act_heads", None))
@@ -185,8 +195,8 @@ class Attention(nnx.Module):
                          jax.lax.dynamic_update_slice(v_cache, v.astype(v_cache.dtype), (0, 0, cache_index, 0)))
             if not attend_fresh_only:
                 k, v = new_cache
-        out = gqa_attention(q, k.astype(dtype), v.astype(dtype), mask)
-        out = jnp.einsum("bthk,hkd->btd", out, self.o_kernel[...].astype(dtype))
+        out = gqa_attention(q, k.astype(dtype), v.astype(dtype), mask, sampling)
+        out = product("bthk,hkd->btd", out, self.o_kernel[...].astype(dtype), sampling)
         return out, new_cache
 
 
@@ -199,15 +209,16 @@ class MLP(nnx.Module):
         self.gate_up_kernel = _param(rngs, (d, 2, F), ("embed", None, "mlp"), param_dtype)
         self.down_kernel = _param(rngs, (F, d), ("mlp", "embed"), param_dtype)
 
-    def __call__(self, x, dtype):
+    def __call__(self, x, dtype, sampling=False):
+        """sampling: as in `product`."""
         kernel = self.gate_up_kernel[...].astype(dtype)
         if x.shape[1] == 1:  # a decode step: one product
-            gate_up = jnp.einsum("btd,dnf->btnf", x, kernel)
+            gate_up = product("btd,dnf->btnf", x, kernel, sampling)
             gate, up = gate_up[:, :, 0], gate_up[:, :, 1]
         else:  # many tokens: one product per part
-            gate, up = x @ kernel[:, 0], x @ kernel[:, 1]
+            gate, up = (product("btd,df->btf", x, kernel[:, part], sampling) for part in (0, 1))
         hidden = constrain(jax.nn.silu(gate) * up, ("batch", "length", "act_mlp"))
-        return hidden @ self.down_kernel[...].astype(dtype)
+        return product("btf,fd->btd", hidden, self.down_kernel[...].astype(dtype), sampling)
 
 
 class Block(nnx.Module):
@@ -222,7 +233,7 @@ class Block(nnx.Module):
         attn_out, new_cache = self.attn(rms_norm(x, self.attn_norm[...], self.eps), cos, sin, mask,
                                         layer_cache, cache_index, dtype, attend_fresh_only)
         x = x + attn_out
-        x = x + self.mlp(rms_norm(x, self.mlp_norm[...], self.eps), dtype)
+        x = x + self.mlp(rms_norm(x, self.mlp_norm[...], self.eps), dtype, sampling=layer_cache is not None)
         return constrain(x, ("batch", "length", "act_embed")), new_cache
 
 

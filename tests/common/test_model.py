@@ -46,3 +46,45 @@ def test_config_reads_rope_theta_from_rope_parameters():
          "rope_parameters": {"rope_type": "default", "rope_theta": 100000.0}}
     assert ModelConfig.from_hf_dict(d).rope_theta == 100000.0
     assert ModelConfig.from_hf_dict({**d, "rope_theta": 5.0}).rope_theta == 5.0
+
+
+def _dot_types(fn, *args):
+    """(operand dtypes, output dtype) of every dot_general in fn's jaxpr, nested calls included."""
+    import jax
+    import jax.extend
+
+    found = []
+
+    def walk(jaxpr):
+        for eqn in jaxpr.eqns:
+            if eqn.primitive.name == "dot_general":
+                found.append((tuple(str(v.aval.dtype) for v in eqn.invars), str(eqn.outvars[0].aval.dtype)))
+        for sub in jax.extend.core.subjaxprs(jaxpr):
+            walk(sub)
+
+    walk(jax.make_jaxpr(fn)(*args).jaxpr)
+    return found
+
+
+def test_sampling_products_accumulate_in_float32_training_ones_stay_in_compute_dtype():
+    """Under a KV cache (prefill and decode) a bfloat16 product returns float32 and is rounded once: XLA:CPU
+    runs those in its fast kernels (docs/benchmarks.md). Without a cache (training) products stay bfloat16,
+    so their transposes do too."""
+    import jax.numpy as jnp
+    from flax import nnx
+
+    from common.config import get_preset
+    from common.model import Decoder, KVCache
+
+    model = Decoder(get_preset("tiny"), dtype="bfloat16", param_dtype="bfloat16", rngs=nnx.Rngs(0))
+    cfg = model.config
+    for T in (1, 5):  # a decode step (fused products) and a prefill (one product per part)
+        tokens = jnp.ones((2, T), jnp.int32)
+        cache = KVCache.zeros(cfg, 2, 8, model.dtype, start=jnp.zeros((2,), jnp.int32))
+        sampled = _dot_types(lambda t, c: model.forward(t, cache=c)[0], tokens, cache)
+        # every product but the scores q.k (float32 already) and the head reads bfloat16 and returns float32
+        assert sampled and all(out == "float32" for _, out in sampled), sampled
+        assert sum(ins == ("bfloat16", "bfloat16") for ins, _ in sampled) >= 4 * cfg.num_layers, sampled
+        trained = _dot_types(lambda t: model.forward(t)[0], tokens)
+        layer_products = [out for ins, out in trained if ins == ("bfloat16", "bfloat16")]
+        assert layer_products.count("bfloat16") >= 4 * cfg.num_layers, trained
