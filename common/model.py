@@ -14,6 +14,7 @@ every query of b; b's own tokens then start at slot start[b], with positions pre
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 import jax
@@ -21,6 +22,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from common.config import ModelConfig
+from common.kernels import cpu_products
 from common.sharding import constrain
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16, "float64": jnp.float64}
@@ -116,13 +118,27 @@ def attention_mask(query_slots: jax.Array, key_length: int, start: jax.Array, pr
     return visible if prefix is None else visible | (keys < prefix[:, None, None])
 
 
-def product(spec: str, x: jax.Array, kernel: jax.Array, sampling: bool) -> jax.Array:
-    """einsum in x's dtype. When sampling (under a KV cache, never differentiated) it accumulates in float32
-    and rounds once: XLA:CPU runs bf16 x bf16 -> f32 products in its fast kernels, bf16 -> bf16 ones ~1.7x
-    slower (docs/benchmarks.md). Training keeps plain products, whose transposes stay in the compute dtype."""
+def product(x: jax.Array, kernel: jax.Array, contract: int, sampling: bool, transposed: bool = False,
+            out_dtype=None) -> jax.Array:
+    """x [..., c...] . kernel [c..., n...] -> [..., n...] in out_dtype (default x's): the last `contract` axes
+    of x against the first of kernel (transposed: kernel [n, c], the head read from a tied embedding).
+
+    When sampling (under a KV cache, never differentiated) it accumulates in float32 and rounds once: XLA:CPU
+    runs bf16 x bf16 -> f32 products in its fast kernels, bf16 -> bf16 ones ~1.7x slower; and a product of a
+    few rows may run on our CPU kernels (`common.kernels.cpu_products.routed`). Training keeps plain
+    products, whose transposes stay in the compute dtype."""
+    out_dtype = jnp.dtype(out_dtype or x.dtype)
+    kernel_axes = (1,) if transposed else tuple(range(contract))
+    dims = ((tuple(range(x.ndim - contract, x.ndim)), kernel_axes), ((), ()))
     if not sampling:
-        return jnp.einsum(spec, x, kernel)
-    return jnp.einsum(spec, x, kernel, preferred_element_type=jnp.float32).astype(x.dtype)
+        return jax.lax.dot_general(x, kernel, dims, preferred_element_type=None if out_dtype == x.dtype else out_dtype)
+    lead = x.shape[:x.ndim - contract]
+    rows = math.prod(lead)
+    if cpu_products.routed(rows, kernel.dtype, transposed):
+        out = cpu_products.matmul(x.reshape(rows, -1), kernel if transposed else kernel.reshape(
+            math.prod(kernel.shape[:contract]), -1), transposed)
+        return out.reshape(*lead, *kernel.shape[:1] if transposed else kernel.shape[contract:]).astype(out_dtype)
+    return jax.lax.dot_general(x, kernel, dims, preferred_element_type=jnp.float32).astype(out_dtype)
 
 
 def gqa_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, sampling: bool = False) -> jax.Array:
@@ -139,7 +155,8 @@ def gqa_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, sam
     scores = scores.reshape(B, K, G, T, -1)
     scores = jnp.where(mask[:, None, None, :, :], scores, jnp.finfo(jnp.float32).min)
     probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype).reshape(B, K, G * T, -1)
-    out = product("bkqs,bksh->bkqh", probs, v, sampling)
+    out = jnp.einsum("bkqs,bksh->bkqh", probs, v, preferred_element_type=jnp.float32 if sampling else None)
+    out = out.astype(v.dtype)
     return out.reshape(B, K, G, T, h).transpose(0, 3, 1, 2, 4).reshape(B, T, H, h)
 
 
@@ -177,11 +194,11 @@ class Attention(nnx.Module):
         bias = self.qkv_bias[...].astype(dtype) if self.use_bias else None
         G = kernel.shape[2] - 2
         if T == 1:  # a decode step: one product
-            qkv = product("btd,dkgh->btkgh", x, kernel, sampling)
+            qkv = product(x, kernel, 1, sampling)
             qkv = qkv if bias is None else qkv + bias
             q, k, v = qkv[:, :, :, :G], qkv[:, :, :, G], qkv[:, :, :, G + 1]
         else:  # many tokens: one product per part (see the class docstring)
-            q, k, v = (product("btd,dk...h->btk...h", x, kernel[:, :, part], sampling) + (0 if bias is None else bias[:, part])
+            q, k, v = (product(x, kernel[:, :, part], 1, sampling) + (0 if bias is None else bias[:, part])
                        for part in (slice(0, G), G, G + 1))
         q = q.reshape(B, T, -1, kernel.shape[-1])
         q = constrain(apply_rope(q, cos, sin), ("batch", "length", "act_heads", None))
@@ -196,7 +213,7 @@ class Attention(nnx.Module):
             if not attend_fresh_only:
                 k, v = new_cache
         out = gqa_attention(q, k.astype(dtype), v.astype(dtype), mask, sampling)
-        out = product("bthk,hkd->btd", out, self.o_kernel[...].astype(dtype), sampling)
+        out = product(out, self.o_kernel[...].astype(dtype), 2, sampling)
         return out, new_cache
 
 
@@ -213,12 +230,12 @@ class MLP(nnx.Module):
         """sampling: as in `product`."""
         kernel = self.gate_up_kernel[...].astype(dtype)
         if x.shape[1] == 1:  # a decode step: one product
-            gate_up = product("btd,dnf->btnf", x, kernel, sampling)
+            gate_up = product(x, kernel, 1, sampling)
             gate, up = gate_up[:, :, 0], gate_up[:, :, 1]
         else:  # many tokens: one product per part
-            gate, up = (product("btd,df->btf", x, kernel[:, part], sampling) for part in (0, 1))
+            gate, up = (product(x, kernel[:, part], 1, sampling) for part in (0, 1))
         hidden = constrain(jax.nn.silu(gate) * up, ("batch", "length", "act_mlp"))
-        return product("btf,fd->btd", hidden, self.down_kernel[...].astype(dtype), sampling)
+        return product(hidden, self.down_kernel[...].astype(dtype), 1, sampling)
 
 
 class Block(nnx.Module):
@@ -296,16 +313,13 @@ class Decoder(nnx.Module):
             new_cache = KVCache(k=new_k, v=new_v, index=index + T, start=start, prefix=prefix)
         if return_hidden:
             return x, new_cache
-        return self.logits(x), new_cache
+        return self.logits(x, sampling=cache is not None), new_cache
 
-    def logits(self, hidden: jax.Array) -> jax.Array:
-        """hidden [..., d] -> logits [..., V] float32."""
-        if self.config.tie_embeddings:
-            w = self.embedding[...].astype(self.dtype)
-            out = jnp.einsum("...d,vd->...v", hidden, w, preferred_element_type=jnp.float32)
-        else:
-            out = jnp.einsum("...d,dv->...v", hidden, self.lm_head[...].astype(self.dtype),
-                             preferred_element_type=jnp.float32)
+    def logits(self, hidden: jax.Array, sampling: bool = False) -> jax.Array:
+        """hidden [..., d] -> logits [..., V] float32. sampling: as in `product`."""
+        tied = self.config.tie_embeddings
+        head = (self.embedding if tied else self.lm_head)[...].astype(self.dtype)
+        out = product(hidden, head, 1, sampling, transposed=tied, out_dtype=jnp.float32)
         return constrain(out, ("batch", "length", "act_vocab")) if out.ndim == 3 else out
 
 

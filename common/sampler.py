@@ -62,7 +62,7 @@ def _prefill(model: Decoder, tokens, start, *, cache_length: int):
     slots 0..P-1, the last position's logits [B, V])."""
     cache = KVCache.zeros(model.config, tokens.shape[0], cache_length, model.dtype, start=start)
     hidden, cache = model.forward(tokens, cache=cache, return_hidden=True, prefill=True)
-    return cache, model.logits(hidden[:, -1])
+    return cache, model.logits(hidden[:, -1], sampling=True)
 
 
 def _prefill_with_prefix(model: Decoder, prefix, tokens, start, *, cache_length: int):
@@ -79,7 +79,7 @@ def _prefill_with_prefix(model: Decoder, prefix, tokens, start, *, cache_length:
                                 v=[put(b, p, KVCache.V_SLOT_AXIS) for b, p in zip(cache.v, one.v)],
                                 index=jnp.int32(L))
     hidden, cache = model.forward(tokens, cache=cache, return_hidden=True)
-    return cache, model.logits(hidden[:, -1])
+    return cache, model.logits(hidden[:, -1], sampling=True)
 
 
 def _prefill_group(model: Decoder, cache: KVCache, logits, prefix, tokens, start, rows, *, prompt_length: int):

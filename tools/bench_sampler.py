@@ -103,6 +103,7 @@ def main(argv=None):
 
     from common import load_pretrained
     from common.api import resolve_model_path
+    from common.kernels import cpu_products
 
     path = resolve_model_path(args.model)
     bandwidth = copy_bandwidth_gbs()
@@ -128,7 +129,8 @@ def main(argv=None):
               f"Machine: {platform.machine()}, {len(os.sched_getaffinity(0))} of {os.cpu_count()} cores, jax {jax.__version__} "
               f"({jax.default_backend()}), torch {torch.__version__}; memory copy bandwidth "
               f"{bandwidth:.1f} GB/s; model {args.model}; prompts {args.prompt_len} tokens, "
-              f"{args.new_tokens} new tokens, greedy.\n\n"
+              f"{args.new_tokens} new tokens, greedy; our CPU decode kernels "
+              f"{'on' if cpu_products.available() and cpu_products.enabled() else 'off'}.\n\n"
               "| dtype | batch | ours tok/s | transformers tok/s | ratio | share of bandwidth limit (per-sequence) | compile s |\n"
               "|---|---|---|---|---|---|---|\n")
     table = header + "".join(f"| {d} | {b} | {o:.1f} | {t:.1f} | {r:.2f}x | {100 * s:.0f}% | {c:.1f} |\n"
