@@ -124,7 +124,7 @@ def product(x: jax.Array, kernel: jax.Array, contract: int, sampling: bool, tran
     of x against the first of kernel (transposed: kernel [n, c], the head read from a tied embedding).
 
     When sampling (under a KV cache, never differentiated) it accumulates in float32 and rounds once: XLA:CPU
-    runs bf16 x bf16 -> f32 products in its fast kernels, bf16 -> bf16 ones ~1.7x slower; and a product of a
+    runs bf16 x bf16 -> f32 products in its fast kernels, bf16 -> bf16 ones ~1.6x slower; and a product of a
     few rows may run on our CPU kernels (`common.kernels.cpu_products.routed`). Training keeps plain
     products, whose transposes stay in the compute dtype."""
     out_dtype = jnp.dtype(out_dtype or x.dtype)

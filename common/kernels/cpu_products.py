@@ -52,7 +52,7 @@ def library_path() -> Path:
     key = hashlib.sha256(SOURCE.read_bytes() + jaxlib.__version__.encode() + " ".join(FLAGS).encode()
                          + _cpu_signature().encode()).hexdigest()[:16]
     root = Path(os.environ.get("QRR_KERNEL_CACHE")
-                or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "qwen_rl_research" / "kernels")
+                or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "qwen-rl-research" / "kernels")
     return root / f"cpu_products-{key}.so"
 
 
