@@ -121,12 +121,15 @@ def attention_mask(query_slots: jax.Array, key_length: int, start: jax.Array, pr
 def product(x: jax.Array, kernel: jax.Array, contract: int, sampling: bool, transposed: bool = False,
             out_dtype=None) -> jax.Array:
     """x [..., c...] . kernel [c..., n...] -> [..., n...] in out_dtype (default x's): the last `contract` axes
-    of x against the first of kernel (transposed: kernel [n, c], the head read from a tied embedding).
+    of x against the first of kernel (transposed: kernel [n, c] with contract 1, the head read from a tied
+    embedding).
 
     When sampling (under a KV cache, never differentiated) it accumulates in float32 and rounds once: XLA:CPU
     runs bf16 x bf16 -> f32 products in its fast kernels, bf16 -> bf16 ones ~1.6x slower; and a product of a
     few rows may run on our CPU kernels (`common.kernels.cpu_products.routed`). Training keeps plain
     products, whose transposes stay in the compute dtype."""
+    if transposed and contract != 1:
+        raise ValueError(f"a transposed kernel contracts one axis, got contract={contract}")
     out_dtype = jnp.dtype(out_dtype or x.dtype)
     kernel_axes = (1,) if transposed else tuple(range(contract))
     dims = ((tuple(range(x.ndim - contract, x.ndim)), kernel_axes), ((), ()))
