@@ -4,7 +4,9 @@
 
 A step of a decoder reads every weight matrix once, then the tied head. This runs exactly that chain of
 products, with no attention, sampling or loop bookkeeping, at the batch sizes the sampler benchmark uses:
-jitted in JAX (XLA:CPU) as our decoder does it (per layer: fused q/k/v, o, fused gate/up, down), and eagerly
+jitted in JAX (XLA:CPU) as our decoder does it (per layer: fused q/k/v, o, fused gate/up, down, through the
+decoder's own sampling product `common.model.product`: float32 accumulation, our CPU kernels for bf16 products
+of one or two rows), and eagerly
 in torch as transformers does it (q, k, v, o, gate, up, down). When the chain alone is as
 fast in torch as in XLA, no sampler on XLA can be much faster than transformers at that batch; at batch 1 the
 chain's weight bytes per second is the most a decode step can reach. Both use every core the process may
@@ -41,6 +43,8 @@ def xla_ms_per_step(config, batch: int, dtype: str) -> tuple[float, int]:
     import jax
     import jax.numpy as jnp
 
+    from common.model import product
+
     dt = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[dtype]
     rng = np.random.default_rng(0)
     weights = [[jnp.asarray(rng.standard_normal(s, np.float32) * 0.02, dt) for s in fused_layer_shapes(config)]
@@ -49,16 +53,19 @@ def xla_ms_per_step(config, batch: int, dtype: str) -> tuple[float, int]:
     head = jnp.asarray(rng.standard_normal((config.vocab_size, config.hidden_size), np.float32) * 0.02, dt)
     nbytes = sum(w.nbytes for layer in weights for w in layer) + head.nbytes
 
+    def mm(x, w):  # the decoder's own sampling product: float32 accumulation, our CPU kernels where routed
+        return product(x, w, 1, sampling=True)
+
     @jax.jit
     def run(weights, head, x):
         def step(_, x):
             for qkv, o, gate_up, down in weights:
-                y = x @ qkv
-                x = x + (y[:, :q_width] + y[:, q_width:].sum()) @ o
-                h = x @ gate_up
-                x = x + (jax.nn.silu(h[:, :F]) * h[:, F:]) @ down
+                y = mm(x, qkv)
+                x = x + mm(y[:, :q_width] + y[:, q_width:].sum(), o)
+                h = mm(x, gate_up)
+                x = x + mm(jax.nn.silu(h[:, :F]) * h[:, F:], down)
                 x = x / (1 + jnp.abs(x).mean())
-            logits = jnp.einsum("bd,vd->bv", x, head, preferred_element_type=jnp.float32)
+            logits = product(x, head, 1, sampling=True, transposed=True, out_dtype=jnp.float32)
             return x + (logits[:, :x.shape[1]] * 1e-3).astype(x.dtype)
         return jax.lax.fori_loop(0, STEPS, step, x)
 
@@ -106,7 +113,7 @@ def main(argv=None):
     import torch
     torch.set_num_threads(len(os.sched_getaffinity(0)))
     config = get_preset(args.preset)
-    print("| dtype | batch | XLA ms/step | torch ms/step | XLA weight GB/s |\n|---|---|---|---|---|")
+    print("| dtype | batch | ours ms/step (XLA + our CPU kernels) | torch ms/step | our weight GB/s |\n|---|---|---|---|---|")
     for dtype in args.dtypes.split(","):
         for batch in map(int, args.batches.split(",")):
             xla_ms, nbytes = xla_ms_per_step(config, batch, dtype)
