@@ -144,6 +144,19 @@ def product(x: jax.Array, kernel: jax.Array, contract: int, sampling: bool, tran
     return jax.lax.dot_general(x, kernel, dims, preferred_element_type=jnp.float32).astype(out_dtype)
 
 
+def write_slots(cache: jax.Array, new: jax.Array, index: tuple) -> jax.Array:
+    """cache with `new` written at `index` (a dynamic-update-slice), in the cache's dtype.
+
+    On the CPU (no mesh) a 16-bit float cache is updated through its bits: XLA:CPU widens a bf16 update, fused
+    with the arithmetic that made `new`, to float32, converting the whole cache each step (6.1 of ~43 ms a
+    step at batch 8; through the bits 2.9). Elsewhere the plain update stays in place."""
+    new = new.astype(cache.dtype)
+    if cache.dtype.itemsize != 2 or not cpu_products.local_cpu():
+        return jax.lax.dynamic_update_slice(cache, new, index)
+    bits = lambda a: jax.lax.bitcast_convert_type(a, jnp.uint16)
+    return jax.lax.bitcast_convert_type(jax.lax.dynamic_update_slice(bits(cache), bits(new), index), cache.dtype)
+
+
 def gqa_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, sampling: bool = False) -> jax.Array:
     """q [B, T, H, h], k [B, K, h, S], v [B, K, S, h], mask [B, T, S] -> [B, T, H, h]. Softmax in float32.
 
@@ -211,8 +224,7 @@ class Attention(nnx.Module):
         new_cache = (k, v)
         if layer_cache is not None:
             k_cache, v_cache = layer_cache
-            new_cache = (jax.lax.dynamic_update_slice(k_cache, k.astype(k_cache.dtype), (0, 0, 0, cache_index)),
-                         jax.lax.dynamic_update_slice(v_cache, v.astype(v_cache.dtype), (0, 0, cache_index, 0)))
+            new_cache = (write_slots(k_cache, k, (0, 0, 0, cache_index)), write_slots(v_cache, v, (0, 0, cache_index, 0)))
             if not attend_fresh_only:
                 k, v = new_cache
         out = gqa_attention(q, k.astype(dtype), v.astype(dtype), mask, sampling)

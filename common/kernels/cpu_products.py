@@ -107,14 +107,18 @@ def routed(rows: int, weight_dtype, transposed: bool = False) -> bool:
     """Whether a sampling product of `rows` rows with weights of `weight_dtype` (transposed: the head read
     from a tied embedding) runs on these kernels: on the CPU backend, outside a mesh (a sharded product stays
     XLA's), for the rows and dtypes where the kernels measured faster than XLA (`ROWS_FASTER`)."""
-    import jax
     import jax.numpy as jnp
 
     if rows > ROWS_FASTER.get((jnp.dtype(weight_dtype).name, transposed), 0) or not enabled():
         return False
-    if jax.default_backend() != "cpu" or not jax.sharding.get_abstract_mesh().empty:
-        return False
-    return available()
+    return local_cpu() and available()
+
+
+def local_cpu() -> bool:
+    """Tracing for the CPU backend outside a mesh (an ahead-of-time compile for TPU runs under one)."""
+    import jax
+
+    return jax.default_backend() == "cpu" and jax.sharding.get_abstract_mesh().empty
 
 
 # Most rows at which the kernels beat XLA's products (docs/benchmarks.md, 2 cores). bfloat16 only: XLA runs a
