@@ -224,7 +224,8 @@ class Attention(nnx.Module):
         new_cache = (k, v)
         if layer_cache is not None:
             k_cache, v_cache = layer_cache
-            new_cache = (write_slots(k_cache, k, (0, 0, 0, cache_index)), write_slots(v_cache, v, (0, 0, cache_index, 0)))
+            new_cache = (write_slots(k_cache, k, (0, 0, 0, cache_index)),
+                         write_slots(v_cache, v, (0, 0, cache_index, 0)))
             if not attend_fresh_only:
                 k, v = new_cache
         out = gqa_attention(q, k.astype(dtype), v.astype(dtype), mask, sampling)

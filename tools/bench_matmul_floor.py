@@ -113,7 +113,8 @@ def main(argv=None):
     import torch
     torch.set_num_threads(len(os.sched_getaffinity(0)))
     config = get_preset(args.preset)
-    print("| dtype | batch | ours ms/step (XLA + our CPU kernels) | torch ms/step | our weight GB/s |\n|---|---|---|---|---|")
+    print("| dtype | batch | ours ms/step (XLA + our CPU kernels) | torch ms/step | our weight GB/s |\n"
+          "|---|---|---|---|---|")
     for dtype in args.dtypes.split(","):
         for batch in map(int, args.batches.split(",")):
             xla_ms, nbytes = xla_ms_per_step(config, batch, dtype)

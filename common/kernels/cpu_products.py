@@ -80,10 +80,8 @@ def build() -> Path:
 
 @functools.cache
 def available() -> bool:
-    """The kernels are enabled, built and registered with XLA (once per process). Warns once when they
-    cannot be built; the products then stay XLA's."""
-    if not enabled():
-        return False
+    """The kernels are built and registered with XLA (once per process; `routed` also asks `enabled`). Warns
+    once when they cannot be built; the products then stay XLA's."""
     import jax
     import jax.ffi
 
@@ -124,9 +122,6 @@ def local_cpu() -> bool:
 # Most rows at which the kernels beat XLA's products (docs/benchmarks.md, 2 cores). bfloat16 only: XLA runs a
 # one-row bfloat16 product over a float32 copy of the weights. In float32 the two measured the same.
 ROWS_FASTER = {("bfloat16", False): 2, ("bfloat16", True): 2}
-if os.environ.get("QRR_ROWS"):  # experiments: QRR_ROWS=bfloat16:0=2,float32:1=1 (dtype:transposed=rows)
-    ROWS_FASTER.update({(k.split(":")[0], k.split(":")[1] == "1"): int(v)
-                        for k, v in (kv.split("=") for kv in os.environ["QRR_ROWS"].split(","))})
 
 
 def matmul(x, w, transposed: bool = False):
