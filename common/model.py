@@ -119,15 +119,15 @@ def attention_mask(query_slots: jax.Array, key_length: int, start: jax.Array, pr
 
 
 def product(x: jax.Array, kernel: jax.Array, contract: int, sampling: bool, transposed: bool = False,
-            out_dtype=None) -> jax.Array:
+            out_dtype=None, panels: jax.Array | None = None) -> jax.Array:
     """x [..., c...] . kernel [c..., n...] -> [..., n...] in out_dtype (default x's): the last `contract` axes
     of x against the first of kernel (transposed: kernel [n, c] with contract 1, the head read from a tied
     embedding).
 
     When sampling (under a KV cache, never differentiated) it accumulates in float32 and rounds once: XLA:CPU
-    runs bf16 x bf16 -> f32 products in its fast kernels, bf16 -> bf16 ones ~1.6x slower; and a product of a
-    few rows may run on our CPU kernels (`common.kernels.cpu_products.routed`). Training keeps plain
-    products, whose transposes stay in the compute dtype."""
+    runs bf16 x bf16 -> f32 products in its fast kernels, bf16 -> bf16 ones ~1.6x slower. `panels`: the same
+    kernel packed for our CPU kernels (`Decoder.decode_panels`); the product then runs on them. Training keeps
+    plain products, whose transposes stay in the compute dtype."""
     if transposed and contract != 1:
         raise ValueError(f"a transposed kernel contracts one axis, got contract={contract}")
     out_dtype = jnp.dtype(out_dtype or x.dtype)
@@ -136,11 +136,10 @@ def product(x: jax.Array, kernel: jax.Array, contract: int, sampling: bool, tran
     if not sampling:
         return jax.lax.dot_general(x, kernel, dims, preferred_element_type=None if out_dtype == x.dtype else out_dtype)
     lead = x.shape[:x.ndim - contract]
-    rows = math.prod(lead)
-    if cpu_products.routed(rows, kernel.dtype, transposed):
-        out = cpu_products.matmul(x.reshape(rows, -1), kernel if transposed else kernel.reshape(
-            math.prod(kernel.shape[:contract]), -1), transposed)
-        return out.reshape(*lead, *kernel.shape[:1] if transposed else kernel.shape[contract:]).astype(out_dtype)
+    if panels is not None:
+        out_shape = kernel.shape[:1] if transposed else kernel.shape[contract:]
+        out = cpu_products.packed_matmul(x.reshape(math.prod(lead), -1), panels, math.prod(out_shape))
+        return out.reshape(*lead, *out_shape).astype(out_dtype)
     return jax.lax.dot_general(x, kernel, dims, preferred_element_type=jnp.float32).astype(out_dtype)
 
 
@@ -199,18 +198,20 @@ class Attention(nnx.Module):
             self.qkv_bias = _param(rngs, (K, G + 2, h), ("kv_heads", None, "head_dim"), param_dtype, "zeros")
         self.use_bias = cfg.attention_bias
 
-    def __call__(self, x, cos, sin, mask, layer_cache, cache_index, dtype, attend_fresh_only=False):
+    def __call__(self, x, cos, sin, mask, layer_cache, cache_index, dtype, attend_fresh_only=False, panels=None):
         """x [B, T, d] -> ([B, T, d], (k, v) updated layer cache or the fresh k, v [B, K, T, h]).
 
         attend_fresh_only: attend to the T new keys only, not the whole cache (prefill of an empty cache:
-        the same result, without scores over the empty slots)."""
+        the same result, without scores over the empty slots). panels: this layer's packed kernels for a
+        decode step (`Decoder.decode_panels`)."""
+        panels = panels or {}
         B, T, _ = x.shape
         sampling = layer_cache is not None
         kernel = self.qkv_kernel[...].astype(dtype)
         bias = self.qkv_bias[...].astype(dtype) if self.use_bias else None
         G = kernel.shape[2] - 2
         if T == 1:  # a decode step: one product
-            qkv = product(x, kernel, 1, sampling)
+            qkv = product(x, kernel, 1, sampling, panels=panels.get("qkv"))
             qkv = qkv if bias is None else qkv + bias
             q, k, v = qkv[:, :, :, :G], qkv[:, :, :, G], qkv[:, :, :, G + 1]
         else:  # many tokens: one product per part (see the class docstring)
@@ -229,7 +230,7 @@ class Attention(nnx.Module):
             if not attend_fresh_only:
                 k, v = new_cache
         out = gqa_attention(q, k.astype(dtype), v.astype(dtype), mask, sampling)
-        out = product(out, self.o_kernel[...].astype(dtype), 2, sampling)
+        out = product(out, self.o_kernel[...].astype(dtype), 2, sampling, panels=panels.get("o"))
         return out, new_cache
 
 
@@ -242,16 +243,17 @@ class MLP(nnx.Module):
         self.gate_up_kernel = _param(rngs, (d, 2, F), ("embed", None, "mlp"), param_dtype)
         self.down_kernel = _param(rngs, (F, d), ("mlp", "embed"), param_dtype)
 
-    def __call__(self, x, dtype, sampling=False):
-        """sampling: as in `product`."""
+    def __call__(self, x, dtype, sampling=False, panels=None):
+        """sampling, panels: as in `Attention`."""
+        panels = panels or {}
         kernel = self.gate_up_kernel[...].astype(dtype)
         if x.shape[1] == 1:  # a decode step: one product
-            gate_up = product(x, kernel, 1, sampling)
+            gate_up = product(x, kernel, 1, sampling, panels=panels.get("gate_up"))
             gate, up = gate_up[:, :, 0], gate_up[:, :, 1]
         else:  # many tokens: one product per part
             gate, up = (product(x, kernel[:, part], 1, sampling) for part in (0, 1))
         hidden = constrain(jax.nn.silu(gate) * up, ("batch", "length", "act_mlp"))
-        return product(hidden, self.down_kernel[...].astype(dtype), 1, sampling)
+        return product(hidden, self.down_kernel[...].astype(dtype), 1, sampling, panels=panels.get("down"))
 
 
 class Block(nnx.Module):
@@ -262,11 +264,12 @@ class Block(nnx.Module):
         self.mlp = MLP(cfg, param_dtype, rngs)
         self.eps = cfg.rms_norm_eps
 
-    def __call__(self, x, cos, sin, mask, layer_cache, cache_index, dtype, attend_fresh_only=False):
+    def __call__(self, x, cos, sin, mask, layer_cache, cache_index, dtype, attend_fresh_only=False, panels=None):
         attn_out, new_cache = self.attn(rms_norm(x, self.attn_norm[...], self.eps), cos, sin, mask,
-                                        layer_cache, cache_index, dtype, attend_fresh_only)
+                                        layer_cache, cache_index, dtype, attend_fresh_only, panels)
         x = x + attn_out
-        x = x + self.mlp(rms_norm(x, self.mlp_norm[...], self.eps), dtype, sampling=layer_cache is not None)
+        x = x + self.mlp(rms_norm(x, self.mlp_norm[...], self.eps), dtype, sampling=layer_cache is not None,
+                         panels=panels)
         return constrain(x, ("batch", "length", "act_embed")), new_cache
 
 
@@ -293,12 +296,13 @@ class Decoder(nnx.Module):
         return logits
 
     def forward(self, tokens: jax.Array, *, start: jax.Array | None = None, cache: KVCache | None = None,
-                return_hidden: bool = False, remat: bool = False, prefill: bool = False):
+                return_hidden: bool = False, remat: bool = False, prefill: bool = False, panels=None):
         """tokens [B, T] int32 -> (logits [B, T, V] float32 | final hidden [B, T, d], new cache | None).
 
         Without a cache the tokens occupy slots 0..T-1; with one they are written at slots
         cache.index..cache.index+T-1 and cache.start replaces `start`. `start` [B]: first real slot.
         prefill=True promises an empty cache (index 0, no prefix): attention then spans the T new slots only.
+        panels: the weights packed for our CPU kernels (`decode_panels`), for decode steps (T = 1) under a cache.
         """
         B, T = tokens.shape
         if cache is not None:
@@ -320,7 +324,8 @@ class Decoder(nnx.Module):
         for i, block in enumerate(self.layers):
             layer_cache = (cache.k[i], cache.v[i]) if cache is not None else None
             call = nnx.remat(Block.__call__, static_argnums=(7, 8)) if remat else Block.__call__
-            x, (k, v) = call(block, x, cos, sin, mask, layer_cache, index, self.dtype, prefill)
+            x, (k, v) = call(block, x, cos, sin, mask, layer_cache, index, self.dtype, prefill,
+                             None if panels is None else panels["layers"][i])
             new_k.append(k)
             new_v.append(v)
         x = rms_norm(x, self.final_norm[...], self.config.rms_norm_eps)
@@ -329,14 +334,32 @@ class Decoder(nnx.Module):
             new_cache = KVCache(k=new_k, v=new_v, index=index + T, start=start, prefix=prefix)
         if return_hidden:
             return x, new_cache
-        return self.logits(x, sampling=cache is not None), new_cache
+        return self.logits(x, sampling=cache is not None, panels=None if panels is None else panels["head"]), new_cache
 
-    def logits(self, hidden: jax.Array, sampling: bool = False) -> jax.Array:
-        """hidden [..., d] -> logits [..., V] float32. sampling: as in `product`."""
+    def logits(self, hidden: jax.Array, sampling: bool = False, panels=None) -> jax.Array:
+        """hidden [..., d] -> logits [..., V] float32. sampling, panels: as in `product`."""
         tied = self.config.tie_embeddings
         head = (self.embedding if tied else self.lm_head)[...].astype(self.dtype)
-        out = product(hidden, head, 1, sampling, transposed=tied, out_dtype=jnp.float32)
+        out = product(hidden, head, 1, sampling, transposed=tied, out_dtype=jnp.float32, panels=panels)
         return constrain(out, ("batch", "length", "act_vocab")) if out.ndim == 3 else out
+
+
+    def decode_panels(self, rows: int) -> dict | None:
+        """Every weight product of a decode step, packed for our CPU kernels (`common.kernels.cpu_products`),
+        when a step of `rows` rows runs on them there (`cpu_products.routed`); else None. The sampler computes
+        them once before its decode loop and passes them to `forward`: a packed copy of the weights (XLA does
+        not hoist the packing out of the loop itself)."""
+        if not cpu_products.routed(rows, self.dtype):
+            return None
+        def packed(param, contract=1):  # the kernel as the 2-D [contracted, out] matrix it is in a product
+            w = param[...].astype(self.dtype)
+            return cpu_products.pack(w.reshape(math.prod(w.shape[:contract]), -1))
+
+        layers = [{"qkv": packed(b.attn.qkv_kernel), "o": packed(b.attn.o_kernel, 2),
+                   "gate_up": packed(b.mlp.gate_up_kernel), "down": packed(b.mlp.down_kernel)} for b in self.layers]
+        tied = self.config.tie_embeddings
+        head = cpu_products.pack((self.embedding if tied else self.lm_head)[...].astype(self.dtype), transposed=tied)
+        return {"layers": layers, "head": head}
 
 
 def abstract_decoder(config: ModelConfig, dtype="float32", param_dtype="float32") -> Decoder:

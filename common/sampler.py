@@ -115,6 +115,7 @@ def _decode(model: Decoder, cache: KVCache, logits, seed, max_new_tokens, temper
         return sample_tokens(logits, keys, temperature, top_p, mode)
 
     token, logp = pick(logits, 0)
+    panels = model.decode_panels(B)
     out_tokens = jnp.full((B, N), pad_id, jnp.int32).at[:, 0].set(token)
     out_logp = jnp.zeros((B, N), jnp.float32).at[:, 0].set(logp)
     stopped = jnp.isin(token, stop_ids)
@@ -127,7 +128,7 @@ def _decode(model: Decoder, cache: KVCache, logits, seed, max_new_tokens, temper
 
     def body(carry):
         step, token, cache, out_tokens, out_logp, done, stopped, lengths = carry
-        logits, cache = model.forward(token[:, None], cache=cache)
+        logits, cache = model.forward(token[:, None], cache=cache, panels=panels)
         new_token, logp = pick(logits[:, 0], step)
         new_token = jnp.where(done, pad_id, new_token)
         out_tokens = jax.lax.dynamic_update_slice(out_tokens, new_token[:, None], (0, step))

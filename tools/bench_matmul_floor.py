@@ -5,8 +5,8 @@
 A step of a decoder reads every weight matrix once, then the tied head. This runs exactly that chain of
 products, with no attention, sampling or loop bookkeeping, at the batch sizes the sampler benchmark uses:
 jitted in JAX (XLA:CPU) as our decoder does it (per layer: fused q/k/v, o, fused gate/up, down, through the
-decoder's own sampling product `common.model.product`: float32 accumulation, our CPU kernels for bf16 products
-of one or two rows), and eagerly
+decoder's own sampling product `common.model.product`: float32 accumulation, our CPU kernels over weights
+packed once before the loop where the sampler uses them), and eagerly
 in torch as transformers does it (q, k, v, o, gate, up, down). When the chain alone is as
 fast in torch as in XLA, no sampler on XLA can be much faster than transformers at that batch; at batch 1 the
 chain's weight bytes per second is the most a decode step can reach. Both use every core the process may
@@ -43,6 +43,7 @@ def xla_ms_per_step(config, batch: int, dtype: str) -> tuple[float, int]:
     import jax
     import jax.numpy as jnp
 
+    from common.kernels import cpu_products
     from common.model import product
 
     dt = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[dtype]
@@ -53,19 +54,22 @@ def xla_ms_per_step(config, batch: int, dtype: str) -> tuple[float, int]:
     head = jnp.asarray(rng.standard_normal((config.vocab_size, config.hidden_size), np.float32) * 0.02, dt)
     nbytes = sum(w.nbytes for layer in weights for w in layer) + head.nbytes
 
-    def mm(x, w):  # the decoder's own sampling product: float32 accumulation, our CPU kernels where routed
-        return product(x, w, 1, sampling=True)
+    routed = cpu_products.routed(batch, dt)
 
     @jax.jit
     def run(weights, head, x):
+        # as the sampler: the weights packed for our CPU kernels once, before the loop (where they are routed)
+        packed = [[cpu_products.pack(w) if routed else None for w in layer] for layer in weights]
+        head_packed = cpu_products.pack(head, transposed=True) if routed else None
+
         def step(_, x):
-            for qkv, o, gate_up, down in weights:
-                y = mm(x, qkv)
-                x = x + mm(y[:, :q_width] + y[:, q_width:].sum(), o)
-                h = mm(x, gate_up)
-                x = x + mm(jax.nn.silu(h[:, :F]) * h[:, F:], down)
+            for (qkv, o, gate_up, down), (pq, po, pg, pd) in zip(weights, packed):
+                y = product(x, qkv, 1, sampling=True, panels=pq)
+                x = x + product(y[:, :q_width] + y[:, q_width:].sum(), o, 1, sampling=True, panels=po)
+                h = product(x, gate_up, 1, sampling=True, panels=pg)
+                x = x + product(jax.nn.silu(h[:, :F]) * h[:, F:], down, 1, sampling=True, panels=pd)
                 x = x / (1 + jnp.abs(x).mean())
-            logits = product(x, head, 1, sampling=True, transposed=True, out_dtype=jnp.float32)
+            logits = product(x, head, 1, sampling=True, transposed=True, out_dtype=jnp.float32, panels=head_packed)
             return x + (logits[:, :x.shape[1]] * 1e-3).astype(x.dtype)
         return jax.lax.fori_loop(0, STEPS, step, x)
 

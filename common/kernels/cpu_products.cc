@@ -1,12 +1,15 @@
 // Weight products of a decode step on the CPU, as XLA FFI handlers (common/kernels/cpu_products.py).
 //
-// A decode step multiplies a few rows of activations by every weight matrix once: the cost is reading the
-// weights. XLA:CPU reads them on one thread (~25 GB/s here), and turns a bfloat16 product with one row into
-// a float32 one over a converted copy of the weights. These read the weights once, in their stored dtype,
-// split over XLA's own intra-op threads, and accumulate in float32.
+// A decode step multiplies a few rows of activations by every weight matrix once. XLA:CPU reads a row-major
+// weight on one thread, packs it again for every product of a few rows, and turns a bfloat16 product with
+// one row into a float32 one over a converted copy of the weights. These kernels read weights that were
+// packed once into panels of 32 columns (common/kernels/cpu_products.py `pack`, hoisted out of the decode
+// loop by XLA), so every product streams its weights contiguously, split over XLA's intra-op threads, with
+// the rows' accumulators in registers. They accumulate in float32.
 //
-//   XwF32 / XwBf16:   y[M, N] = x[M, K] . w[K, N]      (w row-major: each thread reads a block of rows)
-//   XwtF32 / XwtBf16: y[M, V] = x[M, K] . e[V, K]^T    (e row-major: a tied embedding read as the head)
+//   PackedF32:  y[M, 32P] = x[M, K] . w,  w [P, K, 32]         float32
+//   PackedBf16: y[M, 32P] = x[M, K] . w,  w [P, K/2, 32, 2]    bfloat16, row pairs interleaved per column
+//                                          (the operand layout of vdpbf16ps); x bfloat16 [M, K], K even
 #include <immintrin.h>
 
 #include <algorithm>
@@ -15,7 +18,7 @@
 #include <cstring>
 #include <functional>
 #include <memory>
-#include <vector>
+#include <type_traits>
 
 #include "xla/ffi/api/ffi.h"
 
@@ -23,45 +26,79 @@ namespace ffi = xla::ffi;
 
 namespace {
 
-constexpr int64_t kMaxRows = 16;  // the Python side routes larger products to XLA
+constexpr int64_t kPanel = 32;  // columns per panel: two 16-float registers
+constexpr int kTileRows = 8;    // rows whose accumulators (2 registers each) stay in registers at once
 
-inline float Load(const float* p, int64_t i) { return p[i]; }
-inline float Load(const uint16_t* p, int64_t i) {  // bfloat16: the high half of a float32
-  const uint32_t bits = static_cast<uint32_t>(p[i]) << 16;
-  float f;
-  std::memcpy(&f, &bits, sizeof f);
-  return f;
-}
-
-// acc[m, :] = sum over k in [k0, k1) of x[m, k] w[k, :]. Rows k0..k1 of w are one contiguous read.
-template <typename W>
-void XwRows(const float* x, const W* w, float* acc, int64_t M, int64_t K, int64_t N, int64_t k0, int64_t k1) {
-  std::fill(acc, acc + M * N, 0.f);
-  for (int64_t k = k0; k < k1; ++k) {
-    const W* row = w + k * N;
-    for (int64_t m = 0; m < M; ++m) {
-      const float xv = x[m * K + k];
-      float* a = acc + m * N;
-#pragma omp simd
-      for (int64_t j = 0; j < N; ++j) a[j] += xv * Load(row, j);
+// y[r, 0:32] = x[r, :] . panel for r < R; panel [K, 32] float32, y rows ldy apart.
+template <int R>
+void TileF32(const float* x, int64_t K, const float* panel, float* y, int64_t ldy) {
+  __m512 acc[R][2];
+  for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+  for (int64_t k = 0; k < K; ++k) {
+    const __m512 w0 = _mm512_loadu_ps(panel + k * kPanel), w1 = _mm512_loadu_ps(panel + k * kPanel + 16);
+    for (int r = 0; r < R; ++r) {
+      const __m512 xv = _mm512_set1_ps(x[r * K + k]);
+      acc[r][0] = _mm512_fmadd_ps(xv, w0, acc[r][0]);
+      acc[r][1] = _mm512_fmadd_ps(xv, w1, acc[r][1]);
     }
+  }
+  for (int r = 0; r < R; ++r) {
+    _mm512_storeu_ps(y + r * ldy, acc[r][0]);
+    _mm512_storeu_ps(y + r * ldy + 16, acc[r][1]);
   }
 }
 
-// y[m, v] = x[m, :] . e[v, :] for v in [v0, v1).
-template <typename W>
-void XwtRows(const float* x, const W* e, float* y, int64_t M, int64_t K, int64_t V, int64_t v0, int64_t v1) {
-  for (int64_t v = v0; v < v1; ++v) {
-    const W* row = e + v * K;
-    for (int64_t m = 0; m < M; ++m) {
-      const float* xm = x + m * K;
-      float s = 0.f;
-#pragma omp simd reduction(+ : s)
-      for (int64_t k = 0; k < K; ++k) s += xm[k] * Load(row, k);
-      y[m * V + v] = s;
+// The same for bfloat16: panel [K/2, 32, 2], x [R, K] bfloat16 (K even); each step takes two rows of the
+// panel (k, k+1) and the pair (x[r, k], x[r, k+1]) as one 32-bit broadcast.
+template <int R>
+void TileBf16(const uint16_t* x, int64_t K, const uint16_t* panel, float* y, int64_t ldy) {
+  __m512 acc[R][2];
+  for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+  for (int64_t k = 0; k < K; k += 2) {
+    const __m512bh w0 = (__m512bh)_mm512_loadu_si512(panel + k * kPanel);
+    const __m512bh w1 = (__m512bh)_mm512_loadu_si512(panel + k * kPanel + 32);
+    for (int r = 0; r < R; ++r) {
+      uint32_t pair;
+      std::memcpy(&pair, x + r * K + k, sizeof pair);
+      const __m512bh xv = (__m512bh)_mm512_set1_epi32(static_cast<int>(pair));
+      acc[r][0] = _mm512_dpbf16_ps(acc[r][0], xv, w0);
+      acc[r][1] = _mm512_dpbf16_ps(acc[r][1], xv, w1);
+    }
+  }
+  for (int r = 0; r < R; ++r) {
+    _mm512_storeu_ps(y + r * ldy, acc[r][0]);
+    _mm512_storeu_ps(y + r * ldy + 16, acc[r][1]);
+  }
+}
+
+// All M rows against one panel, kTileRows at a time (the panel stays in L1/L2 between tiles).
+template <typename T, template <int> class Tile>
+void Panel(const T* x, int64_t M, int64_t K, const T* panel, float* y, int64_t ldy) {
+  for (int64_t m = 0; m < M; m += kTileRows) {
+    const T* xm = x + m * K;
+    float* ym = y + m * ldy;
+    switch (std::min<int64_t>(kTileRows, M - m)) {
+      case 1: Tile<1>::Run(xm, K, panel, ym, ldy); break;
+      case 2: Tile<2>::Run(xm, K, panel, ym, ldy); break;
+      case 3: Tile<3>::Run(xm, K, panel, ym, ldy); break;
+      case 4: Tile<4>::Run(xm, K, panel, ym, ldy); break;
+      case 5: Tile<5>::Run(xm, K, panel, ym, ldy); break;
+      case 6: Tile<6>::Run(xm, K, panel, ym, ldy); break;
+      case 7: Tile<7>::Run(xm, K, panel, ym, ldy); break;
+      default: Tile<8>::Run(xm, K, panel, ym, ldy); break;
     }
   }
 }
+template <int R>
+struct F32Tile {
+  static void Run(const float* x, int64_t K, const float* p, float* y, int64_t ldy) { TileF32<R>(x, K, p, y, ldy); }
+};
+template <int R>
+struct Bf16Tile {
+  static void Run(const uint16_t* x, int64_t K, const uint16_t* p, float* y, int64_t ldy) {
+    TileBf16<R>(x, K, p, y, ldy);
+  }
+};
 
 // fn(part) for every part in [0, parts), on the calling thread and XLA's intra-op threads. Parts are
 // claimed from one counter, so the caller never waits for a task no thread has started: it runs every
@@ -87,44 +124,89 @@ void ParallelFor(ffi::ThreadPool& pool, int64_t parts, std::function<void(int64_
   while (state->done.load(std::memory_order_acquire) < parts) _mm_pause();
 }
 
-template <ffi::DataType T, typename W, bool kTransposed>
-ffi::Error Product(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<T> w,
-                   ffi::ResultBuffer<ffi::F32> y) {
+template <ffi::DataType T, typename E, template <int> class Tile>
+ffi::Error Packed(ffi::ThreadPool pool, ffi::Buffer<T> x, ffi::Buffer<T> w, ffi::ResultBuffer<ffi::F32> y) {
+  constexpr bool kPairs = T == ffi::DataType::BF16;
   const auto xd = x.dimensions(), wd = w.dimensions();
-  if (xd.size() != 2 || wd.size() != 2) return ffi::Error::InvalidArgument("cpu_products: x and w must be 2-D");
-  const int64_t M = xd[0], K = xd[1];
-  if (M > kMaxRows) return ffi::Error::InvalidArgument("cpu_products: more than 16 rows");
-  if ((kTransposed ? wd[1] : wd[0]) != K) return ffi::Error::InvalidArgument("cpu_products: contracting sizes differ");
-  const float* xp = x.typed_data();
-  const W* wp = reinterpret_cast<const W*>(w.typed_data());
+  if (xd.size() != 2 || wd.size() != (kPairs ? 4u : 3u))
+    return ffi::Error::InvalidArgument("cpu_products: x must be [M, K] and w packed panels");
+  const int64_t M = xd[0], K = xd[1], P = wd[0];
+  if ((kPairs ? 2 * wd[1] : wd[1]) != K || wd[2] != kPanel || (kPairs && wd[3] != 2))
+    return ffi::Error::InvalidArgument("cpu_products: the packed weight does not match x's contracting size");
+  const E* xp = reinterpret_cast<const E*>(x.typed_data());
+  const E* wp = reinterpret_cast<const E*>(w.typed_data());
   float* yp = y->typed_data();
-  const int64_t threads = std::max<int64_t>(1, pool.num_threads());
-  if (kTransposed) {
-    const int64_t V = wd[0], parts = std::max<int64_t>(1, std::min<int64_t>(8 * threads, V / 256));
-    ParallelFor(pool, parts, [=](int64_t p) { XwtRows<W>(xp, wp, yp, M, K, V, V * p / parts, V * (p + 1) / parts); });
-  } else {
-    // each part sums a block of rows into its own accumulator; part 0's is y
-    const int64_t N = wd[1], parts = std::max<int64_t>(1, std::min<int64_t>(threads, K / 64));
-    std::vector<float> partial((parts - 1) * M * N);
-    float* pp = partial.data();
-    ParallelFor(pool, parts, [=](int64_t p) {
-      XwRows<W>(xp, wp, p == 0 ? yp : pp + (p - 1) * M * N, M, K, N, K * p / parts, K * (p + 1) / parts);
-    });
-    for (int64_t p = 1; p < parts; ++p) {
-      const float* src = pp + (p - 1) * M * N;
-#pragma omp simd
-      for (int64_t i = 0; i < M * N; ++i) yp[i] += src[i];
+  const int64_t ldy = P * kPanel, threads = std::max<int64_t>(1, pool.num_threads());
+  const int64_t parts = std::max<int64_t>(1, std::min<int64_t>(P, 4 * threads));
+  ParallelFor(pool, parts, [=](int64_t part) {
+    for (int64_t p = P * part / parts; p < P * (part + 1) / parts; ++p)
+      Panel<E, Tile>(xp, M, K, wp + p * K * kPanel, yp + p * kPanel, ldy);
+  });
+  return ffi::Error::Success();
+}
+
+// Packs w [K, N] (transposed: e [N, K]) into panels of kPanel columns, zero beyond column N: float32 [P, K, 32];
+// bfloat16 [P, Kp/2, 32, 2], rows k and k+1 interleaved per column, zero beyond row K (Kp = K rounded up to
+// even). Parallel over panels.
+template <ffi::DataType T, typename E>
+ffi::Error Pack(ffi::ThreadPool pool, ffi::Buffer<T> w, ffi::ResultBuffer<T> out, bool transposed) {
+  constexpr bool kPairs = T == ffi::DataType::BF16;
+  const auto wd = w.dimensions(), od = out->dimensions();
+  if (wd.size() != 2) return ffi::Error::InvalidArgument("cpu_products: pack takes a 2-D weight");
+  const int64_t K = transposed ? wd[1] : wd[0], N = transposed ? wd[0] : wd[1], P = od[0];
+  const int64_t Kp = kPairs ? 2 * od[1] : od[1];
+  if (P * kPanel < N || Kp < K || Kp > K + 1)
+    return ffi::Error::InvalidArgument("cpu_products: pack output does not fit the weight");
+  const E* src = reinterpret_cast<const E*>(w.typed_data());
+  E* dst = reinterpret_cast<E*>(out->typed_data());
+  const E zero{};
+  // element (k, n) of the weight, zero outside it
+  auto at = [=](int64_t k, int64_t n) { return k < K && n < N ? src[transposed ? n * K + k : k * N + n] : zero; };
+  const int64_t parts = std::max<int64_t>(1, std::min<int64_t>(P, 8 * std::max<int64_t>(1, pool.num_threads())));
+  ParallelFor(pool, parts, [=](int64_t part) {
+    for (int64_t p = P * part / parts; p < P * (part + 1) / parts; ++p) {
+      E* panel = dst + p * Kp * kPanel;
+      const int64_t n0 = p * kPanel;
+      if (n0 + kPanel <= N && Kp == K) {  // a whole panel: plain copies
+        if (!transposed && !kPairs) {  // 32 columns of each row
+          for (int64_t k = 0; k < K; ++k) std::memcpy(panel + k * kPanel, src + k * N + n0, kPanel * sizeof(E));
+          continue;
+        }
+        if (transposed) {  // rows of e become columns; a bfloat16 pair (k, k+1) moves as one 32-bit word
+          using Word = std::conditional_t<kPairs, uint32_t, E>;
+          const int64_t words = kPairs ? K / 2 : K;
+          Word* out = reinterpret_cast<Word*>(panel);
+          for (int64_t j = 0; j < kPanel; ++j) {
+            const Word* row = reinterpret_cast<const Word*>(src + (n0 + j) * K);
+            for (int64_t i = 0; i < words; ++i) out[i * kPanel + j] = row[i];
+          }
+          continue;
+        }
+      }
+      for (int64_t k = 0; k < Kp; k += kPairs ? 2 : 1)
+        for (int64_t j = 0; j < kPanel; ++j) {
+          if (kPairs) {
+            panel[k * kPanel + 2 * j] = at(k, n0 + j);
+            panel[k * kPanel + 2 * j + 1] = at(k + 1, n0 + j);
+          } else {
+            panel[k * kPanel + j] = at(k, n0 + j);
+          }
+        }
     }
-  }
+  });
   return ffi::Error::Success();
 }
 
 }  // namespace
 
-#define QRR_BIND(T) \
-  ffi::Ffi::Bind().Ctx<ffi::ThreadPool>().Arg<ffi::Buffer<ffi::F32>>().Arg<ffi::Buffer<T>>().Ret<ffi::Buffer<ffi::F32>>()
+#define QRR_PACK_BIND(T) \
+  ffi::Ffi::Bind().Ctx<ffi::ThreadPool>().Arg<ffi::Buffer<T>>().Ret<ffi::Buffer<T>>().Attr<bool>("transposed")
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(QrrXwF32, (Product<ffi::F32, float, false>), QRR_BIND(ffi::F32));
-XLA_FFI_DEFINE_HANDLER_SYMBOL(QrrXwBf16, (Product<ffi::BF16, uint16_t, false>), QRR_BIND(ffi::BF16));
-XLA_FFI_DEFINE_HANDLER_SYMBOL(QrrXwtF32, (Product<ffi::F32, float, true>), QRR_BIND(ffi::F32));
-XLA_FFI_DEFINE_HANDLER_SYMBOL(QrrXwtBf16, (Product<ffi::BF16, uint16_t, true>), QRR_BIND(ffi::BF16));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(QrrPackF32, (Pack<ffi::F32, float>), QRR_PACK_BIND(ffi::F32));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(QrrPackBf16, (Pack<ffi::BF16, uint16_t>), QRR_PACK_BIND(ffi::BF16));
+
+#define QRR_BIND(T) \
+  ffi::Ffi::Bind().Ctx<ffi::ThreadPool>().Arg<ffi::Buffer<T>>().Arg<ffi::Buffer<T>>().Ret<ffi::Buffer<ffi::F32>>()
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(QrrPackedF32, (Packed<ffi::F32, float, F32Tile>), QRR_BIND(ffi::F32));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(QrrPackedBf16, (Packed<ffi::BF16, uint16_t, Bf16Tile>), QRR_BIND(ffi::BF16));

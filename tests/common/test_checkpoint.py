@@ -2,7 +2,6 @@
 
 import contextlib
 import json
-import shutil
 
 import jax
 import numpy as np

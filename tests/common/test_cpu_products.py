@@ -1,5 +1,6 @@
-"""Our CPU decode kernels (common/kernels/cpu_products): products against numpy in float64, the routing
-rules, the decoder with them against the decoder without them, and the fallback when they cannot be built."""
+"""Our CPU decode kernels (common/kernels/cpu_products): the packed layout against numpy, products against
+numpy in float64, the routing rules, the decoder and the sampler with them against XLA's products, and the
+fallback when they cannot be built."""
 
 import jax
 import jax.numpy as jnp
@@ -10,33 +11,53 @@ from flax import nnx
 from common.config import get_preset
 from common.kernels import cpu_products
 from common.model import Decoder, KVCache
+from common.sampler import Sampler
 
-pytestmark = pytest.mark.skipif(not cpu_products.available(), reason="no C++ compiler: the kernels are off")
+pytestmark = pytest.mark.skipif(not cpu_products.available(), reason="no C++ compiler or CPU support: kernels off")
 
 
 def _reference(x, w, transposed):
     w64 = np.asarray(jnp.asarray(w, jnp.float32), np.float64)
-    return np.asarray(x, np.float64) @ (w64.T if transposed else w64)
+    return np.asarray(jnp.asarray(x, jnp.float32), np.float64) @ (w64.T if transposed else w64)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 @pytest.mark.parametrize("transposed", [False, True])
-@pytest.mark.parametrize("rows", [1, 3, 16])
+def test_pack_layout(dtype, transposed):
+    """Panels of 32 columns, zero-padded; bfloat16 with rows k, k+1 interleaved per column (K padded to even)."""
+    K, N = 7, 40
+    w = np.asarray(jnp.asarray(np.arange(K * N, dtype=np.float32).reshape(K, N), dtype), np.float32)
+    got = np.asarray(jax.jit(cpu_products.pack, static_argnums=1)(
+        jnp.asarray(w.T if transposed else w, dtype), transposed)).astype(np.float32)
+    padded = np.zeros((K + (dtype == "bfloat16"), 64), np.float32)
+    padded[:K, :N] = w
+    if dtype == "float32":
+        want = padded.reshape(K, 2, 32).transpose(1, 0, 2)
+    else:
+        want = padded.reshape(4, 2, 2, 32).transpose(2, 0, 3, 1)
+    np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("transposed", [False, True])
+@pytest.mark.parametrize("rows", [1, 3, 9, 33])
 def test_products_match_numpy(dtype, transposed, rows):
+    """Row counts below, at and past a tile of 8; neither K nor N a multiple of the panel (K odd for the
+    bfloat16 row pairs)."""
     rng = np.random.default_rng(rows)
-    K, N = 200, 333  # neither a multiple of the kernels' blocks
-    x = rng.standard_normal((rows, K)).astype(np.float32)
+    K, N = 201, 333
+    x = jnp.asarray(rng.standard_normal((rows, K)), dtype)
     w = jnp.asarray(rng.standard_normal((N, K) if transposed else (K, N)), dtype)
-    got = np.asarray(jax.jit(cpu_products.matmul, static_argnums=2)(jnp.asarray(x), w, transposed))
+    got = np.asarray(jax.jit(cpu_products.matmul, static_argnums=2)(x, w, transposed))
     ref = _reference(x, w, transposed)
     assert got.dtype == np.float32 and got.shape == (rows, N)
     np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5 * np.abs(ref).max())
 
 
 def test_large_products_split_over_threads_match_numpy():
-    """Large enough that every intra-op thread takes a block of rows (and the head a block of its rows)."""
+    """Large enough that every intra-op thread takes its own panels."""
     rng = np.random.default_rng(0)
-    x = jnp.asarray(rng.standard_normal((2, 1536)), jnp.float32)
+    x = jnp.asarray(rng.standard_normal((8, 1536)), jnp.bfloat16)
     for transposed, shape in ((False, (1536, 3072)), (True, (49152 // 4, 1536))):
         w = jnp.asarray(rng.standard_normal(shape), jnp.bfloat16)
         got = np.asarray(jax.jit(cpu_products.matmul, static_argnums=2)(x, w, transposed))
@@ -44,16 +65,20 @@ def test_large_products_split_over_threads_match_numpy():
         np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5 * np.abs(ref).max())
 
 
-def test_too_many_rows_is_a_clear_error():
-    with pytest.raises(ValueError, match="at most 16 rows, got 17"):
-        cpu_products.matmul(jnp.ones((17, 8)), jnp.ones((8, 4)))
+def test_mismatched_shapes_are_clear_errors():
+    with pytest.raises(ValueError, match="contracting sizes differ"):
+        cpu_products.matmul(jnp.ones((2, 8)), jnp.ones((9, 4)))
+    panels = cpu_products.pack(jnp.ones((8, 40), jnp.bfloat16))
+    with pytest.raises(ValueError, match=r"does not match the packed weight \(2, 4, 32, 2\)"):
+        cpu_products.packed_matmul(jnp.ones((2, 10), jnp.bfloat16), panels, 40)
+    with pytest.raises(ValueError, match="float32 or bfloat16 weights, got float16"):
+        cpu_products.pack(jnp.ones((8, 4), jnp.float16))
 
 
 def test_routing_rules(monkeypatch):
-    assert cpu_products.routed(1, jnp.bfloat16)
-    assert cpu_products.routed(2, jnp.bfloat16, transposed=True)
-    assert not cpu_products.routed(3, jnp.bfloat16)  # XLA measured as fast from here on
-    assert not cpu_products.routed(1, jnp.float32)  # XLA measured as fast in float32
+    assert cpu_products.routed(1, jnp.bfloat16) and cpu_products.routed(128, jnp.float32)
+    assert not cpu_products.routed(129, jnp.float32)  # not measured past 128 rows: XLA's products
+    assert not cpu_products.routed(1, jnp.float16)
     mesh = jax.make_mesh((1,), ("tensor",), axis_types=(jax.sharding.AxisType.Auto,))
     with jax.set_mesh(mesh):  # a sharded product stays XLA's
         assert not cpu_products.routed(1, jnp.bfloat16)
@@ -61,35 +86,53 @@ def test_routing_rules(monkeypatch):
     assert not cpu_products.routed(1, jnp.bfloat16)
 
 
-def _custom_calls(fn, *args):
-    return jax.jit(lambda *a: fn(*a)).lower(*args).as_text().count("QrrXw")  # a fresh trace each time
+def _kernel_calls(fn, *args):
+    return jax.jit(fn).lower(*args).as_text().count("QrrPacked")  # a fresh trace each time
 
 
-def test_bfloat16_decode_step_runs_on_the_kernels_and_agrees_with_xla(monkeypatch):
-    """A bfloat16 decode step of one row: every weight product (4 per layer, and the tied head) is our
-    kernel, and the logits agree with XLA's products to bfloat16 rounding."""
-    model = Decoder(get_preset("tiny"), dtype="bfloat16", param_dtype="bfloat16", rngs=nnx.Rngs(1))
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_decode_step_runs_on_the_kernels_and_agrees_with_xla(dtype):
+    """With the decoder's packed weights, every weight product of a decode step (4 per layer, and the tied
+    head) is our kernel, and the logits agree with XLA's products to the dtype's rounding."""
+    model = Decoder(get_preset("tiny"), dtype=dtype, param_dtype=dtype, rngs=nnx.Rngs(1))
     cfg = model.config
-    prompt = jnp.asarray([[5, 9, 2, 7, 1]], jnp.int32)
+    prompt = jnp.asarray([[5, 9, 2, 7, 1], [3, 3, 8, 1, 4]], jnp.int32)
 
-    def prefill_then_step(tokens):
-        cache = KVCache.zeros(cfg, 1, 8, model.dtype, start=jnp.zeros((1,), jnp.int32))
+    def prefill_then_step(tokens, packed):
+        cache = KVCache.zeros(cfg, 2, 8, model.dtype)
         _, cache = model.forward(tokens, cache=cache)
-        logits, _ = model.forward(tokens[:, -1:], cache=cache)
+        logits, _ = model.forward(tokens[:, -1:], cache=cache, panels=model.decode_panels(2) if packed else None)
         return logits
 
-    assert _custom_calls(prefill_then_step, prompt) == 4 * cfg.num_layers + 1
-    ours = np.asarray(jax.jit(lambda t: prefill_then_step(t))(prompt))
+    assert _kernel_calls(lambda t: prefill_then_step(t, True), prompt) == 4 * cfg.num_layers + 1
+    assert _kernel_calls(lambda t: prefill_then_step(t, False), prompt) == 0
+    ours = np.asarray(jax.jit(lambda t: prefill_then_step(t, True))(prompt))
+    xla = np.asarray(jax.jit(lambda t: prefill_then_step(t, False))(prompt))
+    tol = 1e-5 if dtype == "float32" else 2e-2
+    assert np.abs(ours - xla).max() <= tol * np.abs(xla).max()
+
+
+def test_sampler_decodes_on_the_kernels_with_the_same_tokens(monkeypatch):
+    """The sampler packs once per call and decodes through the kernels; greedy tokens and log-probabilities
+    equal those of XLA's products (float32)."""
+    model = Decoder(get_preset("tiny"), rngs=nnx.Rngs(2))
+    prompts = [[5, 9, 2, 7, 1], [3, 8], [4, 4, 4, 11, 12, 13, 1]]
+    ours = Sampler(model).sample(prompts, max_new_tokens=12)
+    assert model.decode_panels(len(prompts)) is not None
     monkeypatch.setenv("QRR_CPU_KERNELS", "0")
-    assert _custom_calls(prefill_then_step, prompt) == 0
-    xla = np.asarray(jax.jit(lambda t: prefill_then_step(t))(prompt))
-    assert np.abs(ours - xla).max() <= 2e-2 * np.abs(xla).max()
+    assert model.decode_panels(len(prompts)) is None
+    xla = Sampler(model).sample(prompts, max_new_tokens=12)
+    assert ours.token_ids == xla.token_ids
+    np.testing.assert_allclose(np.asarray(ours.logprobs), np.asarray(xla.logprobs), atol=1e-5)
 
 
-def test_build_failure_warns_and_falls_back(monkeypatch, tmp_path):
+def test_unsupported_cpu_or_failed_build_warns_and_falls_back(monkeypatch, tmp_path):
     monkeypatch.setenv("QRR_KERNEL_CACHE", str(tmp_path))
     monkeypatch.setenv("CXX", "/bin/false")
     with pytest.raises(RuntimeError, match="building cpu_products.cc failed"):
+        cpu_products.build()
+    monkeypatch.setattr(cpu_products, "supported_cpu", lambda: False)
+    with pytest.raises(RuntimeError, match="need an x86-64 CPU with AVX-512 BF16"):
         cpu_products.build()
     cpu_products.available.cache_clear()
     try:
