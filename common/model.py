@@ -22,7 +22,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from common.config import ModelConfig
-from common.kernels import cpu_products
+from common.kernels import cpu_attention, cpu_build, cpu_products
 from common.sharding import constrain
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16, "float64": jnp.float64}
@@ -150,7 +150,7 @@ def write_slots(cache: jax.Array, new: jax.Array, index: tuple) -> jax.Array:
     with the arithmetic that made `new`, to float32, converting the whole cache each step (6.1 of ~43 ms a
     step at batch 8; through the bits 2.9). Elsewhere the plain update stays in place."""
     new = new.astype(cache.dtype)
-    if cache.dtype.itemsize != 2 or not cpu_products.local_cpu():
+    if cache.dtype.itemsize != 2 or not cpu_build.local_cpu():
         return jax.lax.dynamic_update_slice(cache, new, index)
     bits = lambda a: jax.lax.bitcast_convert_type(a, jnp.uint16)
     return jax.lax.bitcast_convert_type(jax.lax.dynamic_update_slice(bits(cache), bits(new), index), cache.dtype)
@@ -158,12 +158,16 @@ def write_slots(cache: jax.Array, new: jax.Array, index: tuple) -> jax.Array:
 
 def gqa_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, sampling: bool = False) -> jax.Array:
     """q [B, T, H, h], k [B, K, h, S], v [B, K, S, h], mask [B, T, S] -> [B, T, H, h]. Softmax in float32.
+    A decode step (sampling, T = 1) on the CPU runs on our kernel (`common.kernels.cpu_attention`).
 
     The G = H/K query heads of a group and the T queries form the rows of one matrix per (b, k), so both
     products are plain batched matmuls over k and v in their stored layout (only q and the output move)."""
     B, T, H, h = q.shape
     K = k.shape[1]
     G = H // K
+    if sampling and T == 1 and q.dtype == k.dtype == v.dtype and cpu_attention.routed(v.dtype):
+        out = cpu_attention.decode_attention(q.reshape(B, K, G, h), k, v, mask[:, 0])
+        return out.astype(v.dtype).reshape(B, 1, H, h)
     q = q.reshape(B, T, K, G, h).transpose(0, 2, 3, 1, 4).reshape(B, K, G * T, h)
     scores = jnp.einsum("bkqh,bkhs->bkqs", q, k, preferred_element_type=jnp.float32) / jnp.sqrt(h).astype(
         jnp.float32)

@@ -103,7 +103,7 @@ def main(argv=None):
 
     from common import load_pretrained
     from common.api import resolve_model_path
-    from common.kernels import cpu_products
+    from common.kernels import cpu_build
 
     path = resolve_model_path(args.model)
     bandwidth = copy_bandwidth_gbs()
@@ -130,7 +130,7 @@ def main(argv=None):
               f"({jax.default_backend()}), torch {torch.__version__}; memory copy bandwidth "
               f"{bandwidth:.1f} GB/s; model {args.model}; prompts {args.prompt_len} tokens, "
               f"{args.new_tokens} new tokens, greedy; our CPU decode kernels "
-              f"{'on' if cpu_products.enabled() and cpu_products.available() else 'off'}.\n\n"
+              f"{'on' if cpu_build.enabled() and cpu_build.available() else 'off'}.\n\n"
               "| dtype | batch | ours tok/s | transformers tok/s | ratio | share of bandwidth limit (per-sequence) | compile s |\n"
               "|---|---|---|---|---|---|---|\n")
     table = header + "".join(f"| {d} | {b} | {o:.1f} | {t:.1f} | {r:.2f}x | {100 * s:.0f}% | {c:.1f} |\n"

@@ -16,7 +16,7 @@ if [[ " $* " == *" --tpu-aot "* ]] && [ ! -d artifacts/libtpu/libtpu ]; then
   LIBTPU=$(.venv/bin/python -c 'from importlib import metadata; print(next(r.split(";")[0] for r in metadata.requires("jax") if r.startswith("libtpu")).replace(" ", ""))')
   .venv/bin/python -m pip install -q --no-deps --target artifacts/libtpu "$LIBTPU"
 fi
-# The CPU decode kernels (common/kernels/cpu_products.cc), built now rather than on first use; without a
+# The CPU decode kernels (common/kernels/*.cc), built now rather than on first use; without a
 # compiler the decoder uses XLA's products.
-.venv/bin/python -m common.kernels.cpu_products || echo "CPU decode kernels not built: XLA's products will be used"
+.venv/bin/python -m common.kernels.cpu_build || echo "CPU decode kernels not built: XLA's ops will be used"
 echo "set up: $(.venv/bin/python -c 'import jax, flax, transformers; print("jax", jax.__version__, "flax", flax.__version__, "transformers", transformers.__version__)')"

@@ -7,7 +7,6 @@ import ast
 import collections
 import json
 import operator
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq

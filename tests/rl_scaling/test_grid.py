@@ -1,6 +1,5 @@
 """Grid runner: expansion, run ids, commands, resumption after a crash or a kill, gather."""
 
-import json
 import os
 import pathlib
 import signal

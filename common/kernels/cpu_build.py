@@ -1,0 +1,117 @@
+"""Building and registering our CPU kernels (cpu_products.cc, cpu_attention.cc) with XLA's FFI.
+
+The sources are compiled on first use with the system C++ compiler (`-O3 -march=native`) into one library in a
+cache directory keyed by the sources, jaxlib, the flags and the CPU; `python -m common.kernels.cpu_build` builds
+it ahead (tools/setup.sh does). They need an x86-64 CPU with AVX-512 BF16; elsewhere, or without a compiler,
+`available()` warns once and every caller keeps XLA's ops. QRR_CPU_KERNELS=0 turns the kernels off for
+programs traced after it is set; QRR_KERNEL_CACHE moves the cache.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import warnings
+from pathlib import Path
+
+HERE = Path(__file__).parent
+SOURCES = [HERE / "cpu_products.cc", HERE / "cpu_attention.cc"]
+HEADERS = [HERE / "cpu_threads.h"]
+FLAGS = ["-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-w"]
+TARGETS = ["QrrPackedF32", "QrrPackedBf16", "QrrPackF32", "QrrPackBf16", "QrrDecodeAttentionF32",
+           "QrrDecodeAttentionBf16"]
+
+
+def enabled() -> bool:
+    return os.environ.get("QRR_CPU_KERNELS", "1") != "0"
+
+
+def _cpu_signature() -> str:
+    try:
+        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
+    except (OSError, StopIteration):
+        flags = platform.processor()
+    return platform.machine() + flags
+
+
+def supported_cpu() -> bool:
+    """x86-64 with AVX-512 F and BF16: the instructions the kernels are written in."""
+    flags = set(_cpu_signature().split())
+    return platform.machine() in ("x86_64", "AMD64") and {"avx512f", "avx512_bf16"} <= flags
+
+
+def library_path() -> Path:
+    """Where the built library for these sources, jaxlib and CPU lives (built or not)."""
+    import jaxlib
+
+    text = b"".join(f.read_bytes() for f in SOURCES + HEADERS)
+    key = hashlib.sha256(text + jaxlib.__version__.encode() + " ".join(FLAGS).encode()
+                         + _cpu_signature().encode()).hexdigest()[:16]
+    root = Path(os.environ.get("QRR_KERNEL_CACHE")
+                or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "qwen-rl-research" / "kernels")
+    return root / f"cpu_kernels-{key}.so"
+
+
+def build() -> Path:
+    """Compiles the kernels (if not yet built) and returns the library's path. Raises RuntimeError with the
+    compiler's message when there is no compiler or it fails."""
+    import jax.ffi
+
+    path = library_path()
+    if path.exists():
+        return path
+    if not supported_cpu():
+        raise RuntimeError("they need an x86-64 CPU with AVX-512 BF16 (avx512_bf16 in /proc/cpuinfo)")
+    compiler = os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")
+    if compiler is None:
+        raise RuntimeError("no C++ compiler found (set CXX, or install g++)")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
+        out = Path(tmp) / path.name
+        cmd = [compiler, *FLAGS, f"-I{jax.ffi.include_dir()}", f"-I{HERE}", *map(str, SOURCES), "-o", str(out)]
+        result = subprocess.run(cmd, capture_output=True, text=True)
+        if result.returncode != 0:
+            names = ", ".join(f.name for f in SOURCES)
+            raise RuntimeError(f"building {names} failed:\n{' '.join(cmd)}\n{result.stderr[-4000:]}")
+        os.replace(out, path)  # atomic: a concurrent build leaves one complete library
+    return path
+
+
+@functools.cache
+def available() -> bool:
+    """The kernels are built and registered with XLA (once per process; callers also ask `enabled`). Warns
+    once when they cannot be built; every caller then keeps XLA's ops."""
+    import jax
+    import jax.ffi
+
+    try:
+        library = ctypes.cdll.LoadLibrary(str(build()))
+    except (RuntimeError, OSError) as e:
+        warnings.warn(f"CPU decode kernels unavailable, using XLA's ops: {e}", RuntimeWarning, stacklevel=2)
+        return False
+    global _REGISTERED
+    if not _REGISTERED:  # once per process, even if `available` is asked again after a cache_clear
+        for name in TARGETS:
+            jax.ffi.register_ffi_target(name, jax.ffi.pycapsule(getattr(library, name)), platform="cpu")
+        _REGISTERED = True
+    return True
+
+
+_REGISTERED = False
+
+
+def local_cpu() -> bool:
+    """Tracing for the CPU backend outside a mesh (an ahead-of-time compile for TPU runs under one)."""
+    import jax
+
+    return jax.default_backend() == "cpu" and jax.sharding.get_abstract_mesh().empty
+
+
+if __name__ == "__main__":
+    print(f"built {build()}")
