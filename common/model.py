@@ -22,7 +22,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from common.config import ModelConfig
-from common.kernels import cpu_attention, cpu_build, cpu_products
+from common.kernels import cpu_attention, cpu_memory, cpu_products
 from common.sharding import constrain
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16, "float64": jnp.float64}
@@ -143,17 +143,25 @@ def product(x: jax.Array, kernel: jax.Array, contract: int, sampling: bool, tran
     return jax.lax.dot_general(x, kernel, dims, preferred_element_type=jnp.float32).astype(out_dtype)
 
 
-def write_slots(cache: jax.Array, new: jax.Array, index: tuple) -> jax.Array:
-    """cache with `new` written at `index` (a dynamic-update-slice), in the cache's dtype.
+def write_slots(cache: jax.Array, new: jax.Array, axis: int, index) -> jax.Array:
+    """cache with `new` written at slot `index` of `axis` (a dynamic-update-slice), in the cache's dtype.
 
-    On the CPU (no mesh) a 16-bit float cache is updated through its bits: XLA:CPU widens a bf16 update, fused
-    with the arithmetic that made `new`, to float32, converting the whole cache each step (6.1 of ~43 ms a
-    step at batch 8; through the bits 2.9). Elsewhere the plain update stays in place."""
+    On the CPU (no mesh) our kernel writes just those slots, in place (`common.kernels.cpu_memory`): XLA:CPU
+    rewrote the whole key cache, whose slot axis is the minor one (and for bf16 widened it to float32, 6.1 of
+    ~43 ms a step at batch 8). Elsewhere the plain update, which stays in place."""
     new = new.astype(cache.dtype)
-    if cache.dtype.itemsize != 2 or not cpu_build.local_cpu():
-        return jax.lax.dynamic_update_slice(cache, new, index)
-    bits = lambda a: jax.lax.bitcast_convert_type(a, jnp.uint16)
-    return jax.lax.bitcast_convert_type(jax.lax.dynamic_update_slice(bits(cache), bits(new), index), cache.dtype)
+    if cpu_memory.routed():
+        return cpu_memory.write_slots(cache, new, axis, index)
+    return jax.lax.dynamic_update_slice(cache, new, tuple(index if a == axis else 0 for a in range(cache.ndim)))
+
+
+def take_rows(table: jax.Array, ids: jax.Array) -> jax.Array:
+    """table[ids] along axis 0 (an embedding lookup). On the CPU (no mesh) our kernel copies the rows: XLA:CPU
+    converted (or copied) a whole bf16 table to gather from it, once per sampler call (59 ms and 113 MB for
+    SmolLM2's embedding). Elsewhere a plain gather."""
+    if cpu_memory.routed():
+        return cpu_memory.take_rows(table, ids)
+    return jnp.take(table, ids, axis=0)
 
 
 def gqa_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, sampling: bool = False) -> jax.Array:
@@ -191,7 +199,8 @@ class Attention(nnx.Module):
     the number and size of its small products. Over many tokens (prefill, training) each part runs on its
     own slice of the kernel: slicing the fused output would hold it and its slices at once, which took 5 GiB
     more per device (66.3 against 61.1 GiB) in the compiled GRPO update of Qwen2.5-7B (docs/memory_plan.md).
-    The MLP does the same."""
+    With packed weights (our CPU kernels, sampling only) the prefill runs the one product too. The MLP does the
+    same."""
 
     def __init__(self, cfg: ModelConfig, param_dtype, rngs: nnx.Rngs):
         d, H, K, h = cfg.hidden_size, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
@@ -214,7 +223,7 @@ class Attention(nnx.Module):
         kernel = self.qkv_kernel[...].astype(dtype)
         bias = self.qkv_bias[...].astype(dtype) if self.use_bias else None
         G = kernel.shape[2] - 2
-        if T == 1:  # a decode step: one product
+        if T == 1 or "qkv" in panels:  # a decode step, or packed weights (CPU sampling): one product
             qkv = product(x, kernel, 1, sampling, panels=panels.get("qkv"))
             qkv = qkv if bias is None else qkv + bias
             q, k, v = qkv[:, :, :, :G], qkv[:, :, :, G], qkv[:, :, :, G + 1]
@@ -229,8 +238,8 @@ class Attention(nnx.Module):
         new_cache = (k, v)
         if layer_cache is not None:
             k_cache, v_cache = layer_cache
-            new_cache = (write_slots(k_cache, k, (0, 0, 0, cache_index)),
-                         write_slots(v_cache, v, (0, 0, cache_index, 0)))
+            new_cache = (write_slots(k_cache, k, KVCache.K_SLOT_AXIS, cache_index),
+                         write_slots(v_cache, v, KVCache.V_SLOT_AXIS, cache_index))
             if not attend_fresh_only:
                 k, v = new_cache
         out = gqa_attention(q, k.astype(dtype), v.astype(dtype), mask, sampling)
@@ -251,7 +260,7 @@ class MLP(nnx.Module):
         """sampling, panels: as in `Attention`."""
         panels = panels or {}
         kernel = self.gate_up_kernel[...].astype(dtype)
-        if x.shape[1] == 1:  # a decode step: one product
+        if x.shape[1] == 1 or "gate_up" in panels:  # as in `Attention`
             gate_up = product(x, kernel, 1, sampling, panels=panels.get("gate_up"))
             gate, up = gate_up[:, :, 0], gate_up[:, :, 1]
         else:  # many tokens: one product per part
@@ -306,7 +315,7 @@ class Decoder(nnx.Module):
         Without a cache the tokens occupy slots 0..T-1; with one they are written at slots
         cache.index..cache.index+T-1 and cache.start replaces `start`. `start` [B]: first real slot.
         prefill=True promises an empty cache (index 0, no prefix): attention then spans the T new slots only.
-        panels: the weights packed for our CPU kernels (`decode_panels`), for decode steps (T = 1) under a cache.
+        panels: the weights packed for our CPU kernels (`decode_panels`), used under a cache.
         """
         B, T = tokens.shape
         if cache is not None:
@@ -322,7 +331,7 @@ class Decoder(nnx.Module):
         cos, sin = rope_cos_sin(positions, self.config.head_dim, self.config.rope_theta)
         mask = attention_mask(slots, key_length, start, prefix)
 
-        x = jnp.take(self.embedding[...], tokens, axis=0).astype(self.dtype)
+        x = take_rows(self.embedding[...], tokens).astype(self.dtype)
         x = constrain(x, ("batch", "length", "act_embed"))
         new_k, new_v = [], []
         for i, block in enumerate(self.layers):
@@ -348,13 +357,11 @@ class Decoder(nnx.Module):
         return constrain(out, ("batch", "length", "act_vocab")) if out.ndim == 3 else out
 
 
-    def decode_panels(self, rows: int) -> dict | None:
-        """Every weight product of a decode step, packed for our CPU kernels (`common.kernels.cpu_products`),
-        when a step of `rows` rows runs on them there (`cpu_products.routed`); else None. The sampler computes
-        them once before its decode loop and passes them to `forward`: a packed copy of the weights (XLA does
-        not hoist the packing out of the loop itself)."""
-        if not cpu_products.routed(rows, self.dtype):
-            return None
+    def decode_panels(self) -> dict:
+        """Every weight of a forward pass, in the compute dtype, packed for our CPU kernels
+        (`common.kernels.cpu_products`): {"layers": [{"qkv", "o", "gate_up", "down"}...], "head"}. A packed
+        copy of the weights, which `forward(..., panels=...)` reads under a cache; the sampler packs once per
+        parameter version where its calls run on the kernels (`cpu_products.routed`)."""
         def packed(param, contract=1):  # the kernel as the 2-D [contracted, out] matrix it is in a product
             w = param[...].astype(self.dtype)
             return cpu_products.pack(w.reshape(math.prod(w.shape[:contract]), -1))

@@ -20,6 +20,7 @@ import numpy as np
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding
 
+from common.kernels import cpu_products
 from common.model import Decoder, KVCache
 from common.prefill_plan import PrefillGroup, bucket, length_bucket, plan_prefill
 from common.sampling import SamplingMode, sample_tokens
@@ -57,38 +58,40 @@ def _slots(slot_axis: int, lo: int, hi: int, rows=slice(None)) -> tuple:
     return tuple(index)
 
 
-def _prefill(model: Decoder, tokens, start, *, cache_length: int):
+def _prefill(model: Decoder, tokens, start, *, cache_length: int, panels=None):
     """tokens [B, P] left-padded prompts, start [B] -> (cache of `cache_length` slots with the prompts in
-    slots 0..P-1, the last position's logits [B, V])."""
+    slots 0..P-1, the last position's logits [B, V]). panels: `Decoder.decode_panels`, or None."""
     cache = KVCache.zeros(model.config, tokens.shape[0], cache_length, model.dtype, start=start)
-    hidden, cache = model.forward(tokens, cache=cache, return_hidden=True, prefill=True)
-    return cache, model.logits(hidden[:, -1], sampling=True)
+    hidden, cache = model.forward(tokens, cache=cache, return_hidden=True, prefill=True, panels=panels)
+    return cache, model.logits(hidden[:, -1], sampling=True, panels=None if panels is None else panels["head"])
 
 
-def _prefill_with_prefix(model: Decoder, prefix, tokens, start, *, cache_length: int):
+def _prefill_with_prefix(model: Decoder, prefix, tokens, start, *, cache_length: int, panels=None):
     """A prefix [L] that every row shares, prefilled once and copied into slots 0..L-1 of every row; then
     each row's rest: tokens [B, T] left-padded, start [B] the slot of a row's first own token (in L..L+T-1),
-    attending to the prefix and to itself. L = 0: a plain prefill. -> (cache, last logits [B, V])."""
+    attending to the prefix and to itself. L = 0: a plain prefill. -> (cache, last logits [B, V]). panels: as
+    in `_prefill`."""
     B, L = tokens.shape[0], prefix.shape[0]
     if L == 0:
-        return _prefill(model, tokens, start, cache_length=cache_length)
-    one, _ = _prefill(model, prefix[None], jnp.zeros((1,), jnp.int32), cache_length=L)
+        return _prefill(model, tokens, start, cache_length=cache_length, panels=panels)
+    one, _ = _prefill(model, prefix[None], jnp.zeros((1,), jnp.int32), cache_length=L, panels=panels)
     cache = KVCache.zeros(model.config, B, cache_length, model.dtype, start=start, prefix=jnp.full((B,), L))
     put = lambda big, part, axis: big.at[_slots(axis, 0, L)].set(jnp.broadcast_to(part, (B, *part.shape[1:])))
     cache = dataclasses.replace(cache, k=[put(b, p, KVCache.K_SLOT_AXIS) for b, p in zip(cache.k, one.k)],
                                 v=[put(b, p, KVCache.V_SLOT_AXIS) for b, p in zip(cache.v, one.v)],
                                 index=jnp.int32(L))
-    hidden, cache = model.forward(tokens, cache=cache, return_hidden=True)
-    return cache, model.logits(hidden[:, -1], sampling=True)
+    hidden, cache = model.forward(tokens, cache=cache, return_hidden=True, panels=panels)
+    return cache, model.logits(hidden[:, -1], sampling=True, panels=None if panels is None else panels["head"])
 
 
-def _prefill_group(model: Decoder, cache: KVCache, logits, prefix, tokens, start, rows, *, prompt_length: int):
+def _prefill_group(model: Decoder, cache: KVCache, logits, prefix, tokens, start, rows, panels=None, *,
+                   prompt_length: int):
     """Prefills one group of a plan into the call's cache, whose prompts end at slot prompt_length: the
     group's prefix [L] goes to slots 0..L-1 of its rows, their rests [b, T] (start [b] within L..L+T-1) to
     the last T prompt slots. rows [b]: the group's rows of the call (>= B: batch padding, dropped).
     RoPE positions count from a row's start (plus its prefix), so keys do not depend on where they sit."""
     L, T = prefix.shape[0], tokens.shape[1]
-    small, group_logits = _prefill_with_prefix(model, prefix, tokens, start, cache_length=L + T)
+    small, group_logits = _prefill_with_prefix(model, prefix, tokens, start, cache_length=L + T, panels=panels)
 
     def put(big, part, axis):  # the group's prefix slots, then its rests' slots, into its rows of the call
         part = part.astype(big.dtype)
@@ -102,10 +105,11 @@ def _prefill_group(model: Decoder, cache: KVCache, logits, prefix, tokens, start
 
 
 def _decode(model: Decoder, cache: KVCache, logits, seed, max_new_tokens, temperature, top_p, stop_ids, valid,
-            *, prompt_length: int, mode: SamplingMode, pad_id: int):
+            *, prompt_length: int, mode: SamplingMode, pad_id: int, panels=None):
     """Samples the first token from the prompts' last logits [B, V], then decodes over the prefilled cache.
     Returns ((out_tokens [B, N], out_logprobs [B, N], lengths [B], stopped [B], steps), final cache),
-    N = free cache slots. (Returning the cache lets a caller that donates it decode in place.)"""
+    N = free cache slots. (Returning the cache lets a caller that donates it decode in place.) panels:
+    `Decoder.decode_panels` (decode on our CPU kernels), or None."""
     B = logits.shape[0]
     N = cache.max_length - prompt_length
     row_keys = jax.vmap(lambda r: jax.random.fold_in(jax.random.key(seed), r))(jnp.arange(B))
@@ -115,7 +119,6 @@ def _decode(model: Decoder, cache: KVCache, logits, seed, max_new_tokens, temper
         return sample_tokens(logits, keys, temperature, top_p, mode)
 
     token, logp = pick(logits, 0)
-    panels = model.decode_panels(B)
     out_tokens = jnp.full((B, N), pad_id, jnp.int32).at[:, 0].set(token)
     out_logp = jnp.zeros((B, N), jnp.float32).at[:, 0].set(logp)
     stopped = jnp.isin(token, stop_ids)
@@ -145,12 +148,12 @@ def _decode(model: Decoder, cache: KVCache, logits, seed, max_new_tokens, temper
 
 
 def _decode_loop(model: Decoder, tokens, start, seed, max_new_tokens, temperature, top_p, stop_ids,
-                 valid, *, mode: SamplingMode, cache_length: int, pad_id: int):
+                 valid, *, mode: SamplingMode, cache_length: int, pad_id: int, panels=None):
     """One program: prefill of tokens [B, P] (left-padded, start [B]) + decode; valid [B] (False = batch
-    padding). Returns `_decode`'s outputs."""
-    cache, logits = _prefill(model, tokens, start, cache_length=cache_length)
+    padding). Returns `_decode`'s outputs. panels: as in `_decode`."""
+    cache, logits = _prefill(model, tokens, start, cache_length=cache_length, panels=panels)
     samples, _ = _decode(model, cache, logits, seed, max_new_tokens, temperature, top_p, stop_ids, valid,
-                         prompt_length=tokens.shape[1], mode=mode, pad_id=pad_id)
+                         prompt_length=tokens.shape[1], mode=mode, pad_id=pad_id, panels=panels)
     return samples
 
 
@@ -173,11 +176,29 @@ class Sampler:
         self.min_prompt_bucket = min_prompt_bucket
         self.min_batch_bucket = min_batch_bucket
         self.adaptive_prefill = adaptive_prefill
+        self.dtype = model.dtype
         self._compiled: dict[tuple, object] = {}
+        self._panels, self._panels_of = None, []  # packed weights, and the parameter arrays they came from
 
     def update_params(self, model: Decoder) -> None:
         """Point the sampler at new parameter values (same structure), e.g. after a training step."""
         self.state = nnx.state(model)
+
+    def _cpu_panels(self, rows: int):
+        """The weights packed for our CPU kernels (`Decoder.decode_panels`) when a call of `rows` rows runs on
+        them (`cpu_products.routed`: the CPU, no mesh, few enough rows), else None. Packed once per parameter
+        version: kept while the parameters are the same arrays (~30-60 ms a call for SmolLM2 otherwise), so
+        the sampler holds a second copy of the weights."""
+        if self.mesh is not None or not cpu_products.routed(rows, self.dtype):
+            return None
+        leaves = jax.tree.leaves(self.state)
+        if self._panels is None or len(leaves) != len(self._panels_of) or any(
+                a is not b for a, b in zip(leaves, self._panels_of)):
+            graphdef = self.graphdef
+            self._panels = None  # the old copy goes before the new one is made
+            self._panels = jax.jit(lambda state: nnx.merge(graphdef, state).decode_panels())(self.state)
+            self._panels_of = leaves
+        return self._panels
 
     @property
     def compile_keys(self) -> list[tuple]:
@@ -191,8 +212,8 @@ class Sampler:
         if key not in self._compiled:
             graphdef = self.graphdef
 
-            def run(state, *args):
-                return fn(nnx.merge(graphdef, state), *args)
+            def run(state, *args, **kwargs):
+                return fn(nnx.merge(graphdef, state), *args, **kwargs)
 
             self._compiled[key] = jax.jit(run, **jit_kwargs)
         return self._compiled[key]
@@ -208,15 +229,17 @@ class Sampler:
     def _program(self, batch: int, prompt_len: int, cache_length: int, mode: SamplingMode):
         """Prefill + decode in one program (every prompt padded to one bucket)."""
         return self._samples_jit((batch, prompt_len, cache_length, mode),
-                                 lambda model, *args: _decode_loop(model, *args, mode=mode,
-                                                                   cache_length=cache_length, pad_id=self.pad_id))
+                                 lambda model, *args, panels: _decode_loop(
+                                     model, *args, mode=mode, cache_length=cache_length, pad_id=self.pad_id,
+                                     panels=panels))
 
     def _prefix_program(self, batch: int, prefix_len: int, rest_len: int, cache_length: int, mode: SamplingMode):
         """A prefix every prompt shares, prefilled once, each prompt's rest, then decode: one program."""
-        def run(model, prefix, tokens, start, *args):
-            cache, logits = _prefill_with_prefix(model, prefix, tokens, start, cache_length=cache_length)
+        def run(model, prefix, tokens, start, *args, panels):
+            cache, logits = _prefill_with_prefix(model, prefix, tokens, start, cache_length=cache_length,
+                                                 panels=panels)
             samples, _ = _decode(model, cache, logits, *args, prompt_length=prefix_len + rest_len, mode=mode,
-                                 pad_id=self.pad_id)
+                                 pad_id=self.pad_id, panels=panels)
             return samples
         return self._samples_jit(("prefix", batch, prefix_len, rest_len, cache_length, mode), run)
 
@@ -231,15 +254,16 @@ class Sampler:
     def _group_program(self, group: tuple[int, int, int], batch: int, prompt_len: int, cache_length: int):
         """group: (batch bucket, prefix, rest) of one prefill group."""
         return self._jit(("prefill_group", *group, batch, prompt_len, cache_length),
-                         lambda model, *args: _prefill_group(model, *args, prompt_length=prompt_len),
+                         lambda model, *args, panels: _prefill_group(model, *args, panels=panels,
+                                                                     prompt_length=prompt_len),
                          donate_argnums=(1, 2))
 
     def _decode_program(self, batch: int, prompt_len: int, cache_length: int, mode: SamplingMode,
                         cache: KVCache):
         """(samples, final cache); the cache is donated, so decoding updates it in place."""
         return self._samples_jit(("decode", batch, prompt_len, cache_length, mode),
-                                 lambda model, *args: _decode(model, *args, prompt_length=prompt_len, mode=mode,
-                                                              pad_id=self.pad_id),
+                                 lambda model, *args, panels: _decode(model, *args, prompt_length=prompt_len,
+                                                                      mode=mode, pad_id=self.pad_id, panels=panels),
                                  also=cache, donate_argnums=(1,))
 
     def _put(self, x: np.ndarray, logical_axes):
@@ -285,14 +309,16 @@ class Sampler:
             if plan is None:
                 tokens, start = self._left_padded(prompt_ids, B, P)
                 out = self._program(B, P, cache_length, mode)(
-                    self.state, self._put(tokens, ("batch", None)), self._put(start, ("batch",)), *settings, valid)
+                    self.state, self._put(tokens, ("batch", None)), self._put(start, ("batch",)), *settings, valid,
+                    panels=self._cpu_panels(B))
             elif len(plan) == 1:
                 (group,) = plan
                 L, T = group.prefix, group.rest
                 tokens, start = self._left_padded([p[L:] for p in prompt_ids], B, T)
                 out = self._prefix_program(B, L, T, self._planned_cache_length(L + T, max_new_tokens), mode)(
                     self.state, jnp.asarray(np.asarray(prompt_ids[0][:L], np.int32)),
-                    self._put(tokens, ("batch", None)), self._put(start + L, ("batch",)), *settings, valid)
+                    self._put(tokens, ("batch", None)), self._put(start + L, ("batch",)), *settings, valid,
+                    panels=self._cpu_panels(B))
             else:
                 out = self._sample_grouped(prompt_ids, plan, B, max_new_tokens, mode, settings, valid)
         out_tokens, out_logp, lengths, stopped, steps = (np.asarray(x) for x in jax.device_get(out))
@@ -340,7 +366,7 @@ class Sampler:
             cache, logits = self._group_program((b, g.prefix, g.rest), B, P, cache_length)(
                 self.state, cache, logits, jnp.asarray(np.asarray(prompt_ids[g.rows[0]][:g.prefix], np.int32)),
                 self._put(tokens, ("batch", None)), self._put(group_start + g.prefix, ("batch",)),
-                jnp.asarray(rows))
+                jnp.asarray(rows), panels=self._cpu_panels(b))
         samples, _ = self._decode_program(B, P, cache_length, mode, cache)(self.state, cache, logits, *settings,
-                                                                           valid)
+                                                                           valid, panels=self._cpu_panels(B))
         return samples

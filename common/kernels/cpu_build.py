@@ -1,4 +1,4 @@
-"""Building and registering our CPU kernels (cpu_products.cc, cpu_attention.cc) with XLA's FFI.
+"""Building and registering our CPU kernels (`SOURCES`) with XLA's FFI.
 
 The sources are compiled on first use with the system C++ compiler (`-O3 -march=native`) into one library in a
 cache directory keyed by the sources, jaxlib, the flags and the CPU; `python -m common.kernels.cpu_build` builds
@@ -21,11 +21,11 @@ import warnings
 from pathlib import Path
 
 HERE = Path(__file__).parent
-SOURCES = [HERE / "cpu_products.cc", HERE / "cpu_attention.cc"]
+SOURCES = [HERE / "cpu_products.cc", HERE / "cpu_attention.cc", HERE / "cpu_memory.cc"]
 HEADERS = [HERE / "cpu_threads.h"]
 FLAGS = ["-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-w"]
 TARGETS = ["QrrPackedF32", "QrrPackedBf16", "QrrPackF32", "QrrPackBf16", "QrrDecodeAttentionF32",
-           "QrrDecodeAttentionBf16"]
+           "QrrDecodeAttentionBf16", "QrrWriteSlots", "QrrTakeRows"]
 
 
 def enabled() -> bool:

@@ -123,7 +123,9 @@ ffi::Error Packed(ffi::ThreadPool pool, ffi::Buffer<T> x, ffi::Buffer<T> w, ffi:
 
 // Packs w [K, N] (transposed: e [N, K]) into panels of kPanel columns, zero beyond column N: float32 [P, K, 32];
 // bfloat16 [P, Kp/2, 32, 2], rows k and k+1 interleaved per column, zero beyond row K (Kp = K rounded up to
-// even). Parallel over panels.
+// even). Whole panels move as vectors: a row-major weight a (pair of) row(s) at a time, one part of the rows
+// per thread; a transposed one by gathers down 16 of its rows at a time, one part of the panels per thread.
+// The rest (a last partial panel, an odd K) element by element.
 template <ffi::DataType T, typename E>
 ffi::Error Pack(ffi::ThreadPool pool, ffi::Buffer<T> w, ffi::ResultBuffer<T> out, bool transposed) {
   constexpr bool kPairs = T == ffi::DataType::BF16;
@@ -135,41 +137,59 @@ ffi::Error Pack(ffi::ThreadPool pool, ffi::Buffer<T> w, ffi::ResultBuffer<T> out
     return ffi::Error::InvalidArgument("cpu_products: pack output does not fit the weight");
   const E* src = reinterpret_cast<const E*>(w.typed_data());
   E* dst = reinterpret_cast<E*>(out->typed_data());
-  const E zero{};
-  // element (k, n) of the weight, zero outside it
-  auto at = [=](int64_t k, int64_t n) { return k < K && n < N ? src[transposed ? n * K + k : k * N + n] : zero; };
-  const int64_t parts = std::max<int64_t>(1, std::min<int64_t>(P, 8 * std::max<int64_t>(1, pool.num_threads())));
-  ParallelFor(pool, parts, [=](int64_t part) {
-    for (int64_t p = P * part / parts; p < P * (part + 1) / parts; ++p) {
-      E* panel = dst + p * Kp * kPanel;
-      const int64_t n0 = p * kPanel;
-      if (n0 + kPanel <= N && Kp == K) {  // a whole panel: plain copies
-        if (!transposed && !kPairs) {  // 32 columns of each row
-          for (int64_t k = 0; k < K; ++k) std::memcpy(panel + k * kPanel, src + k * N + n0, kPanel * sizeof(E));
-          continue;
-        }
-        if (transposed) {  // rows of e become columns; a bfloat16 pair (k, k+1) moves as one 32-bit word
-          using Word = std::conditional_t<kPairs, uint32_t, E>;
-          const int64_t words = kPairs ? K / 2 : K;
-          Word* out = reinterpret_cast<Word*>(panel);
-          for (int64_t j = 0; j < kPanel; ++j) {
-            const Word* row = reinterpret_cast<const Word*>(src + (n0 + j) * K);
-            for (int64_t i = 0; i < words; ++i) out[i * kPanel + j] = row[i];
-          }
-          continue;
-        }
-      }
-      for (int64_t k = 0; k < Kp; k += kPairs ? 2 : 1)
-        for (int64_t j = 0; j < kPanel; ++j) {
+  const int64_t whole = Kp == K ? N / kPanel : 0;  // panels moved as vectors
+  // element (k, n) of the weight, zero outside it; its place in the packed output
+  auto at = [=](int64_t k, int64_t n) { return k < K && n < N ? src[transposed ? n * K + k : k * N + n] : E{}; };
+  auto place = [=](int64_t k, int64_t n) {
+    const int64_t p = n / kPanel, j = n % kPanel;
+    return kPairs ? p * Kp * kPanel + (k / 2) * 2 * kPanel + 2 * j + k % 2 : p * Kp * kPanel + k * kPanel + j;
+  };
+  const int64_t threads = std::max<int64_t>(1, pool.num_threads());
+  if (!transposed) {
+    const int64_t steps = kPairs ? Kp / 2 : Kp;
+    const int64_t parts = std::max<int64_t>(1, std::min<int64_t>(steps, 8 * threads));
+    const __m512i lo_idx = _mm512_setr_epi64(0, 1, 8, 9, 2, 3, 10, 11);
+    const __m512i hi_idx = _mm512_setr_epi64(4, 5, 12, 13, 6, 7, 14, 15);
+    ParallelFor(pool, parts, [=](int64_t part) {
+      for (int64_t i = steps * part / parts; i < steps * (part + 1) / parts; ++i) {
+        const int64_t k = kPairs ? 2 * i : i;
+        for (int64_t p = 0; p < whole; ++p) {
+          E* panel_row = dst + p * Kp * kPanel + k * kPanel;  // for pairs: rows k, k+1 interleaved, 64 values
           if (kPairs) {
-            panel[k * kPanel + 2 * j] = at(k, n0 + j);
-            panel[k * kPanel + 2 * j + 1] = at(k + 1, n0 + j);
+            const __m512i a = _mm512_loadu_si512(src + k * N + p * kPanel);
+            const __m512i b = _mm512_loadu_si512(src + (k + 1) * N + p * kPanel);
+            const __m512i lo = _mm512_unpacklo_epi16(a, b), hi = _mm512_unpackhi_epi16(a, b);  // per 128-bit lane
+            _mm512_storeu_si512(panel_row, _mm512_permutex2var_epi64(lo, lo_idx, hi));
+            _mm512_storeu_si512(panel_row + 32, _mm512_permutex2var_epi64(lo, hi_idx, hi));
           } else {
-            panel[k * kPanel + j] = at(k, n0 + j);
+            std::memcpy(panel_row, src + k * N + p * kPanel, kPanel * sizeof(E));
           }
         }
-    }
-  });
+        for (int64_t kk = k; kk < k + (kPairs ? 2 : 1); ++kk)
+          for (int64_t n = whole * kPanel; n < P * kPanel; ++n) dst[place(kk, n)] = at(kk, n);
+      }
+    });
+  } else {
+    // a 32-bit word: one float32, or the bfloat16 pair (k, k+1) that sits together in a row of e
+    const int64_t words = kPairs ? K / 2 : K, parts = std::max<int64_t>(1, std::min<int64_t>(P, 8 * threads));
+    const __m512i rows = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                            _mm512_set1_epi32(static_cast<int>(words)));
+    ParallelFor(pool, parts, [=](int64_t part) {
+      for (int64_t p = P * part / parts; p < P * (part + 1) / parts; ++p) {
+        if (p < whole) {
+          const int* base = reinterpret_cast<const int*>(src + p * kPanel * K);
+          int* panel = reinterpret_cast<int*>(dst + p * Kp * kPanel);
+          for (int64_t i = 0; i < words; ++i)
+            for (int half = 0; half < 2; ++half)
+              _mm512_storeu_si512(panel + i * kPanel + 16 * half,
+                                  _mm512_i32gather_epi32(rows, base + 16 * half * words + i, 4));
+          continue;
+        }
+        for (int64_t k = 0; k < Kp; ++k)
+          for (int64_t n = p * kPanel; n < (p + 1) * kPanel; ++n) dst[place(k, n)] = at(k, n);
+      }
+    });
+  }
   return ffi::Error::Success();
 }
 

@@ -2,9 +2,9 @@
 
 A decode step multiplies a few rows by every weight matrix once. XLA:CPU reads a row-major weight on one
 thread and packs it again for every product, so a few rows ran far below the memory bandwidth (float32) or
-the compute peak (bfloat16 at 32 rows). Here every weight is packed once into panels of 32 columns (`pack`,
-before the decode loop: `common.model.Decoder.decode_panels`; the decode program holds the packed copy while
-it runs), and the kernels stream the panels over XLA's intra-op threads with the rows' accumulators in
+the compute peak (bfloat16 at 32 rows). Here every weight is packed once into panels of 32 columns (`pack`;
+`common.model.Decoder.decode_panels`, which the sampler calls once per parameter version and keeps: a second
+copy of the weights), and the kernels stream the panels over XLA's intra-op threads with the rows' accumulators in
 registers; bfloat16 through vdpbf16ps. They are used only where they measured faster (`routed`): under a KV
 cache (sampling), on the CPU backend outside a mesh, up to `ROWS_FASTER` rows, where the kernels could be
 built (`common.kernels.cpu_build`). The results agree with XLA's products to float32 rounding (tests/common/

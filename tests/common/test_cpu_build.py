@@ -10,7 +10,7 @@ from common.kernels import cpu_attention, cpu_build, cpu_products
 def test_unsupported_cpu_or_failed_build_warns_and_falls_back(monkeypatch, tmp_path):
     monkeypatch.setenv("QRR_KERNEL_CACHE", str(tmp_path))
     monkeypatch.setenv("CXX", "/bin/false")
-    with pytest.raises(RuntimeError, match="building cpu_products.cc, cpu_attention.cc failed"):
+    with pytest.raises(RuntimeError, match=r"building cpu_products.cc, .* failed"):
         cpu_build.build()
     monkeypatch.setattr(cpu_build, "supported_cpu", lambda: False)
     with pytest.raises(RuntimeError, match="need an x86-64 CPU with AVX-512 BF16"):

@@ -22,18 +22,20 @@ def _reference(x, w, transposed):
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 @pytest.mark.parametrize("transposed", [False, True])
-def test_pack_layout(dtype, transposed):
+@pytest.mark.parametrize("K", [7, 8])  # odd: element by element; even: whole panels as vectors, then the rest
+def test_pack_layout(dtype, transposed, K):
     """Panels of 32 columns, zero-padded; bfloat16 with rows k, k+1 interleaved per column (K padded to even)."""
-    K, N = 7, 40
-    w = np.asarray(jnp.asarray(np.arange(K * N, dtype=np.float32).reshape(K, N), dtype), np.float32)
+    N = 40
+    w = np.asarray(jnp.asarray(np.arange(1, K * N + 1, dtype=np.float32).reshape(K, N), dtype), np.float32)
     got = np.asarray(jax.jit(cpu_products.pack, static_argnums=1)(
         jnp.asarray(w.T if transposed else w, dtype), transposed)).astype(np.float32)
-    padded = np.zeros((K + (dtype == "bfloat16"), 64), np.float32)
+    Kp = K + K % 2 if dtype == "bfloat16" else K
+    padded = np.zeros((Kp, 64), np.float32)
     padded[:K, :N] = w
     if dtype == "float32":
         want = padded.reshape(K, 2, 32).transpose(1, 0, 2)
     else:
-        want = padded.reshape(4, 2, 2, 32).transpose(2, 0, 3, 1)
+        want = padded.reshape(Kp // 2, 2, 2, 32).transpose(2, 0, 3, 1)
     np.testing.assert_array_equal(got, want)
 
 
@@ -100,7 +102,7 @@ def test_decode_step_runs_on_the_kernels_and_agrees_with_xla(dtype):
     def prefill_then_step(tokens, packed):
         cache = KVCache.zeros(cfg, 2, 8, model.dtype)
         _, cache = model.forward(tokens, cache=cache)
-        logits, _ = model.forward(tokens[:, -1:], cache=cache, panels=model.decode_panels(2) if packed else None)
+        logits, _ = model.forward(tokens[:, -1:], cache=cache, panels=model.decode_panels() if packed else None)
         return logits
 
     assert _kernel_calls(lambda t: prefill_then_step(t, True), prompt) == 4 * cfg.num_layers + 1
@@ -112,14 +114,22 @@ def test_decode_step_runs_on_the_kernels_and_agrees_with_xla(dtype):
 
 
 def test_sampler_decodes_on_the_kernels_with_the_same_tokens(monkeypatch):
-    """The sampler packs once per call and decodes through the kernels; greedy tokens and log-probabilities
-    equal those of XLA's products (float32)."""
+    """The sampler packs the weights once per parameter version and decodes through the kernels; greedy tokens
+    and log-probabilities equal those of XLA's products (float32)."""
     model = Decoder(get_preset("tiny"), rngs=nnx.Rngs(2))
     prompts = [[5, 9, 2, 7, 1], [3, 8], [4, 4, 4, 11, 12, 13, 1]]
-    ours = Sampler(model).sample(prompts, max_new_tokens=12)
-    assert model.decode_panels(len(prompts)) is not None
+    sampler = Sampler(model)
+    ours = sampler.sample(prompts, max_new_tokens=12)
+    panels = sampler._cpu_panels(len(prompts))
+    assert panels is not None and sampler._cpu_panels(1) is panels  # kept while the parameters stay
+    assert sampler._cpu_panels(cpu_products.ROWS_FASTER["float32"] + 1) is None  # too many rows: XLA's
+    sampler.update_params(model)  # the same arrays: still the same panels
+    assert sampler._cpu_panels(1) is panels
+    sampler.state = jax.tree.map(lambda a: a * 1, sampler.state)  # new arrays (a training step): packed again
+    assert sampler._cpu_panels(1) is not panels
     monkeypatch.setenv("QRR_CPU_KERNELS", "0")
-    assert model.decode_panels(len(prompts)) is None
-    xla = Sampler(model).sample(prompts, max_new_tokens=12)
+    xla_sampler = Sampler(model)
+    assert xla_sampler._cpu_panels(len(prompts)) is None
+    xla = xla_sampler.sample(prompts, max_new_tokens=12)
     assert ours.token_ids == xla.token_ids
     np.testing.assert_allclose(np.asarray(ours.logprobs), np.asarray(xla.logprobs), atol=1e-5)

@@ -89,23 +89,3 @@ def test_sampling_products_accumulate_in_float32_training_ones_stay_in_compute_d
         trained = _dot_types(lambda t: model.forward(t)[0], tokens)
         layer_products = [out for ins, out in trained if ins == ("bfloat16", "bfloat16")]
         assert layer_products.count("bfloat16") >= 4 * cfg.num_layers, trained
-
-
-def test_write_slots_through_bits_equals_a_plain_update():
-    """A bf16 cache on the CPU is updated through its uint16 bits (common.model.write_slots): bit for bit the
-    plain dynamic-update-slice, at the key and the value slot axes."""
-    import jax
-    import jax.numpy as jnp
-
-    from common.model import write_slots
-
-    rng = np.random.default_rng(0)
-    cache = jnp.asarray(rng.standard_normal((2, 3, 4, 6)), jnp.bfloat16)
-    new = jnp.asarray(rng.standard_normal((2, 3, 4, 1)), jnp.float32)
-    for index in ((0, 0, 0, 5), (0, 0, 0, 2)):
-        got = jax.jit(lambda c, n, i: write_slots(c, n, (0, 0, 0, i)))(cache, new, index[3])
-        ref = jax.lax.dynamic_update_slice(cache, new.astype(jnp.bfloat16), index)
-        assert got.dtype == jnp.bfloat16
-        np.testing.assert_array_equal(np.asarray(got.view(jnp.uint16)), np.asarray(ref.view(jnp.uint16)))
-    lowered = jax.jit(lambda c, n: write_slots(c, n, (0, 0, 0, 1))).lower(cache, new).as_text()
-    assert "bitcast_convert" in lowered and "ui16" in lowered  # the CPU path, not the plain one
