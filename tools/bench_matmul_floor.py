@@ -6,7 +6,7 @@ A step of a decoder reads every weight matrix once, then the tied head. This run
 products, with no attention, sampling or loop bookkeeping, at the batch sizes the sampler benchmark uses:
 jitted in JAX (XLA:CPU) as our decoder does it (per layer: fused q/k/v, o, fused gate/up, down, through the
 decoder's own sampling product `common.model.product`: float32 accumulation, our CPU kernels over weights
-packed once before the loop where the sampler uses them), and eagerly
+packed once ahead, as the sampler keeps them, where it uses them), and eagerly
 in torch as transformers does it (q, k, v, o, gate, up, down). When the chain alone is as
 fast in torch as in XLA, no sampler on XLA can be much faster than transformers at that batch; at batch 1 the
 chain's weight bytes per second is the most a decode step can reach. Both use every core the process may
@@ -54,14 +54,14 @@ def xla_ms_per_step(config, batch: int, dtype: str) -> tuple[float, int]:
     head = jnp.asarray(rng.standard_normal((config.vocab_size, config.hidden_size), np.float32) * 0.02, dt)
     nbytes = sum(w.nbytes for layer in weights for w in layer) + head.nbytes
 
+    # as the sampler: the weights packed for our CPU kernels once per parameter version, where they are routed
     routed = cpu_products.routed(batch, dt)
+    pack = jax.jit(lambda weights, head: ([[cpu_products.pack(w) for w in layer] for layer in weights],
+                                          cpu_products.pack(head, transposed=True)))
+    packed, head_packed = pack(weights, head) if routed else ([[None] * 4 for _ in weights], None)
 
     @jax.jit
-    def run(weights, head, x):
-        # as the sampler: the weights packed for our CPU kernels once, before the loop (where they are routed)
-        packed = [[cpu_products.pack(w) if routed else None for w in layer] for layer in weights]
-        head_packed = cpu_products.pack(head, transposed=True) if routed else None
-
+    def run(weights, head, x, packed, head_packed):
         def step(_, x):
             for (qkv, o, gate_up, down), (pq, po, pg, pd) in zip(weights, packed):
                 y = product(x, qkv, 1, sampling=True, panels=pq)
@@ -74,9 +74,9 @@ def xla_ms_per_step(config, batch: int, dtype: str) -> tuple[float, int]:
         return jax.lax.fori_loop(0, STEPS, step, x)
 
     x = jnp.ones((batch, config.hidden_size), dt)
-    run(weights, head, x).block_until_ready()
+    run(weights, head, x, packed, head_packed).block_until_ready()
     t = time.perf_counter()
-    run(weights, head, x).block_until_ready()
+    run(weights, head, x, packed, head_packed).block_until_ready()
     return (time.perf_counter() - t) / STEPS * 1e3, nbytes
 
 
