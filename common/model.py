@@ -155,11 +155,11 @@ def write_slots(cache: jax.Array, new: jax.Array, axis: int, index) -> jax.Array
     return jax.lax.dynamic_update_slice(cache, new, tuple(index if a == axis else 0 for a in range(cache.ndim)))
 
 
-def take_rows(table: jax.Array, ids: jax.Array) -> jax.Array:
-    """table[ids] along axis 0 (an embedding lookup). On the CPU (no mesh) our kernel copies the rows: XLA:CPU
-    converted (or copied) a whole bf16 table to gather from it, once per sampler call (59 ms and 113 MB for
-    SmolLM2's embedding). Elsewhere a plain gather."""
-    if cpu_memory.routed():
+def take_rows(table: jax.Array, ids: jax.Array, sampling: bool = False) -> jax.Array:
+    """table[ids] along axis 0 (an embedding lookup). When sampling (under a cache: never differentiated) on the
+    CPU (no mesh), our kernel copies the rows: XLA:CPU converted (or copied) a whole bf16 table to gather from
+    it, once per sampler call (59 ms and 113 MB for SmolLM2's embedding). Otherwise a plain gather."""
+    if sampling and cpu_memory.routed():
         return cpu_memory.take_rows(table, ids)
     return jnp.take(table, ids, axis=0)
 
@@ -331,7 +331,7 @@ class Decoder(nnx.Module):
         cos, sin = rope_cos_sin(positions, self.config.head_dim, self.config.rope_theta)
         mask = attention_mask(slots, key_length, start, prefix)
 
-        x = take_rows(self.embedding[...], tokens).astype(self.dtype)
+        x = take_rows(self.embedding[...], tokens, sampling=cache is not None).astype(self.dtype)
         x = constrain(x, ("batch", "length", "act_embed"))
         new_k, new_v = [], []
         for i, block in enumerate(self.layers):

@@ -55,10 +55,16 @@ def test_take_rows_equals_jnp_take(dtype, monkeypatch):
     float32 copy of a bf16 table."""
     table = jnp.asarray(np.random.default_rng(1).standard_normal((50, 8)), dtype)
     ids = jnp.asarray([[3, 49, 0], [7, 7, 1]], jnp.int32)
-    got = jax.jit(take_rows)(table, ids)
+    sampled = jax.jit(lambda t, i: take_rows(t, i, sampling=True))
+    got = sampled(table, ids)
     assert got.dtype == table.dtype and got.shape == (2, 3, 8)
     np.testing.assert_array_equal(_bits(got), _bits(jnp.take(table, ids, axis=0)))
-    assert np.isnan(np.asarray(jax.jit(take_rows)(table, jnp.asarray([50, -1])), np.float32)).all()
-    assert "f32[50,8]" not in jax.jit(take_rows).lower(table.astype(jnp.bfloat16), ids).compile().as_text()
-    monkeypatch.setenv("QRR_CPU_KERNELS", "0")
+    assert np.isnan(np.asarray(sampled(table, jnp.asarray([50, -1])), np.float32)).all()
+    assert "f32[50,8]" not in sampled.lower(table.astype(jnp.bfloat16), ids).compile().as_text()
+    assert "QrrTakeRows" in sampled.lower(table, ids).as_text()
+    # training (no cache) differentiates the lookup: a plain gather
     assert "QrrTakeRows" not in jax.jit(lambda t, i: take_rows(t, i)).lower(table, ids).as_text()
+    grad = jax.grad(lambda t: take_rows(t, ids).astype(jnp.float32).sum())(table)
+    assert float(grad.astype(jnp.float32).sum()) == 6 * 8
+    monkeypatch.setenv("QRR_CPU_KERNELS", "0")
+    assert "QrrTakeRows" not in jax.jit(lambda t, i: take_rows(t, i, sampling=True)).lower(table, ids).as_text()
