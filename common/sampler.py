@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import warnings
 from typing import Sequence
 
 import jax
@@ -179,6 +180,7 @@ class Sampler:
         self.dtype = model.dtype
         self._compiled: dict[tuple, object] = {}
         self._panels, self._panels_of = None, []  # packed weights, and the parameter arrays they came from
+        self._warned_memory = False
 
     def update_params(self, model: Decoder) -> None:
         """Point the sampler at new parameter values (same structure), e.g. after a training step."""
@@ -196,6 +198,12 @@ class Sampler:
                 a is not b for a, b in zip(leaves, self._panels_of)):
             graphdef = self.graphdef
             self._panels = None  # the old copy goes before the new one is made
+            if not cpu_products.room_for_a_packed_copy(sum(a.nbytes for a in leaves)):
+                if not self._warned_memory:
+                    warnings.warn("not enough free memory for a packed copy of the weights: decoding with XLA's "
+                                  "products (slower on the CPU)", RuntimeWarning, stacklevel=3)
+                    self._warned_memory = True
+                return None
             self._panels = jax.jit(lambda state: nnx.merge(graphdef, state).decode_panels())(self.state)
             self._panels_of = leaves
         return self._panels

@@ -36,6 +36,28 @@ def routed(rows: int, weight_dtype) -> bool:
 ROWS_FASTER = {"float32": 128, "bfloat16": 128}
 
 
+def available_memory() -> int:
+    """Bytes of host memory available now (MemAvailable; else physical memory; 0 when unknown)."""
+    import os
+
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 0
+
+
+def room_for_a_packed_copy(weight_bytes: int) -> bool:
+    """Whether a packed copy of `weight_bytes` of weights leaves at least as much memory free again."""
+    return 2 * weight_bytes <= available_memory()
+
+
 def pack(w, transposed: bool = False):
     """w [K, N] (transposed: [N, K], a tied embedding read as the head) -> panels of PANEL columns, zero-padded:
     float32 [P, K, PANEL]; bfloat16 [P, K/2, PANEL, 2] (rows k, k+1 interleaved per column; K padded to

@@ -133,3 +133,13 @@ def test_sampler_decodes_on_the_kernels_with_the_same_tokens(monkeypatch):
     xla = xla_sampler.sample(prompts, max_new_tokens=12)
     assert ours.token_ids == xla.token_ids
     np.testing.assert_allclose(np.asarray(ours.logprobs), np.asarray(xla.logprobs), atol=1e-5)
+
+
+def test_sampler_without_room_for_a_packed_copy_warns_and_uses_xla(monkeypatch):
+    model = Decoder(get_preset("tiny"), rngs=nnx.Rngs(2))
+    monkeypatch.setattr(cpu_products, "available_memory", lambda: 1000)
+    sampler = Sampler(model)
+    with pytest.warns(RuntimeWarning, match="not enough free memory for a packed copy"):
+        assert sampler._cpu_panels(1) is None
+    out = sampler.sample([[5, 9, 2]], max_new_tokens=4)
+    assert len(out.token_ids[0]) == 4
