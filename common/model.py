@@ -215,8 +215,8 @@ class Attention(nnx.Module):
         """x [B, T, d] -> ([B, T, d], (k, v) updated layer cache or the fresh k, v [B, K, T, h]).
 
         attend_fresh_only: attend to the T new keys only, not the whole cache (prefill of an empty cache:
-        the same result, without scores over the empty slots). panels: this layer's packed kernels for a
-        decode step (`Decoder.decode_panels`)."""
+        the same result, without scores over the empty slots). panels: this layer's packed kernels
+        (`Decoder.decode_panels`), under a cache."""
         panels = panels or {}
         B, T, _ = x.shape
         sampling = layer_cache is not None
@@ -347,15 +347,15 @@ class Decoder(nnx.Module):
             new_cache = KVCache(k=new_k, v=new_v, index=index + T, start=start, prefix=prefix)
         if return_hidden:
             return x, new_cache
-        return self.logits(x, sampling=cache is not None, panels=None if panels is None else panels["head"]), new_cache
+        return self.logits(x, sampling=cache is not None, panels=panels), new_cache
 
     def logits(self, hidden: jax.Array, sampling: bool = False, panels=None) -> jax.Array:
-        """hidden [..., d] -> logits [..., V] float32. sampling, panels: as in `product`."""
+        """hidden [..., d] -> logits [..., V] float32. sampling: as in `product`; panels: as in `forward`."""
         tied = self.config.tie_embeddings
         head = (self.embedding if tied else self.lm_head)[...].astype(self.dtype)
-        out = product(hidden, head, 1, sampling, transposed=tied, out_dtype=jnp.float32, panels=panels)
+        out = product(hidden, head, 1, sampling, transposed=tied, out_dtype=jnp.float32,
+                      panels=None if panels is None else panels["head"])
         return constrain(out, ("batch", "length", "act_vocab")) if out.ndim == 3 else out
-
 
     def decode_panels(self) -> dict:
         """Every weight of a forward pass, in the compute dtype, packed for our CPU kernels

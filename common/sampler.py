@@ -64,7 +64,7 @@ def _prefill(model: Decoder, tokens, start, *, cache_length: int, panels=None):
     slots 0..P-1, the last position's logits [B, V]). panels: `Decoder.decode_panels`, or None."""
     cache = KVCache.zeros(model.config, tokens.shape[0], cache_length, model.dtype, start=start)
     hidden, cache = model.forward(tokens, cache=cache, return_hidden=True, prefill=True, panels=panels)
-    return cache, model.logits(hidden[:, -1], sampling=True, panels=None if panels is None else panels["head"])
+    return cache, model.logits(hidden[:, -1], sampling=True, panels=panels)
 
 
 def _prefill_with_prefix(model: Decoder, prefix, tokens, start, *, cache_length: int, panels=None):
@@ -82,7 +82,7 @@ def _prefill_with_prefix(model: Decoder, prefix, tokens, start, *, cache_length:
                                 v=[put(b, p, KVCache.V_SLOT_AXIS) for b, p in zip(cache.v, one.v)],
                                 index=jnp.int32(L))
     hidden, cache = model.forward(tokens, cache=cache, return_hidden=True, panels=panels)
-    return cache, model.logits(hidden[:, -1], sampling=True, panels=None if panels is None else panels["head"])
+    return cache, model.logits(hidden[:, -1], sampling=True, panels=panels)
 
 
 def _prefill_group(model: Decoder, cache: KVCache, logits, prefix, tokens, start, rows, panels=None, *,

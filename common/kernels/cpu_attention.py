@@ -18,9 +18,7 @@ def routed(dtype="float32") -> bool:
     """Whether decode attention over a cache of `dtype` runs on the kernel here."""
     import jax.numpy as jnp
 
-    if jnp.dtype(dtype).name not in _TARGETS or not cpu_build.enabled():
-        return False
-    return cpu_build.local_cpu() and cpu_build.available()
+    return jnp.dtype(dtype).name in _TARGETS and cpu_build.usable()
 
 
 def decode_attention(q, keys, values, mask):
@@ -40,7 +38,6 @@ def decode_attention(q, keys, values, mask):
     if dtype.name not in _TARGETS or keys.dtype != dtype or values.dtype != dtype:
         raise ValueError(f"decode attention takes float32 or bfloat16 q, keys and values of one dtype, got "
                          f"{q.dtype}, {keys.dtype}, {values.dtype}")
-    if not cpu_build.available():
-        raise RuntimeError("the CPU kernels could not be built (see the warning above)")
+    cpu_build.require()
     return jax.ffi.ffi_call(_TARGETS[dtype.name], jax.ShapeDtypeStruct(q.shape, jnp.float32),
                             vmap_method="sequential")(q, keys, values, mask.astype(jnp.bool_))

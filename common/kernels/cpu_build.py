@@ -32,6 +32,17 @@ def enabled() -> bool:
     return os.environ.get("QRR_CPU_KERNELS", "1") != "0"
 
 
+def usable() -> bool:
+    """The kernels may serve the program being traced: turned on, for the CPU backend outside a mesh, and built."""
+    return enabled() and local_cpu() and available()
+
+
+def require() -> None:
+    """Raises RuntimeError unless the kernels are built and registered (a caller about to emit one)."""
+    if not available():
+        raise RuntimeError("the CPU kernels could not be built (see the warning above)")
+
+
 def _cpu_signature() -> str:
     try:
         flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))

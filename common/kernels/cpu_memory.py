@@ -13,7 +13,7 @@ from common.kernels import cpu_build
 
 
 def routed() -> bool:
-    return cpu_build.enabled() and cpu_build.local_cpu() and cpu_build.available()
+    return cpu_build.usable()
 
 
 def write_slots(cache, new, axis: int, index):
@@ -26,8 +26,7 @@ def write_slots(cache, new, axis: int, index):
     if new.dtype != cache.dtype or new.ndim != cache.ndim or any(
             a != axis and n != c for a, (n, c) in enumerate(zip(new.shape, cache.shape))):
         raise ValueError(f"new {new.shape} {new.dtype} does not fit cache {cache.shape} {cache.dtype} off axis {axis}")
-    if not cpu_build.available():
-        raise RuntimeError("the CPU kernels could not be built (see the warning above)")
+    cpu_build.require()
     call = jax.ffi.ffi_call("QrrWriteSlots", jax.ShapeDtypeStruct(cache.shape, cache.dtype),
                             input_output_aliases={0: 0}, vmap_method="sequential")
     return call(cache, new, jnp.asarray(index, jnp.int32), axis=axis)
@@ -40,8 +39,7 @@ def take_rows(table, ids):
 
     if table.ndim != 2:
         raise ValueError(f"take_rows needs a table [V, d], got {table.shape}")
-    if not cpu_build.available():
-        raise RuntimeError("the CPU kernels could not be built (see the warning above)")
+    cpu_build.require()
     flat = jnp.asarray(ids, jnp.int32).reshape(-1)
     rows = jax.ffi.ffi_call("QrrTakeRows", jax.ShapeDtypeStruct((flat.shape[0], table.shape[1]), table.dtype),
                             vmap_method="sequential")(table, flat)

@@ -3,9 +3,9 @@
 // A decode step multiplies a few rows of activations by every weight matrix once. XLA:CPU reads a row-major
 // weight on one thread, packs it again for every product of a few rows, and turns a bfloat16 product with
 // one row into a float32 one over a converted copy of the weights. These kernels read weights that were
-// packed once into panels of 32 columns (common/kernels/cpu_products.py `pack`, hoisted out of the decode
-// loop by XLA), so every product streams its weights contiguously, split over XLA's intra-op threads, with
-// the rows' accumulators in registers. They accumulate in float32.
+// packed once into panels of 32 columns (`Pack` below, called once per parameter version by the sampler:
+// common.model.Decoder.decode_panels), so every product streams its weights contiguously, split over XLA's
+// intra-op threads, with the rows' accumulators in registers. They accumulate in float32.
 //
 //   PackedF32:  y[M, 32P] = x[M, K] . w,  w [P, K, 32]         float32
 //   PackedBf16: y[M, 32P] = x[M, K] . w,  w [P, K/2, 32, 2]    bfloat16, row pairs interleaved per column

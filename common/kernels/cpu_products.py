@@ -26,9 +26,7 @@ def routed(rows: int, weight_dtype) -> bool:
     faster than XLA's products (`ROWS_FASTER`)."""
     import jax.numpy as jnp
 
-    if rows > ROWS_FASTER.get(jnp.dtype(weight_dtype).name, 0) or not cpu_build.enabled():
-        return False
-    return cpu_build.local_cpu() and cpu_build.available()
+    return rows <= ROWS_FASTER.get(jnp.dtype(weight_dtype).name, 0) and cpu_build.usable()
 
 
 # Most rows at which the kernels were measured faster than XLA's products (docs/benchmarks.md, 2 cores: at every
@@ -68,8 +66,7 @@ def pack(w, transposed: bool = False):
     dtype = jnp.dtype(w.dtype)
     if dtype.name not in _PACK_TARGETS:
         raise ValueError(f"the CPU kernels take float32 or bfloat16 weights, got {dtype.name}")
-    if not cpu_build.available():
-        raise RuntimeError("the CPU kernels could not be built (see the warning above)")
+    cpu_build.require()
     N, K = w.shape if transposed else w.shape[::-1]
     P = -(-N // PANEL)
     shape = (P, (K + 1) // 2, PANEL, 2) if dtype == jnp.bfloat16 else (P, K, PANEL)
@@ -91,8 +88,7 @@ def packed_matmul(x, panels, n: int):
     packed_k = 2 * panels.shape[1] if pairs else panels.shape[1]
     if packed_k != K + (K % 2 if pairs else 0):
         raise ValueError(f"x [M={M}, K={K}] does not match the packed weight {panels.shape} ({dtype.name})")
-    if not cpu_build.available():
-        raise RuntimeError("the CPU kernels could not be built (see the warning above)")
+    cpu_build.require()
     x = jnp.pad(x.astype(dtype), ((0, 0), (0, packed_k - K)))
     out = jax.ffi.ffi_call(_TARGETS[dtype.name], jax.ShapeDtypeStruct((M, panels.shape[0] * PANEL), jnp.float32),
                            vmap_method="sequential")(x, panels)
