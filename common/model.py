@@ -22,7 +22,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from common.config import ModelConfig
-from common.kernels import cpu_attention, cpu_memory, cpu_products
+from common.kernels import cpu_attention, cpu_layer, cpu_memory, cpu_products
 from common.sharding import constrain
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16, "float64": jnp.float64}
@@ -278,12 +278,26 @@ class Block(nnx.Module):
         self.eps = cfg.rms_norm_eps
 
     def __call__(self, x, cos, sin, mask, layer_cache, cache_index, dtype, attend_fresh_only=False, panels=None):
+        if (panels is not None and layer_cache is not None and x.shape[1] == 1 and not attend_fresh_only
+                and cpu_layer.routed(dtype, layer_cache[0].dtype, cos.shape[-1])):
+            return self.decode_step_on_kernel(x, cos, sin, mask, layer_cache, cache_index, dtype, panels)
         attn_out, new_cache = self.attn(rms_norm(x, self.attn_norm[...], self.eps), cos, sin, mask,
                                         layer_cache, cache_index, dtype, attend_fresh_only, panels)
         x = x + attn_out
         x = x + self.mlp(rms_norm(x, self.mlp_norm[...], self.eps), dtype, sampling=layer_cache is not None,
                          panels=panels)
         return constrain(x, ("batch", "length", "act_embed")), new_cache
+
+    def decode_step_on_kernel(self, x, cos, sin, mask, layer_cache, cache_index, dtype, panels):
+        """The same layer for one token per row under a cache, as one call of our CPU kernel
+        (`common.kernels.cpu_layer`): x [B, 1, d] -> ([B, 1, d], (k, v) the cache with slot cache_index written)."""
+        attn = self.attn
+        bias = (attn.qkv_bias[...] if attn.use_bias
+                else jnp.zeros(attn.qkv_kernel.shape[1:], attn.qkv_kernel.dtype))
+        out, k, v = cpu_layer.decode_layer(
+            x[:, 0].astype(dtype), self.attn_norm[...], bias, self.mlp_norm[...], panels, cos[:, 0], sin[:, 0],
+            *layer_cache, cache_index, mask[:, 0], eps=self.eps, intermediate=self.mlp.down_kernel.shape[0])
+        return out[:, None], (k, v)
 
 
 class Decoder(nnx.Module):

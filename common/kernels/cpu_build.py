@@ -21,11 +21,11 @@ import warnings
 from pathlib import Path
 
 HERE = Path(__file__).parent
-SOURCES = [HERE / "cpu_products.cc", HERE / "cpu_attention.cc", HERE / "cpu_memory.cc"]
-HEADERS = [HERE / "cpu_threads.h"]
+SOURCES = [HERE / "cpu_products.cc", HERE / "cpu_attention.cc", HERE / "cpu_memory.cc", HERE / "cpu_layer.cc"]
+HEADERS = [HERE / "cpu_threads.h", HERE / "cpu_tiles.h", HERE / "cpu_attend.h"]
 FLAGS = ["-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-w"]
 TARGETS = ["QrrPackedF32", "QrrPackedBf16", "QrrPackF32", "QrrPackBf16", "QrrDecodeAttentionF32",
-           "QrrDecodeAttentionBf16", "QrrWriteSlots", "QrrTakeRows"]
+           "QrrDecodeAttentionBf16", "QrrWriteSlots", "QrrTakeRows", "QrrDecodeLayerF32", "QrrDecodeLayerBf16"]
 
 
 def enabled() -> bool:

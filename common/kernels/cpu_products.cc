@@ -18,87 +18,18 @@
 #include <type_traits>
 
 #include "cpu_threads.h"
+#include "cpu_tiles.h"
 #include "xla/ffi/api/ffi.h"
 
 namespace ffi = xla::ffi;
 
 namespace {
 
+using qrr::Bf16Tile;
+using qrr::F32Tile;
+using qrr::kPanel;
+using qrr::Panel;
 using qrr::ParallelFor;
-
-constexpr int64_t kPanel = 32;  // columns per panel: two 16-float registers
-constexpr int kTileRows = 8;    // rows whose accumulators (2 registers each) stay in registers at once
-
-// y[r, 0:32] = x[r, :] . panel for r < R; panel [K, 32] float32, y rows ldy apart.
-template <int R>
-void TileF32(const float* x, int64_t K, const float* panel, float* y, int64_t ldy) {
-  __m512 acc[R][2];
-  for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
-  for (int64_t k = 0; k < K; ++k) {
-    const __m512 w0 = _mm512_loadu_ps(panel + k * kPanel), w1 = _mm512_loadu_ps(panel + k * kPanel + 16);
-    for (int r = 0; r < R; ++r) {
-      const __m512 xv = _mm512_set1_ps(x[r * K + k]);
-      acc[r][0] = _mm512_fmadd_ps(xv, w0, acc[r][0]);
-      acc[r][1] = _mm512_fmadd_ps(xv, w1, acc[r][1]);
-    }
-  }
-  for (int r = 0; r < R; ++r) {
-    _mm512_storeu_ps(y + r * ldy, acc[r][0]);
-    _mm512_storeu_ps(y + r * ldy + 16, acc[r][1]);
-  }
-}
-
-// The same for bfloat16: panel [K/2, 32, 2], x [R, K] bfloat16 (K even); each step takes two rows of the
-// panel (k, k+1) and the pair (x[r, k], x[r, k+1]) as one 32-bit broadcast.
-template <int R>
-void TileBf16(const uint16_t* x, int64_t K, const uint16_t* panel, float* y, int64_t ldy) {
-  __m512 acc[R][2];
-  for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
-  for (int64_t k = 0; k < K; k += 2) {
-    const __m512bh w0 = (__m512bh)_mm512_loadu_si512(panel + k * kPanel);
-    const __m512bh w1 = (__m512bh)_mm512_loadu_si512(panel + k * kPanel + 32);
-    for (int r = 0; r < R; ++r) {
-      uint32_t pair;
-      std::memcpy(&pair, x + r * K + k, sizeof pair);
-      const __m512bh xv = (__m512bh)_mm512_set1_epi32(static_cast<int>(pair));
-      acc[r][0] = _mm512_dpbf16_ps(acc[r][0], xv, w0);
-      acc[r][1] = _mm512_dpbf16_ps(acc[r][1], xv, w1);
-    }
-  }
-  for (int r = 0; r < R; ++r) {
-    _mm512_storeu_ps(y + r * ldy, acc[r][0]);
-    _mm512_storeu_ps(y + r * ldy + 16, acc[r][1]);
-  }
-}
-
-// All M rows against one panel, kTileRows at a time (the panel stays in L1/L2 between tiles).
-template <typename T, template <int> class Tile>
-void Panel(const T* x, int64_t M, int64_t K, const T* panel, float* y, int64_t ldy) {
-  for (int64_t m = 0; m < M; m += kTileRows) {
-    const T* xm = x + m * K;
-    float* ym = y + m * ldy;
-    switch (std::min<int64_t>(kTileRows, M - m)) {
-      case 1: Tile<1>::Run(xm, K, panel, ym, ldy); break;
-      case 2: Tile<2>::Run(xm, K, panel, ym, ldy); break;
-      case 3: Tile<3>::Run(xm, K, panel, ym, ldy); break;
-      case 4: Tile<4>::Run(xm, K, panel, ym, ldy); break;
-      case 5: Tile<5>::Run(xm, K, panel, ym, ldy); break;
-      case 6: Tile<6>::Run(xm, K, panel, ym, ldy); break;
-      case 7: Tile<7>::Run(xm, K, panel, ym, ldy); break;
-      default: Tile<8>::Run(xm, K, panel, ym, ldy); break;
-    }
-  }
-}
-template <int R>
-struct F32Tile {
-  static void Run(const float* x, int64_t K, const float* p, float* y, int64_t ldy) { TileF32<R>(x, K, p, y, ldy); }
-};
-template <int R>
-struct Bf16Tile {
-  static void Run(const uint16_t* x, int64_t K, const uint16_t* p, float* y, int64_t ldy) {
-    TileBf16<R>(x, K, p, y, ldy);
-  }
-};
 
 template <ffi::DataType T, typename E, template <int> class Tile>
 ffi::Error Packed(ffi::ThreadPool pool, ffi::Buffer<T> x, ffi::Buffer<T> w, ffi::ResultBuffer<ffi::F32> y) {

@@ -37,4 +37,73 @@ inline void ParallelFor(xla::ffi::ThreadPool& pool, int64_t parts, std::function
   while (state->done.load(std::memory_order_acquire) < parts) _mm_pause();
 }
 
+// A team for one FFI call that runs many short parallel loops (a whole decoder layer): the caller and up to
+// `helpers` of XLA's intra-op threads, each helper woken once per call and kept between loops by spinning,
+// instead of once per loop (a wake-up costs as much as a small product). As in ParallelFor, parts are claimed
+// from one counter, so a helper that starts late (or never) only means the caller runs more parts itself.
+class Team {
+ public:
+  Team(xla::ffi::ThreadPool& pool, int64_t helpers) : state_(std::make_shared<State>()) {
+    helpers_ = std::max<int64_t>(0, std::min<int64_t>(helpers, pool.num_threads() - 1));
+    for (int64_t i = 0; i < helpers_; ++i) pool.Schedule([s = state_] { Help(s.get()); });
+  }
+  Team(const Team&) = delete;
+  Team& operator=(const Team&) = delete;
+  ~Team() {
+    state_->stop.store(true);  // sequentially consistent with `inside`: a helper either sees it or is waited for
+    while (state_->inside.load() > 0) _mm_pause();
+  }
+
+  int64_t size() const { return helpers_ + 1; }  // threads that may run parts: the caller and its helpers
+
+  // fn(part) for every part in [0, parts), on the team; returns when all have run.
+  void For(int64_t parts, const std::function<void(int64_t)>& fn) {
+    State& s = *state_;
+    const uint64_t gen = ++generation_, slot = gen % kSlots;
+    s.parts[slot].store(parts, std::memory_order_relaxed);
+    s.fn[slot].store(&fn, std::memory_order_relaxed);
+    s.done.store(0, std::memory_order_relaxed);
+    s.ticket.store(gen << 32, std::memory_order_release);
+    while (Claim(&s)) {
+    }
+    while (s.done.load(std::memory_order_acquire) < parts) _mm_pause();
+  }
+
+ private:
+  static constexpr uint64_t kSlots = 4;
+  struct State {
+    std::atomic<uint64_t> ticket{0};  // generation << 32 | next unclaimed part
+    std::atomic<int64_t> done{0};     // parts of the current generation finished
+    std::atomic<bool> stop{false};
+    std::atomic<int> inside{0};  // helpers that may still touch a loop
+    std::atomic<int64_t> parts[kSlots] = {};  // per generation, in slot generation % kSlots
+    std::atomic<const std::function<void(int64_t)>*> fn[kSlots] = {};
+  };
+
+  // Claims and runs one part of the current loop; false when none is left.
+  static bool Claim(State* s) {
+    uint64_t t = s->ticket.load(std::memory_order_acquire);
+    const uint64_t gen = t >> 32, slot = gen % kSlots;
+    if (gen == 0 || static_cast<int64_t>(t & 0xFFFFFFFFu) >= s->parts[slot].load(std::memory_order_relaxed))
+      return false;
+    if (!s->ticket.compare_exchange_weak(t, t + 1, std::memory_order_acq_rel)) return true;  // raced: try again
+    // the caller waits for this part, so fn is alive
+    (*s->fn[slot].load(std::memory_order_relaxed))(static_cast<int64_t>(t & 0xFFFFFFFFu));
+    s->done.fetch_add(1, std::memory_order_release);
+    return true;
+  }
+
+  static void Help(State* s) {
+    s->inside.fetch_add(1);
+    while (!s->stop.load()) {
+      if (!Claim(s)) _mm_pause();
+    }
+    s->inside.fetch_sub(1, std::memory_order_acq_rel);
+  }
+
+  std::shared_ptr<State> state_;
+  int64_t helpers_ = 0;
+  uint64_t generation_ = 0;
+};
+
 }  // namespace qrr

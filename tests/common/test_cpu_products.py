@@ -92,9 +92,10 @@ def _kernel_calls(fn, *args):
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
-def test_decode_step_runs_on_the_kernels_and_agrees_with_xla(dtype):
-    """With the decoder's packed weights, every weight product of a decode step (4 per layer, and the tied
-    head) is our kernel, and the logits agree with XLA's products to the dtype's rounding."""
+def test_cached_steps_run_on_the_kernels_and_agree_with_xla(dtype):
+    """With the decoder's packed weights, every weight product of a step of two tokens a row under a cache (4 per
+    layer, and the tied head) is our kernel, and the logits agree with XLA's products to the dtype's rounding.
+    (A step of one token a row runs each layer as one call instead: tests/common/test_cpu_layer.py.)"""
     model = Decoder(get_preset("tiny"), dtype=dtype, param_dtype=dtype, rngs=nnx.Rngs(1))
     cfg = model.config
     prompt = jnp.asarray([[5, 9, 2, 7, 1], [3, 3, 8, 1, 4]], jnp.int32)
@@ -102,7 +103,7 @@ def test_decode_step_runs_on_the_kernels_and_agrees_with_xla(dtype):
     def prefill_then_step(tokens, packed):
         cache = KVCache.zeros(cfg, 2, 8, model.dtype)
         _, cache = model.forward(tokens, cache=cache)
-        logits, _ = model.forward(tokens[:, -1:], cache=cache, panels=model.decode_panels() if packed else None)
+        logits, _ = model.forward(tokens[:, -2:], cache=cache, panels=model.decode_panels() if packed else None)
         return logits
 
     assert _kernel_calls(lambda t: prefill_then_step(t, True), prompt) == 4 * cfg.num_layers + 1

@@ -1,0 +1,314 @@
+// One decoder layer of a decode step on the CPU, as one XLA FFI handler (common/kernels/cpu_layer.py).
+//
+// A decode step of a small model is ~20 short operations a layer: four weight products (cpu_products.cc), the
+// attention (cpu_attention.cc), two cache writes (cpu_memory.cc) and the norms, RoPE, bias, SwiGLU and
+// residual adds between them, each its own XLA thunk, each product waking a second thread. Here the whole
+// layer is one call: one team of threads (qrr::Team: the caller and XLA's intra-op threads, woken once per
+// call) runs the products and the attention in parallel and the small steps between them on the caller.
+// Every step rounds to the compute dtype where common/model.py's XLA path does (tests/common/test_cpu_layer.py).
+//
+//   DecodeLayer{F32,Bf16}(x [B, d], attn_norm [d], qkv panels, qkv_bias [K(G+2)h], o panels, mlp_norm [d],
+//                         gate_up panels, down panels, cos [B, h] f32, sin [B, h] f32,
+//                         k_cache [B, K, h, S], v_cache [B, K, S, h], index s32[], mask [B, S] pred;
+//                         attributes eps, intermediate F)
+//     -> (x + attention + MLP [B, d], k_cache, v_cache with slot `index` written; the caches in place)
+//   Panels as cpu_products.cc packs them: qkv for the [d, K(G+2)h] kernel (per kv head: G query heads, key,
+//   value), o [Hh, d], gate_up [d, 2F] (gate, then up), down [F, d].
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <functional>
+#include <vector>
+
+#include "cpu_attend.h"
+#include "cpu_threads.h"
+#include "cpu_tiles.h"
+#include "xla/ffi/api/ffi.h"
+
+namespace ffi = xla::ffi;
+
+namespace {
+
+using qrr::kPanel;
+
+constexpr int64_t kMaxHead = 1024;  // head_dim bound of the on-stack head buffers
+
+// Vectors of 16 float32 lanes; `m` masks a tail. R<E> rounds to the compute dtype E and back (an intermediate
+// that XLA holds in E); bfloat16 rounds to nearest even, as XLA converts.
+template <typename E>
+inline __m512 R(__m512 v);
+template <typename E>
+inline E To(float v);
+template <>
+inline float To<float>(float v) {
+  return v;
+}
+template <>
+inline uint16_t To<uint16_t>(float v) {
+  return static_cast<uint16_t>(_mm_cvtsi128_si32((__m128i)_mm_cvtneps_pbh(_mm_set1_ps(v))) & 0xFFFF);
+}
+template <>
+inline __m512 R<float>(__m512 v) {
+  return v;
+}
+template <>
+inline __m512 R<uint16_t>(__m512 v) {
+  const __m256i bits = (__m256i)_mm512_cvtneps_pbh(v);
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(bits), 16));
+}
+inline __m512 LoadF(const float* p, __mmask16 m) { return _mm512_maskz_loadu_ps(m, p); }
+inline void StoreF(float* p, __m512 v, __mmask16 m) { _mm512_mask_storeu_ps(p, m, v); }
+inline void StoreE(float* p, __m512 v, __mmask16 m) { _mm512_mask_storeu_ps(p, m, v); }
+inline void StoreE(uint16_t* p, __m512 v, __mmask16 m) {
+  _mm256_mask_storeu_epi16(p, m, (__m256i)_mm512_cvtneps_pbh(v));
+}
+// fn(i, mask) for i = 0, 16, 32, ... < n
+template <typename Fn>
+inline void Each16(int64_t n, Fn fn) {
+  for (int64_t i = 0; i < n; i += 16) fn(i, qrr::Tail(n - i));
+}
+
+// A packed weight: panels [P, Kp, 32] (bfloat16: [P, Kp/2, 32, 2]) for a [k, n] kernel, Kp = k rounded up to even
+// for bfloat16.
+template <typename E>
+struct Packed {
+  const E* w;
+  int64_t P, Kp;
+};
+
+template <ffi::DataType T, typename E>
+Packed<E> PackedOf(const ffi::Buffer<T>& b) {
+  const auto dims = b.dimensions();
+  const bool pairs = dims.size() == 4;
+  return {reinterpret_cast<const E*>(b.typed_data()), dims[0], pairs ? 2 * dims[1] : dims[1]};
+}
+
+// The layer's weight products on its team, B rows at a time, through `in` (the rows converted to E)
+template <typename E>
+class Products {
+ public:
+  Products(qrr::Team& team, int64_t B, std::vector<E>& in) : team_(team), B_(B), in_(in) {}
+
+  // y[B, n] (float32) = x[B, k] . w, x given as float32 values exact in E; rows padded to w.Kp with zeros
+  void Product(const float* x, int64_t k, const Packed<E>& w, std::vector<float>& y, int64_t& ldy) {
+    in_.resize(B_ * w.Kp);
+    for (int64_t b = 0; b < B_; ++b) {
+      Each16(k, [&](int64_t i, __mmask16 m) { StoreE(in_.data() + b * w.Kp + i, LoadF(x + b * k + i, m), m); });
+      std::fill(in_.data() + b * w.Kp + k, in_.data() + (b + 1) * w.Kp, E{});  // the padding to an even k
+    }
+    ldy = w.P * kPanel;
+    y.resize(B_ * ldy);
+    const int64_t parts = std::max<int64_t>(1, std::min<int64_t>(w.P, 4 * team_.size()));
+    const E* xin = in_.data();
+    float* out = y.data();
+    const int64_t B = B_, P = w.P, Kp = w.Kp, ld = ldy;
+    const E* wp = w.w;
+    team_.For(parts, [=](int64_t part) {
+      qrr::PanelRange<E>(xin, B, Kp, wp, P * part / parts, P * (part + 1) / parts, out, ld);
+    });
+  }
+
+ private:
+  qrr::Team& team_;
+  int64_t B_;
+  std::vector<E>& in_;
+};
+
+// Buffers of a call, kept per thread between calls (their size is the same every step)
+template <typename E>
+struct Scratch {
+  std::vector<float> resid, normed, y, q, attn, hidden, rope;
+  std::vector<E> in, q_e;
+};
+
+// RMSNorm as common.model.rms_norm: float32 statistics, x * rsqrt(mean(x^2) + eps) rounded to E, times the
+// scale in E, rounded to E. x holds values exact in E.
+template <typename E>
+void RmsNorm(const float* x, const E* scale, int64_t B, int64_t d, float eps, float* out) {
+  for (int64_t b = 0; b < B; ++b) {
+    const float* xb = x + b * d;
+    __m512 sum = _mm512_setzero_ps();
+    Each16(d, [&](int64_t i, __mmask16 m) {
+      const __m512 v = LoadF(xb + i, m);
+      sum = _mm512_fmadd_ps(v, v, sum);
+    });
+    const __m512 r = _mm512_set1_ps(1.f / std::sqrt(_mm512_reduce_add_ps(sum) / static_cast<float>(d) + eps));
+    Each16(d, [&](int64_t i, __mmask16 m) {
+      const __m512 v = R<E>(_mm512_mul_ps(LoadF(xb + i, m), r));
+      StoreF(out + b * d + i, R<E>(_mm512_mul_ps(qrr::Load16(scale + i, m), v)), m);
+    });
+  }
+}
+
+// One head of h values in place: (v + bias) rounded to E, then (rope) v * cos + rotate_half(v) * sin as
+// common.model.apply_rope, with cos and sin already rounded to E.
+template <typename E>
+void BiasRope(float* v, const E* bias, const float* cos, const float* sin, int64_t h, bool rope) {
+  Each16(h, [&](int64_t i, __mmask16 m) {
+    StoreF(v + i, R<E>(_mm512_add_ps(LoadF(v + i, m), qrr::Load16(bias + i, m))), m);
+  });
+  if (!rope) return;
+  const int64_t half = h / 2;
+  float rotated[kMaxHead];
+  for (int64_t i = 0; i < h; ++i) rotated[i] = i < half ? -v[i + half] : v[i - half];
+  Each16(h, [&](int64_t i, __mmask16 m) {
+    const __m512 a = R<E>(_mm512_mul_ps(LoadF(v + i, m), LoadF(cos + i, m)));
+    const __m512 b = R<E>(_mm512_mul_ps(LoadF(rotated + i, m), LoadF(sin + i, m)));
+    StoreF(v + i, R<E>(_mm512_add_ps(a, b)), m);
+  });
+}
+
+// x[i] = (x[i] + y[i] rounded to E) rounded to E, for the n values of each of B rows (y rows ldy apart)
+template <typename E>
+void AddRounded(float* x, const float* y, int64_t B, int64_t n, int64_t ldy) {
+  for (int64_t b = 0; b < B; ++b)
+    Each16(n, [&](int64_t i, __mmask16 m) {
+      StoreF(x + b * n + i, R<E>(_mm512_add_ps(LoadF(x + b * n + i, m), R<E>(LoadF(y + b * ldy + i, m)))), m);
+    });
+}
+
+template <ffi::DataType T, typename E>
+ffi::Error DecodeLayer(ffi::ThreadPool pool, ffi::Buffer<T> x, ffi::Buffer<T> attn_norm, ffi::Buffer<T> qkv_w,
+                       ffi::Buffer<T> qkv_bias, ffi::Buffer<T> o_w, ffi::Buffer<T> mlp_norm, ffi::Buffer<T> gate_up_w,
+                       ffi::Buffer<T> down_w, ffi::Buffer<ffi::F32> cos, ffi::Buffer<ffi::F32> sin,
+                       ffi::Buffer<T> k_cache, ffi::Buffer<T> v_cache, ffi::Buffer<ffi::S32> index,
+                       ffi::Buffer<ffi::PRED> mask, ffi::ResultBuffer<T> x_out, ffi::ResultBuffer<T> k_out,
+                       ffi::ResultBuffer<T> v_out, float eps, int64_t intermediate) {
+  const auto xd = x.dimensions(), kd = k_cache.dimensions(), vd = v_cache.dimensions();
+  if (xd.size() != 2 || kd.size() != 4 || vd.size() != 4)
+    return ffi::Error::InvalidArgument("cpu_layer: x must be [B, d] and the caches 4-D");
+  const int64_t B = xd[0], d = xd[1], K = kd[1], h = kd[2], S = kd[3];
+  const Packed<E> qkv = PackedOf<T, E>(qkv_w), o = PackedOf<T, E>(o_w), gate_up = PackedOf<T, E>(gate_up_w),
+                  down = PackedOf<T, E>(down_w);
+  const int64_t n_qkv = static_cast<int64_t>(qkv_bias.element_count()), G = n_qkv / (K * h) - 2, H = K * G;
+  const int64_t F = intermediate;
+  if (kd[0] != B || vd[0] != B || vd[1] != K || vd[2] != S || vd[3] != h || G < 1 || n_qkv != K * (G + 2) * h ||
+      h > kMaxHead || attn_norm.element_count() != d || mlp_norm.element_count() != d ||
+      cos.element_count() != B * h || sin.element_count() != B * h || mask.element_count() != B * S ||
+      qkv.P * kPanel < n_qkv || qkv.Kp < d || o.Kp < H * h || o.P * kPanel < d || gate_up.Kp < d ||
+      gate_up.P * kPanel < 2 * F || down.Kp < F || down.P * kPanel < d)
+    return ffi::Error::InvalidArgument("cpu_layer: shapes of x, the weights, the caches, cos/sin and mask disagree");
+  const int64_t slot = *index.typed_data();
+  if (slot < 0 || slot >= S) return ffi::Error::InvalidArgument("cpu_layer: cache index outside the cache");
+
+  const E* xp = reinterpret_cast<const E*>(x.typed_data());
+  const E* bias = reinterpret_cast<const E*>(qkv_bias.typed_data());
+  E* keys = reinterpret_cast<E*>(k_out->typed_data());
+  E* values = reinterpret_cast<E*>(v_out->typed_data());
+  const bool* visible = mask.typed_data();
+  const float* cp = cos.typed_data();
+  const float* sp = sin.typed_data();
+
+  qrr::Team team(pool, pool.num_threads() - 1);
+  thread_local Scratch<E> scratch;
+  Products<E> products(team, B, scratch.in);
+  std::vector<float>&resid = scratch.resid, &normed = scratch.normed, &y = scratch.y, &q = scratch.q,
+                   &attn = scratch.attn, &hidden = scratch.hidden, &rope = scratch.rope;
+  resid.resize(B * d), normed.resize(B * d), q.resize(B * H * h), attn.resize(B * H * h), hidden.resize(B * F);
+  rope.resize(2 * B * h);
+  int64_t ldy = 0;
+  Each16(B * d, [&](int64_t i, __mmask16 m) { StoreF(resid.data() + i, qrr::Load16(xp + i, m), m); });
+  float* cos_e = rope.data();  // cos and sin rounded to E, as apply_rope casts them
+  float* sin_e = cos_e + B * h;
+  Each16(B * h, [&](int64_t i, __mmask16 m) {
+    StoreF(cos_e + i, R<E>(LoadF(cp + i, m)), m);
+    StoreF(sin_e + i, R<E>(LoadF(sp + i, m)), m);
+  });
+
+  // attention: norm, fused q/k/v product, bias, RoPE, the new key and value into slot `index`
+  RmsNorm<E>(resid.data(), reinterpret_cast<const E*>(attn_norm.typed_data()), B, d, eps, normed.data());
+  products.Product(normed.data(), d, qkv, y, ldy);
+  {  // one (row, kv head) per part: its G query heads, then its key and value into the cache
+    float* yp = y.data();
+    float* qp = q.data();
+    const int64_t ld = ldy;
+    team.For(B * K, [=](int64_t t) {
+      const int64_t b = t / K, k = t % K;
+      for (int64_t part = 0; part < G + 2; ++part) {
+        const int64_t col = (k * (G + 2) + part) * h;
+        float* head = yp + b * ld + col;
+        Each16(h, [&](int64_t i, __mmask16 m) { StoreF(head + i, R<E>(LoadF(head + i, m)), m); });
+        BiasRope<E>(head, bias + col, cos_e + b * h, sin_e + b * h, h, part <= G);
+        if (part < G) {
+          std::copy(head, head + h, qp + (t * G + part) * h);
+        } else if (part == G) {
+          E* key = keys + t * h * S + slot;  // keys [h, S]: one slot down the head dims
+          for (int64_t i = 0; i < h; ++i) key[i * S] = To<E>(head[i]);
+        } else {
+          E* value = values + (t * S + slot) * h;
+          Each16(h, [&](int64_t i, __mmask16 m) { StoreE(value + i, LoadF(head + i, m), m); });
+        }
+      }
+    });
+  }
+  // attention over the visible slots, one (row, kv head) per part; then o, and the residual
+  std::vector<E>& q_e = scratch.q_e;
+  q_e.resize(q.size());
+  Each16(B * H * h, [&](int64_t i, __mmask16 m) { StoreE(q_e.data() + i, LoadF(q.data() + i, m), m); });
+  {
+    const E* qe = q_e.data();
+    float* ap = attn.data();
+    team.For(B * K, [=](int64_t t) {
+      thread_local std::vector<float> qf, scores;
+      qrr::AttendOne<E>(qe + t * G * h, keys + t * h * S, values + t * S * h, visible + (t / K) * S, ap + t * G * h,
+                        G, h, S, qf, scores);
+    });
+  }
+  Each16(B * H * h, [&](int64_t i, __mmask16 m) { StoreF(attn.data() + i, R<E>(LoadF(attn.data() + i, m)), m); });
+  products.Product(attn.data(), H * h, o, y, ldy);
+  AddRounded<E>(resid.data(), y.data(), B, d, ldy);
+
+  // MLP: norm, fused gate/up product, SiLU(gate) * up, down, and the residual
+  RmsNorm<E>(resid.data(), reinterpret_cast<const E*>(mlp_norm.typed_data()), B, d, eps, normed.data());
+  products.Product(normed.data(), d, gate_up, y, ldy);
+  {  // SiLU(gate) * up, one row per part
+    const float* yp = y.data();
+    float* hp = hidden.data();
+    const int64_t ld = ldy;
+    team.For(B, [=](int64_t b) {
+      Each16(F, [&](int64_t i, __mmask16 m) {
+        const __m512 gate = R<E>(LoadF(yp + b * ld + i, m)), up = R<E>(LoadF(yp + b * ld + F + i, m));
+        const __m512 one = _mm512_set1_ps(1.f);
+        const __m512 exp_minus = qrr::Exp(_mm512_sub_ps(_mm512_setzero_ps(), gate));
+        const __m512 sigmoid = _mm512_div_ps(one, _mm512_add_ps(one, exp_minus));
+        StoreF(hp + b * F + i, R<E>(_mm512_mul_ps(R<E>(_mm512_mul_ps(gate, sigmoid)), up)), m);
+      });
+    });
+  }
+  products.Product(hidden.data(), F, down, y, ldy);
+  AddRounded<E>(resid.data(), y.data(), B, d, ldy);
+  E* out = reinterpret_cast<E*>(x_out->typed_data());
+  Each16(B * d, [&](int64_t i, __mmask16 m) { StoreE(out + i, LoadF(resid.data() + i, m), m); });
+  return ffi::Error::Success();
+}
+
+}  // namespace
+
+#define QRR_LAYER_BIND(T)                                                                                      \
+  ffi::Ffi::Bind()                                                                                             \
+      .Ctx<ffi::ThreadPool>()                                                                                  \
+      .Arg<ffi::Buffer<T>>()  /* x */                                                                          \
+      .Arg<ffi::Buffer<T>>()  /* attn_norm */                                                                  \
+      .Arg<ffi::Buffer<T>>()  /* qkv */                                                                        \
+      .Arg<ffi::Buffer<T>>()  /* qkv_bias */                                                                   \
+      .Arg<ffi::Buffer<T>>()  /* o */                                                                          \
+      .Arg<ffi::Buffer<T>>()  /* mlp_norm */                                                                   \
+      .Arg<ffi::Buffer<T>>()  /* gate_up */                                                                    \
+      .Arg<ffi::Buffer<T>>()  /* down */                                                                       \
+      .Arg<ffi::Buffer<ffi::F32>>()                                                                            \
+      .Arg<ffi::Buffer<ffi::F32>>()                                                                            \
+      .Arg<ffi::Buffer<T>>()  /* k_cache */                                                                    \
+      .Arg<ffi::Buffer<T>>()  /* v_cache */                                                                    \
+      .Arg<ffi::Buffer<ffi::S32>>()                                                                            \
+      .Arg<ffi::Buffer<ffi::PRED>>()                                                                           \
+      .Ret<ffi::Buffer<T>>()                                                                                   \
+      .Ret<ffi::Buffer<T>>()                                                                                   \
+      .Ret<ffi::Buffer<T>>()                                                                                   \
+      .Attr<float>("eps")                                                                                      \
+      .Attr<int64_t>("intermediate")
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(QrrDecodeLayerF32, (DecodeLayer<ffi::F32, float>), QRR_LAYER_BIND(ffi::F32));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(QrrDecodeLayerBf16, (DecodeLayer<ffi::BF16, uint16_t>), QRR_LAYER_BIND(ffi::BF16));
