@@ -5,7 +5,10 @@
 
 Prompts: 64 tokens each, 128 new tokens, greedy, no early stop. Tokens/s counts generated tokens of the whole
 batch over wall time, compile excluded (our first call is timed separately as compile + run). The bandwidth
-limit at batch 1 is (bytes of weights read per decoded token) / (measured memory copy bandwidth).
+limit at batch 1 is (bytes of weights read per decoded token) / (measured memory bandwidth): the issue's measure
+is the copy bandwidth (counted as STREAM does); the read bandwidth is the limit decoding, which only reads its
+weights, actually meets. Both are probed right before and after each of our timings, as this VM's bandwidth
+moves within minutes.
 Writes a markdown table (stdout, and --out FILE appends it).
 """
 
@@ -46,6 +49,28 @@ def copy_bandwidth_gbs(nbytes: int = 1 << 30, repeats: int = 5, threads: int | N
             list(pool.map(lambda c: np.copyto(*c), chunks))
             best = min(best, time.perf_counter() - t)
     return 2 * nbytes / best / 1e9
+
+
+def read_bandwidth_gbs(nbytes: int = 1 << 30, repeats: int = 5, threads: int | None = None) -> float:
+    """Memory read bandwidth: bytes read per second by a numpy max over `nbytes`, split over `threads` threads
+    (default: every core), best of `repeats`. Decoding reads its weights and writes almost nothing, so this is
+    the limit it meets; on this VM it has measured from ~70 % to ~100 % of `copy_bandwidth_gbs`."""
+    threads = threads or len(os.sched_getaffinity(0))
+    data = np.ones(nbytes // 4, np.float32)
+    bounds = np.linspace(0, data.size, threads + 1).astype(int)
+    chunks = [data[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+    best = float("inf")
+    with ThreadPoolExecutor(threads) as pool:  # numpy's reductions release the GIL
+        for _ in range(repeats):
+            t = time.perf_counter()
+            list(pool.map(np.max, chunks))
+            best = min(best, time.perf_counter() - t)
+    return nbytes / best / 1e9
+
+
+def bandwidths() -> tuple[float, float]:
+    """(copy, read) bandwidth in GB/s, measured now."""
+    return copy_bandwidth_gbs(), read_bandwidth_gbs()
 
 
 def prompts_of_length(tokenizer, batch: int, length: int) -> list[list[int]]:
@@ -106,35 +131,45 @@ def main(argv=None):
     from common.kernels import cpu_build
 
     path = resolve_model_path(args.model)
-    bandwidth = copy_bandwidth_gbs()
-    rows = []
+    rows, probes = [], []
     for dtype in args.dtypes.split(","):
         model, tokenizer = load_pretrained(path, dtype=dtype)
         weight_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(
             __import__("flax").nnx.state(model, __import__("flax").nnx.Param)))
         torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]
         hf_model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype).eval()
-        limit = bandwidth * 1e9 / weight_bytes  # decode steps/s if weights are read once per step
         for batch in map(int, args.batches.split(",")):
             prompts = prompts_of_length(tokenizer, batch, args.prompt_len)
+            # this VM's bandwidth moves by up to 1.5x within minutes: probe right before and after our timing
+            before = bandwidths()
             ours, compile_s = bench_ours(model, tokenizer, prompts, args.new_tokens, args.repeats)
+            after = bandwidths()
+            copy_gbs, read_gbs = ((a + b) / 2 for a, b in zip(before, after))
+            probes += [before, after]
             theirs = bench_hf(hf_model, prompts, args.new_tokens, args.repeats, tokenizer.pad_token_id or 0)
-            share = ours / batch / limit
-            rows.append((dtype, batch, ours, theirs, ours / theirs, share, compile_s))
+            # the share of each limit: decode steps/s over (bandwidth / weight bytes), one read of the weights a step
+            copy_share, read_share = (ours / batch / (gbs * 1e9 / weight_bytes) for gbs in (copy_gbs, read_gbs))
+            rows.append((dtype, batch, ours, theirs, ours / theirs, copy_share, read_share, copy_gbs, read_gbs,
+                         compile_s))
             print(f"{dtype} batch {batch}: ours {ours:.1f} tok/s, transformers {theirs:.1f} tok/s, "
-                  f"ratio {ours / theirs:.2f}x, {100 * share:.0f}% of bandwidth limit, compile {compile_s:.1f}s",
-                  flush=True)
+                  f"ratio {ours / theirs:.2f}x, {100 * copy_share:.0f}% of the copy-bandwidth limit "
+                  f"({copy_gbs:.1f} GB/s), {100 * read_share:.0f}% of the read-bandwidth limit ({read_gbs:.1f} GB/s), "
+                  f"compile {compile_s:.1f}s", flush=True)
     header = (f"\n### Sampler decode throughput — {datetime.date.today()}\n\n"
               f"`python tools/bench_sampler.py {' '.join(sys.argv[1:] if argv is None else argv)}`  \n"
-              f"Machine: {platform.machine()}, {len(os.sched_getaffinity(0))} of {os.cpu_count()} cores, jax {jax.__version__} "
-              f"({jax.default_backend()}), torch {torch.__version__}; memory copy bandwidth "
-              f"{bandwidth:.1f} GB/s; model {args.model}; prompts {args.prompt_len} tokens, "
+              f"Machine: {platform.machine()}, {len(os.sched_getaffinity(0))} of {os.cpu_count()} cores, "
+              f"jax {jax.__version__} ({jax.default_backend()}), torch {torch.__version__}; "
+              f"memory bandwidth probed before and after "
+              f"each of our timings: copy {min(p[0] for p in probes):.1f}–{max(p[0] for p in probes):.1f} GB/s, "
+              f"read {min(p[1] for p in probes):.1f}–{max(p[1] for p in probes):.1f} GB/s; "
+              f"model {args.model}; prompts {args.prompt_len} tokens, "
               f"{args.new_tokens} new tokens, greedy; our CPU decode kernels "
               f"{'on' if cpu_build.enabled() and cpu_build.available() else 'off'}.\n\n"
-              "| dtype | batch | ours tok/s | transformers tok/s | ratio | share of bandwidth limit (per-sequence) | compile s |\n"
-              "|---|---|---|---|---|---|---|\n")
-    table = header + "".join(f"| {d} | {b} | {o:.1f} | {t:.1f} | {r:.2f}x | {100 * s:.0f}% | {c:.1f} |\n"
-                             for d, b, o, t, r, s, c in rows)
+              "| dtype | batch | ours tok/s | transformers tok/s | ratio | share of the copy-bandwidth limit "
+              "(per sequence) | share of the read-bandwidth limit | copy / read GB/s then | compile s |\n"
+              "|---|---|---|---|---|---|---|---|---|\n")
+    table = header + "".join(f"| {d} | {b} | {o:.1f} | {t:.1f} | {r:.2f}x | {100 * cs:.0f}% | {100 * rs:.0f}% | "
+                             f"{cg:.1f} / {rg:.1f} | {c:.1f} |\n" for d, b, o, t, r, cs, rs, cg, rg, c in rows)
     write_table(table, args.out)
 
 

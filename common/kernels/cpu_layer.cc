@@ -86,6 +86,16 @@ Packed<E> PackedOf(const ffi::Buffer<T>& b) {
   return {reinterpret_cast<const E*>(b.typed_data()), dims[0], pairs ? 2 * dims[1] : dims[1]};
 }
 
+// fn(b) for every row b < B: over the team when there are several rows, else on the caller alone
+template <typename Fn>
+void EachRow(qrr::Team& team, int64_t B, Fn fn) {
+  if (B == 1) {
+    fn(0);
+  } else {
+    team.For(B, [&](int64_t b) { fn(b); });
+  }
+}
+
 // The layer's weight products on its team, B rows at a time, through `in` (the rows converted to E)
 template <typename E>
 class Products {
@@ -95,16 +105,18 @@ class Products {
   // y[B, n] (float32) = x[B, k] . w, x given as float32 values exact in E; rows padded to w.Kp with zeros
   void Product(const float* x, int64_t k, const Packed<E>& w, std::vector<float>& y, int64_t& ldy) {
     in_.resize(B_ * w.Kp);
-    for (int64_t b = 0; b < B_; ++b) {
-      Each16(k, [&](int64_t i, __mmask16 m) { StoreE(in_.data() + b * w.Kp + i, LoadF(x + b * k + i, m), m); });
-      std::fill(in_.data() + b * w.Kp + k, in_.data() + (b + 1) * w.Kp, E{});  // the padding to an even k
-    }
+    E* in = in_.data();
+    const int64_t Kp = w.Kp;
+    EachRow(team_, B_, [&](int64_t b) {
+      Each16(k, [&](int64_t i, __mmask16 m) { StoreE(in + b * Kp + i, LoadF(x + b * k + i, m), m); });
+      std::fill(in + b * Kp + k, in + (b + 1) * Kp, E{});  // the padding to an even k
+    });
     ldy = w.P * kPanel;
     y.resize(B_ * ldy);
     const int64_t parts = std::max<int64_t>(1, std::min<int64_t>(w.P, 4 * team_.size()));
-    const E* xin = in_.data();
+    const E* xin = in;
     float* out = y.data();
-    const int64_t B = B_, P = w.P, Kp = w.Kp, ld = ldy;
+    const int64_t B = B_, P = w.P, ld = ldy;
     const E* wp = w.w;
     team_.For(parts, [=](int64_t part) {
       qrr::PanelRange<E>(xin, B, Kp, wp, P * part / parts, P * (part + 1) / parts, out, ld);
@@ -120,27 +132,24 @@ class Products {
 // Buffers of a call, kept per thread between calls (their size is the same every step)
 template <typename E>
 struct Scratch {
-  std::vector<float> resid, normed, y, q, attn, hidden, rope;
-  std::vector<E> in, q_e;
+  std::vector<float> resid, normed, y, attn, hidden, rope;
+  std::vector<E> in, q;
 };
 
-// RMSNorm as common.model.rms_norm: float32 statistics, x * rsqrt(mean(x^2) + eps) rounded to E, times the
+// RMSNorm of one row as common.model.rms_norm: float32 statistics, x * rsqrt(mean(x^2) + eps) rounded to E, times the
 // scale in E, rounded to E. x holds values exact in E.
 template <typename E>
-void RmsNorm(const float* x, const E* scale, int64_t B, int64_t d, float eps, float* out) {
-  for (int64_t b = 0; b < B; ++b) {
-    const float* xb = x + b * d;
-    __m512 sum = _mm512_setzero_ps();
-    Each16(d, [&](int64_t i, __mmask16 m) {
-      const __m512 v = LoadF(xb + i, m);
-      sum = _mm512_fmadd_ps(v, v, sum);
-    });
-    const __m512 r = _mm512_set1_ps(1.f / std::sqrt(_mm512_reduce_add_ps(sum) / static_cast<float>(d) + eps));
-    Each16(d, [&](int64_t i, __mmask16 m) {
-      const __m512 v = R<E>(_mm512_mul_ps(LoadF(xb + i, m), r));
-      StoreF(out + b * d + i, R<E>(_mm512_mul_ps(qrr::Load16(scale + i, m), v)), m);
-    });
-  }
+void RmsNorm(const float* x, const E* scale, int64_t d, float eps, float* out) {
+  __m512 sum = _mm512_setzero_ps();
+  Each16(d, [&](int64_t i, __mmask16 m) {
+    const __m512 v = LoadF(x + i, m);
+    sum = _mm512_fmadd_ps(v, v, sum);
+  });
+  const __m512 r = _mm512_set1_ps(1.f / std::sqrt(_mm512_reduce_add_ps(sum) / static_cast<float>(d) + eps));
+  Each16(d, [&](int64_t i, __mmask16 m) {
+    const __m512 v = R<E>(_mm512_mul_ps(LoadF(x + i, m), r));
+    StoreF(out + i, R<E>(_mm512_mul_ps(qrr::Load16(scale + i, m), v)), m);
+  });
 }
 
 // One head of h values in place: (v + bias) rounded to E, then (rope) v * cos + rotate_half(v) * sin as
@@ -161,13 +170,12 @@ void BiasRope(float* v, const E* bias, const float* cos, const float* sin, int64
   });
 }
 
-// x[i] = (x[i] + y[i] rounded to E) rounded to E, for the n values of each of B rows (y rows ldy apart)
+// x[i] = (x[i] + y[i] rounded to E) rounded to E, for the n values of one row
 template <typename E>
-void AddRounded(float* x, const float* y, int64_t B, int64_t n, int64_t ldy) {
-  for (int64_t b = 0; b < B; ++b)
-    Each16(n, [&](int64_t i, __mmask16 m) {
-      StoreF(x + b * n + i, R<E>(_mm512_add_ps(LoadF(x + b * n + i, m), R<E>(LoadF(y + b * ldy + i, m)))), m);
-    });
+void AddRounded(float* x, const float* y, int64_t n) {
+  Each16(n, [&](int64_t i, __mmask16 m) {
+    StoreF(x + i, R<E>(_mm512_add_ps(LoadF(x + i, m), R<E>(LoadF(y + i, m)))), m);
+  });
 }
 
 template <ffi::DataType T, typename E>
@@ -205,83 +213,75 @@ ffi::Error DecodeLayer(ffi::ThreadPool pool, ffi::Buffer<T> x, ffi::Buffer<T> at
   qrr::Team team(pool, pool.num_threads() - 1);
   thread_local Scratch<E> scratch;
   Products<E> products(team, B, scratch.in);
-  std::vector<float>&resid = scratch.resid, &normed = scratch.normed, &y = scratch.y, &q = scratch.q,
-                   &attn = scratch.attn, &hidden = scratch.hidden, &rope = scratch.rope;
+  std::vector<float>&resid = scratch.resid, &normed = scratch.normed, &y = scratch.y, &attn = scratch.attn,
+                   &hidden = scratch.hidden, &rope = scratch.rope;
+  std::vector<E>& q = scratch.q;
   resid.resize(B * d), normed.resize(B * d), q.resize(B * H * h), attn.resize(B * H * h), hidden.resize(B * F);
   rope.resize(2 * B * h);
   int64_t ldy = 0;
-  Each16(B * d, [&](int64_t i, __mmask16 m) { StoreF(resid.data() + i, qrr::Load16(xp + i, m), m); });
   float* cos_e = rope.data();  // cos and sin rounded to E, as apply_rope casts them
   float* sin_e = cos_e + B * h;
-  Each16(B * h, [&](int64_t i, __mmask16 m) {
-    StoreF(cos_e + i, R<E>(LoadF(cp + i, m)), m);
-    StoreF(sin_e + i, R<E>(LoadF(sp + i, m)), m);
-  });
+  const E* attn_scale = reinterpret_cast<const E*>(attn_norm.typed_data());
+  const E* mlp_scale = reinterpret_cast<const E*>(mlp_norm.typed_data());
 
   // attention: norm, fused q/k/v product, bias, RoPE, the new key and value into slot `index`
-  RmsNorm<E>(resid.data(), reinterpret_cast<const E*>(attn_norm.typed_data()), B, d, eps, normed.data());
+  EachRow(team, B, [&](int64_t b) {
+    Each16(d, [&](int64_t i, __mmask16 m) { StoreF(&resid[b * d + i], qrr::Load16(xp + b * d + i, m), m); });
+    Each16(h, [&](int64_t i, __mmask16 m) {
+      StoreF(cos_e + b * h + i, R<E>(LoadF(cp + b * h + i, m)), m);
+      StoreF(sin_e + b * h + i, R<E>(LoadF(sp + b * h + i, m)), m);
+    });
+    RmsNorm<E>(&resid[b * d], attn_scale, d, eps, &normed[b * d]);
+  });
   products.Product(normed.data(), d, qkv, y, ldy);
-  {  // one (row, kv head) per part: its G query heads, then its key and value into the cache
-    float* yp = y.data();
-    float* qp = q.data();
-    const int64_t ld = ldy;
-    team.For(B * K, [=](int64_t t) {
-      const int64_t b = t / K, k = t % K;
-      for (int64_t part = 0; part < G + 2; ++part) {
-        const int64_t col = (k * (G + 2) + part) * h;
-        float* head = yp + b * ld + col;
-        Each16(h, [&](int64_t i, __mmask16 m) { StoreF(head + i, R<E>(LoadF(head + i, m)), m); });
-        BiasRope<E>(head, bias + col, cos_e + b * h, sin_e + b * h, h, part <= G);
-        if (part < G) {
-          std::copy(head, head + h, qp + (t * G + part) * h);
-        } else if (part == G) {
-          E* key = keys + t * h * S + slot;  // keys [h, S]: one slot down the head dims
-          for (int64_t i = 0; i < h; ++i) key[i * S] = To<E>(head[i]);
-        } else {
-          E* value = values + (t * S + slot) * h;
-          Each16(h, [&](int64_t i, __mmask16 m) { StoreE(value + i, LoadF(head + i, m), m); });
-        }
+  team.For(B * K, [&](int64_t t) {  // one (row, kv head) per part: its G query heads, its key and value
+    const int64_t b = t / K, k = t % K;
+    for (int64_t part = 0; part < G + 2; ++part) {
+      const int64_t col = (k * (G + 2) + part) * h;
+      float* head = &y[b * ldy + col];
+      Each16(h, [&](int64_t i, __mmask16 m) { StoreF(head + i, R<E>(LoadF(head + i, m)), m); });
+      BiasRope<E>(head, bias + col, cos_e + b * h, sin_e + b * h, h, part <= G);
+      if (part < G) {
+        Each16(h, [&](int64_t i, __mmask16 m) { StoreE(&q[(t * G + part) * h + i], LoadF(head + i, m), m); });
+      } else if (part == G) {
+        E* key = keys + t * h * S + slot;  // keys [h, S]: one slot down the head dims
+        for (int64_t i = 0; i < h; ++i) key[i * S] = To<E>(head[i]);
+      } else {
+        E* value = values + (t * S + slot) * h;
+        Each16(h, [&](int64_t i, __mmask16 m) { StoreE(value + i, LoadF(head + i, m), m); });
       }
-    });
-  }
-  // attention over the visible slots, one (row, kv head) per part; then o, and the residual
-  std::vector<E>& q_e = scratch.q_e;
-  q_e.resize(q.size());
-  Each16(B * H * h, [&](int64_t i, __mmask16 m) { StoreE(q_e.data() + i, LoadF(q.data() + i, m), m); });
-  {
-    const E* qe = q_e.data();
-    float* ap = attn.data();
-    team.For(B * K, [=](int64_t t) {
-      thread_local std::vector<float> qf, scores;
-      qrr::AttendOne<E>(qe + t * G * h, keys + t * h * S, values + t * S * h, visible + (t / K) * S, ap + t * G * h,
-                        G, h, S, qf, scores);
-    });
-  }
-  Each16(B * H * h, [&](int64_t i, __mmask16 m) { StoreF(attn.data() + i, R<E>(LoadF(attn.data() + i, m)), m); });
+    }
+  });
+  // attention over the visible slots, one (row, kv head) per part; o (its input rounded to E by the product)
+  team.For(B * K, [&](int64_t t) {
+    thread_local std::vector<float> qf, scores;
+    qrr::AttendOne<E>(&q[t * G * h], keys + t * h * S, values + t * S * h, visible + (t / K) * S, &attn[t * G * h],
+                      G, h, S, qf, scores);
+  });
   products.Product(attn.data(), H * h, o, y, ldy);
-  AddRounded<E>(resid.data(), y.data(), B, d, ldy);
 
-  // MLP: norm, fused gate/up product, SiLU(gate) * up, down, and the residual
-  RmsNorm<E>(resid.data(), reinterpret_cast<const E*>(mlp_norm.typed_data()), B, d, eps, normed.data());
+  // the residual; MLP: norm, fused gate/up product, SiLU(gate) * up, down, and the residual
+  EachRow(team, B, [&](int64_t b) {
+    AddRounded<E>(&resid[b * d], &y[b * ldy], d);
+    RmsNorm<E>(&resid[b * d], mlp_scale, d, eps, &normed[b * d]);
+  });
   products.Product(normed.data(), d, gate_up, y, ldy);
-  {  // SiLU(gate) * up, one row per part
-    const float* yp = y.data();
-    float* hp = hidden.data();
-    const int64_t ld = ldy;
-    team.For(B, [=](int64_t b) {
-      Each16(F, [&](int64_t i, __mmask16 m) {
-        const __m512 gate = R<E>(LoadF(yp + b * ld + i, m)), up = R<E>(LoadF(yp + b * ld + F + i, m));
-        const __m512 one = _mm512_set1_ps(1.f);
-        const __m512 exp_minus = qrr::Exp(_mm512_sub_ps(_mm512_setzero_ps(), gate));
-        const __m512 sigmoid = _mm512_div_ps(one, _mm512_add_ps(one, exp_minus));
-        StoreF(hp + b * F + i, R<E>(_mm512_mul_ps(R<E>(_mm512_mul_ps(gate, sigmoid)), up)), m);
-      });
+  EachRow(team, B, [&](int64_t b) {
+    const float* row = &y[b * ldy];
+    Each16(F, [&](int64_t i, __mmask16 m) {
+      const __m512 gate = R<E>(LoadF(row + i, m)), up = R<E>(LoadF(row + F + i, m));
+      const __m512 one = _mm512_set1_ps(1.f);
+      const __m512 exp_minus = qrr::Exp(_mm512_sub_ps(_mm512_setzero_ps(), gate));
+      const __m512 sigmoid = _mm512_div_ps(one, _mm512_add_ps(one, exp_minus));
+      StoreF(&hidden[b * F + i], R<E>(_mm512_mul_ps(R<E>(_mm512_mul_ps(gate, sigmoid)), up)), m);
     });
-  }
+  });
   products.Product(hidden.data(), F, down, y, ldy);
-  AddRounded<E>(resid.data(), y.data(), B, d, ldy);
   E* out = reinterpret_cast<E*>(x_out->typed_data());
-  Each16(B * d, [&](int64_t i, __mmask16 m) { StoreE(out + i, LoadF(resid.data() + i, m), m); });
+  EachRow(team, B, [&](int64_t b) {
+    AddRounded<E>(&resid[b * d], &y[b * ldy], d);
+    Each16(d, [&](int64_t i, __mmask16 m) { StoreE(out + b * d + i, LoadF(&resid[b * d + i], m), m); });
+  });
   return ffi::Error::Success();
 }
 

@@ -6,7 +6,10 @@ waking a second thread. The kernel runs the whole layer in one call on one team 
 XLA's intra-op threads, woken once per call), on the weights packed for `cpu_products` and rounding to the
 compute dtype where `common.model`'s own path does. `common.model.Block` uses it for a step of one token per row
 under a cache with packed weights (`Decoder.decode_panels`), when `routed`: on the CPU backend outside a mesh,
-where the kernels could be built (`common.kernels.cpu_build`), for a cache in the compute dtype.
+where the kernels could be built (`common.kernels.cpu_build`), for a cache in the compute dtype, in the compute
+dtypes where it measured faster (`FASTER`).
+For programs traced after it is set, QRR_CPU_LAYER_KERNEL=0 keeps the kernels op by op and =all uses the layer
+kernel in every dtype it is built for (comparisons: tools/bench_decode_step.py).
 """
 
 from __future__ import annotations
@@ -19,11 +22,20 @@ MAX_HEAD_DIM = 1024  # kMaxHead in the source
 
 def routed(dtype, cache_dtype, head_dim: int) -> bool:
     """Whether a decode step's layer in compute `dtype` over a cache of `cache_dtype` runs on the kernel here."""
+    import os
+
     import jax.numpy as jnp
 
-    dtype = jnp.dtype(dtype)
-    return (dtype.name in _TARGETS and jnp.dtype(cache_dtype) == dtype and head_dim <= MAX_HEAD_DIM
+    dtype, switch = jnp.dtype(dtype), os.environ.get("QRR_CPU_LAYER_KERNEL", "1")
+    dtypes = {"0": (), "all": _TARGETS}.get(switch, FASTER)
+    return (dtype.name in dtypes and jnp.dtype(cache_dtype) == dtype and head_dim <= MAX_HEAD_DIM
             and cpu_build.usable())
+
+
+# Compute dtypes where the layer kernel measured faster than our kernels op by op (tools/bench_decode_step.py,
+# docs/benchmarks.md, 2 cores, SmolLM2-135M): bfloat16 by ~10 % at batch 1 and 8, the same at 32. In float32 it
+# was no faster (0.90-1.01x at batch 1, 0.98 at 8, 0.94-1.00 at 32), so float32 keeps the kernels op by op.
+FASTER = {"bfloat16"}
 
 
 def decode_layer(x, attn_norm, qkv_bias, mlp_norm, panels: dict, cos, sin, k_cache, v_cache, index, mask, *,

@@ -2,12 +2,14 @@
 #pragma once
 
 #include <immintrin.h>
+#include <sched.h>
 
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <thread>
 
 #include "xla/ffi/api/ffi.h"
 
@@ -43,8 +45,10 @@ inline void ParallelFor(xla::ffi::ThreadPool& pool, int64_t parts, std::function
 // from one counter, so a helper that starts late (or never) only means the caller runs more parts itself.
 class Team {
  public:
+  // helpers: at most XLA's intra-op threads and the CPUs this process may run on, less the caller's (helpers
+  // spin: more threads than CPUs would take turns, and XLA's pool can be larger, e.g. with fake devices).
   Team(xla::ffi::ThreadPool& pool, int64_t helpers) : state_(std::make_shared<State>()) {
-    helpers_ = std::max<int64_t>(0, std::min<int64_t>(helpers, pool.num_threads() - 1));
+    helpers_ = std::max<int64_t>(0, std::min({helpers, static_cast<int64_t>(pool.num_threads()) - 1, Cpus() - 1}));
     for (int64_t i = 0; i < helpers_; ++i) pool.Schedule([s = state_] { Help(s.get()); });
   }
   Team(const Team&) = delete;
@@ -91,6 +95,15 @@ class Team {
     (*s->fn[slot].load(std::memory_order_relaxed))(static_cast<int64_t>(t & 0xFFFFFFFFu));
     s->done.fetch_add(1, std::memory_order_release);
     return true;
+  }
+
+  static int64_t Cpus() {
+    static const int64_t cpus = [] {
+      cpu_set_t set;
+      if (sched_getaffinity(0, sizeof set, &set) == 0) return static_cast<int64_t>(CPU_COUNT(&set));
+      return std::max<int64_t>(1, std::thread::hardware_concurrency());
+    }();
+    return cpus;
   }
 
   static void Help(State* s) {

@@ -15,6 +15,12 @@ from common.model import Decoder, KVCache
 
 pytestmark = pytest.mark.skipif(not cpu_build.available(), reason="no C++ compiler or CPU support: kernels off")
 
+
+@pytest.fixture(autouse=True)
+def every_dtype_routed(monkeypatch):
+    """The kernel is routed only where it measured faster (bfloat16); its float32 build is tested too."""
+    monkeypatch.setattr(cpu_layer, "FASTER", {"float32", "bfloat16"})
+
 # name -> (hidden, intermediate, heads, kv heads, head_dim, q/k/v biases)
 CASES = {
     "qwen-gqa2-bias": (64, 128, 4, 2, 16, True),
@@ -70,7 +76,7 @@ def test_decode_steps_on_the_layer_kernel_agree_with_xla(case, dtype):
             assert np.abs(x - y).max() <= tol * np.abs(y).max(), name
 
 
-def test_decode_step_routing():
+def test_decode_step_routing(monkeypatch):
     """A decode step with packed weights is one kernel call per layer plus the head's product; without packed
     weights, or with the kernels turned off, or for several tokens a row (prefill), XLA's path."""
     model = _decoder("qwen-gqa2-bias", "float32")
@@ -90,12 +96,23 @@ def test_decode_step_routing():
     assert calls(lambda t: step(t, False), "QrrDecodeLayer") == 0
     assert calls(lambda t: step(t, True, length=3), "QrrDecodeLayer") == 0  # a prefill: per-product kernels
     assert not cpu_layer.routed("float32", "bfloat16", 64)  # a cache in another dtype
+    monkeypatch.setattr(cpu_layer, "FASTER", {"bfloat16"})  # as shipped
+    assert cpu_layer.routed("bfloat16", "bfloat16", 64) and not cpu_layer.routed("float32", "float32", 64)
     assert not cpu_layer.routed("float32", "float32", cpu_layer.MAX_HEAD_DIM + 1)
 
 
-def test_routing_follows_the_kernels_switch(monkeypatch):
-    monkeypatch.setenv("QRR_CPU_KERNELS", "0")
+@pytest.mark.parametrize("switch", ["QRR_CPU_KERNELS", "QRR_CPU_LAYER_KERNEL"])
+def test_routing_follows_the_switches(monkeypatch, switch):
+    assert cpu_layer.routed("float32", "float32", 64)
+    monkeypatch.setenv(switch, "0")
     assert not cpu_layer.routed("float32", "float32", 64)
+
+
+def test_switch_all_routes_every_dtype(monkeypatch):
+    monkeypatch.setattr(cpu_layer, "FASTER", set())
+    assert not cpu_layer.routed("float32", "float32", 64)
+    monkeypatch.setenv("QRR_CPU_LAYER_KERNEL", "all")
+    assert cpu_layer.routed("float32", "float32", 64) and cpu_layer.routed("bfloat16", "bfloat16", 64)
 
 
 def test_shapes_that_disagree_are_clear_errors():
