@@ -133,3 +133,21 @@ def test_shapes_that_disagree_are_clear_errors():
     bf16_panels = {**panels, "o": cpu_products.pack(jnp.ones((cfg.num_heads * h, cfg.hidden_size), jnp.bfloat16))}
     with pytest.raises(ValueError, match="packed o weight is bfloat16"):
         cpu_layer.decode_layer(**{**args, "panels": bf16_panels})
+
+
+def test_real_smollm2_bfloat16_steps_on_the_layer_kernel_agree_with_xla(smollm2_dir):
+    """The shipped routing (bfloat16) on the real SmolLM2-135M-Instruct weights: three decode steps' logits and
+    caches against XLA's path."""
+    from common import load_pretrained
+
+    model, _ = load_pretrained(smollm2_dir, dtype="bfloat16")
+    prompt = jnp.asarray(np.random.default_rng(6).integers(100, 20000, (2, 9)), jnp.int32)
+    start = jnp.asarray([0, 4], jnp.int32)
+    graphdef, state = nnx.split(model)  # weights as arguments: as constants they would be folded at compile time
+    run = jax.jit(lambda state, p, s, packed: _steps(nnx.merge(graphdef, state), p, s, packed), static_argnums=3)
+    assert run.lower(state, prompt, start, True).as_text().count("QrrDecodeLayer") == 3 * model.config.num_layers
+    ours, xla = (run(state, prompt, start, packed) for packed in (True, False))
+    for name, a, b in zip(("logits", "k cache", "v cache"), ours, xla):
+        x = np.concatenate([np.asarray(t, np.float32).ravel() for t in jax.tree.leaves(a)])
+        y = np.concatenate([np.asarray(t, np.float32).ravel() for t in jax.tree.leaves(b)])
+        assert np.abs(x - y).max() <= 3e-2 * np.abs(y).max(), name
