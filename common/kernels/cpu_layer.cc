@@ -113,14 +113,11 @@ class Products {
     });
     ldy = w.P * kPanel;
     y.resize(B_ * ldy);
-    const int64_t parts = std::max<int64_t>(1, std::min<int64_t>(w.P, 4 * team_.size()));
     const E* xin = in;
     float* out = y.data();
-    const int64_t B = B_, P = w.P, ld = ldy;
+    const int64_t B = B_, ld = ldy;
     const E* wp = w.w;
-    team_.For(parts, [=](int64_t part) {
-      qrr::PanelRange<E>(xin, B, Kp, wp, P * part / parts, P * (part + 1) / parts, out, ld);
-    });
+    team_.ForRanges(w.P, [=](int64_t p0, int64_t p1) { qrr::PanelRange<E>(xin, B, Kp, wp, p0, p1, out, ld); });
   }
 
  private:

@@ -43,11 +43,10 @@ ffi::Error Packed(ffi::ThreadPool pool, ffi::Buffer<T> x, ffi::Buffer<T> w, ffi:
   const E* xp = reinterpret_cast<const E*>(x.typed_data());
   const E* wp = reinterpret_cast<const E*>(w.typed_data());
   float* yp = y->typed_data();
-  const int64_t ldy = P * kPanel, threads = std::max<int64_t>(1, pool.num_threads());
-  const int64_t parts = std::max<int64_t>(1, std::min<int64_t>(P, 4 * threads));
-  ParallelFor(pool, parts, [=](int64_t part) {
-    for (int64_t p = P * part / parts; p < P * (part + 1) / parts; ++p)
-      Panel<E, Tile>(xp, M, K, wp + p * K * kPanel, yp + p * kPanel, ldy);
+  const int64_t ldy = P * kPanel;
+  qrr::Team team(pool, pool.num_threads() - 1);
+  team.ForRanges(P, [=](int64_t p0, int64_t p1) {
+    for (int64_t p = p0; p < p1; ++p) Panel<E, Tile>(xp, M, K, wp + p * K * kPanel, yp + p * kPanel, ldy);
   });
   return ffi::Error::Success();
 }

@@ -48,7 +48,8 @@ class Team {
   // helpers: at most XLA's intra-op threads and the CPUs this process may run on, less the caller's (helpers
   // spin: more threads than CPUs would take turns, and XLA's pool can be larger, e.g. with fake devices).
   Team(xla::ffi::ThreadPool& pool, int64_t helpers) : state_(std::make_shared<State>()) {
-    helpers_ = std::max<int64_t>(0, std::min({helpers, static_cast<int64_t>(pool.num_threads()) - 1, Cpus() - 1}));
+    helpers_ = std::max<int64_t>(
+        0, std::min({helpers, static_cast<int64_t>(pool.num_threads()) - 1, Cpus() - 1, int64_t{kMaxRanges - 1}}));
     for (int64_t i = 0; i < helpers_; ++i) pool.Schedule([s = state_] { Help(s.get()); });
   }
   Team(const Team&) = delete;
@@ -59,6 +60,30 @@ class Team {
   }
 
   int64_t size() const { return helpers_ + 1; }  // threads that may run parts: the caller and its helpers
+
+  // fn(begin, end) over runs of [0, n) that together cover it once, on the team. Each thread streams its own
+  // contiguous range (one part per thread) from the front; a thread whose range is done takes single items
+  // from the back of the range with the most left. A product's weights stay long contiguous streams (the
+  // tiles' prefetch runs ahead within them) while the threads still finish together: with many small parts
+  // claimed from one counter each part started a new stream, and with one fixed part per thread the first
+  // thread done waited for the other.
+  void ForRanges(int64_t n, const std::function<void(int64_t, int64_t)>& fn) {
+    const int64_t parts = std::min<int64_t>(size(), std::max<int64_t>(n, 1));
+    for (int64_t t = 0; t < parts; ++t) ranges_[t].bounds.store(Pack(n * t / parts, n * (t + 1) / parts));
+    For(parts, [&](int64_t own) {
+      for (int64_t i; (i = TakeFront(own)) >= 0;) fn(i, i + 1);
+      for (;;) {  // steal from the back of the range with the most left
+        int64_t victim = -1, most = 0;
+        for (int64_t t = 0; t < parts; ++t) {
+          const uint64_t b = ranges_[t].bounds.load(std::memory_order_relaxed);
+          if (Hi(b) - Lo(b) > most) most = Hi(b) - Lo(b), victim = t;
+        }
+        if (victim < 0) return;
+        const int64_t i = TakeBack(victim);
+        if (i >= 0) fn(i, i + 1);
+      }
+    });
+  }
 
   // fn(part) for every part in [0, parts), on the team; returns when all have run.
   void For(int64_t parts, const std::function<void(int64_t)>& fn) {
@@ -75,6 +100,27 @@ class Team {
 
  private:
   static constexpr uint64_t kSlots = 4;
+  static constexpr int kMaxRanges = 64;
+  struct alignas(64) Range {
+    std::atomic<uint64_t> bounds{0};  // front << 32 | back: items [front, back) not yet taken
+  };
+  static uint64_t Pack(int64_t lo, int64_t hi) { return static_cast<uint64_t>(lo) << 32 | static_cast<uint64_t>(hi); }
+  static int64_t Lo(uint64_t b) { return static_cast<int64_t>(b >> 32); }
+  static int64_t Hi(uint64_t b) { return static_cast<int64_t>(b & 0xFFFFFFFFu); }
+  // the first (last) item left in range t, taken; -1 when none is left
+  int64_t TakeFront(int64_t t) {
+    uint64_t b = ranges_[t].bounds.load(std::memory_order_relaxed);
+    while (Lo(b) < Hi(b))
+      if (ranges_[t].bounds.compare_exchange_weak(b, Pack(Lo(b) + 1, Hi(b)), std::memory_order_relaxed)) return Lo(b);
+    return -1;
+  }
+  int64_t TakeBack(int64_t t) {
+    uint64_t b = ranges_[t].bounds.load(std::memory_order_relaxed);
+    while (Lo(b) < Hi(b))
+      if (ranges_[t].bounds.compare_exchange_weak(b, Pack(Lo(b), Hi(b) - 1), std::memory_order_relaxed)) return Hi(b) - 1;
+    return -1;
+  }
+  Range ranges_[kMaxRanges];
   struct State {
     std::atomic<uint64_t> ticket{0};  // generation << 32 | next unclaimed part
     std::atomic<int64_t> done{0};     // parts of the current generation finished

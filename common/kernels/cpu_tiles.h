@@ -14,6 +14,11 @@ namespace qrr {
 
 constexpr int64_t kPanel = 32;  // columns per panel: two 16-float registers
 constexpr int kTileRows = 8;    // rows whose accumulators (2 registers each) stay in registers at once
+// How far ahead of the loads the tiles ask for panel bytes into L2 (prefetcht1). Without it a product of one
+// row read its weights at ~75 % of a plain read loop on the 2-core VM of docs/benchmarks.md (2026-12-02);
+// 8-32 KB ahead it reads at the read loop's rate. The hardware prefetcher alone stops at each 4 KB page.
+constexpr int64_t kPrefetchBytes = 16384;
+inline void PrefetchL2(const void* p) { _mm_prefetch(static_cast<const char*>(p) + kPrefetchBytes, _MM_HINT_T1); }
 
 // y[r, 0:32] = x[r, :] . panel for r < R; panel [K, 32] float32, y rows ldy apart.
 template <int R>
@@ -21,6 +26,8 @@ void TileF32(const float* x, int64_t K, const float* panel, float* y, int64_t ld
   __m512 acc[R][2];
   for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
   for (int64_t k = 0; k < K; ++k) {
+    PrefetchL2(panel + k * kPanel);
+    PrefetchL2(panel + k * kPanel + 16);
     const __m512 w0 = _mm512_loadu_ps(panel + k * kPanel), w1 = _mm512_loadu_ps(panel + k * kPanel + 16);
     for (int r = 0; r < R; ++r) {
       const __m512 xv = _mm512_set1_ps(x[r * K + k]);
@@ -41,6 +48,8 @@ void TileBf16(const uint16_t* x, int64_t K, const uint16_t* panel, float* y, int
   __m512 acc[R][2];
   for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
   for (int64_t k = 0; k < K; k += 2) {
+    PrefetchL2(panel + k * kPanel);
+    PrefetchL2(panel + k * kPanel + 32);
     const __m512bh w0 = (__m512bh)_mm512_loadu_si512(panel + k * kPanel);
     const __m512bh w1 = (__m512bh)_mm512_loadu_si512(panel + k * kPanel + 32);
     for (int r = 0; r < R; ++r) {

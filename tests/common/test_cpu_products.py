@@ -66,6 +66,23 @@ def test_large_products_split_over_threads_match_numpy():
         np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5 * np.abs(ref).max())
 
 
+@pytest.mark.parametrize("panels", [1, 2, 3, 7, 64])
+def test_every_panel_is_computed_once_however_the_threads_split_them(panels):
+    """The threads stream their own ranges of panels and take panels from each other's ends when done
+    (qrr::Team::ForRanges): fewer panels than threads, a few, many. New rows on every call, so that a panel left
+    out would show the last call's (or no) values in its 32 columns rather than pass by chance."""
+    rng = np.random.default_rng(panels)
+    K, N = 96, 32 * panels - 5
+    w = jnp.asarray(rng.standard_normal((K, N)), jnp.float32)
+    packed = jax.jit(cpu_products.pack)(w)
+    product = jax.jit(cpu_products.packed_matmul, static_argnums=2)
+    for _ in range(20):
+        x = jnp.asarray(rng.standard_normal((2, K)), jnp.float32)
+        got = np.asarray(product(x, packed, N))
+        ref = _reference(x, w, False)
+        np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5 * np.abs(ref).max())
+
+
 def test_mismatched_shapes_are_clear_errors():
     with pytest.raises(ValueError, match="contracting sizes differ"):
         cpu_products.matmul(jnp.ones((2, 8)), jnp.ones((9, 4)))
