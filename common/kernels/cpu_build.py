@@ -22,7 +22,7 @@ from pathlib import Path
 
 HERE = Path(__file__).parent
 SOURCES = [HERE / "cpu_products.cc", HERE / "cpu_attention.cc", HERE / "cpu_memory.cc", HERE / "cpu_layer.cc"]
-HEADERS = [HERE / "cpu_threads.h", HERE / "cpu_tiles.h", HERE / "cpu_attend.h"]
+HEADERS = [HERE / "cpu_threads.h", HERE / "cpu_tiles.h", HERE / "cpu_amx.h", HERE / "cpu_attend.h"]
 FLAGS = ["-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-w"]
 TARGETS = ["QrrPackedF32", "QrrPackedBf16", "QrrPackF32", "QrrPackBf16", "QrrDecodeAttentionF32",
            "QrrDecodeAttentionBf16", "QrrWriteSlots", "QrrTakeRows", "QrrDecodeLayerF32", "QrrDecodeLayerBf16"]
@@ -106,7 +106,8 @@ def available() -> bool:
     except (RuntimeError, OSError) as e:
         warnings.warn(f"CPU decode kernels unavailable, using XLA's ops: {e}", RuntimeWarning, stacklevel=2)
         return False
-    global _REGISTERED
+    global _REGISTERED, _LIBRARY
+    _LIBRARY = library
     if not _REGISTERED:  # once per process, even if `available` is asked again after a cache_clear
         for name in TARGETS:
             jax.ffi.register_ffi_target(name, jax.ffi.pycapsule(getattr(library, name)), platform="cpu")
@@ -115,6 +116,19 @@ def available() -> bool:
 
 
 _REGISTERED = False
+_LIBRARY = None
+
+
+def amx() -> bool:
+    """Whether the kernels run bfloat16 products of many rows on AMX tiles here (common/kernels/cpu_amx.h): built
+    for a CPU with AMX-BF16, the Linux kernel lends the tile registers, and QRR_CPU_AMX is not 0 (read once per
+    process, by the first kernel that asks)."""
+    return available() and bool(_LIBRARY.QrrAmxPermitted())
+
+
+def cpu_has_amx() -> bool:
+    """The CPU says it has AMX tiles with bfloat16 products (amx_tile, amx_bf16 in /proc/cpuinfo)."""
+    return {"amx_tile", "amx_bf16"} <= set(_cpu_signature().split())
 
 
 def local_cpu() -> bool:

@@ -23,6 +23,7 @@
 #include <functional>
 #include <vector>
 
+#include "cpu_amx.h"
 #include "cpu_attend.h"
 #include "cpu_threads.h"
 #include "cpu_tiles.h"
@@ -117,7 +118,7 @@ class Products {
     float* out = y.data();
     const int64_t B = B_, ld = ldy;
     const E* wp = w.w;
-    team_.ForRanges(w.P, [=](int64_t p0, int64_t p1) { qrr::PanelRange<E>(xin, B, Kp, wp, p0, p1, out, ld); });
+    team_.ForRanges(w.P, [=](int64_t p0, int64_t p1) { qrr::ProductRange<E>(xin, B, Kp, wp, p0, p1, out, ld); });
   }
 
  private:

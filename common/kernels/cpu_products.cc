@@ -17,21 +17,18 @@
 #include <cstring>
 #include <type_traits>
 
+#include "cpu_amx.h"
 #include "cpu_threads.h"
-#include "cpu_tiles.h"
 #include "xla/ffi/api/ffi.h"
 
 namespace ffi = xla::ffi;
 
 namespace {
 
-using qrr::Bf16Tile;
-using qrr::F32Tile;
 using qrr::kPanel;
-using qrr::Panel;
 using qrr::ParallelFor;
 
-template <ffi::DataType T, typename E, template <int> class Tile>
+template <ffi::DataType T, typename E>
 ffi::Error Packed(ffi::ThreadPool pool, ffi::Buffer<T> x, ffi::Buffer<T> w, ffi::ResultBuffer<ffi::F32> y) {
   constexpr bool kPairs = T == ffi::DataType::BF16;
   const auto xd = x.dimensions(), wd = w.dimensions();
@@ -45,9 +42,7 @@ ffi::Error Packed(ffi::ThreadPool pool, ffi::Buffer<T> x, ffi::Buffer<T> w, ffi:
   float* yp = y->typed_data();
   const int64_t ldy = P * kPanel;
   qrr::Team team(pool, pool.num_threads() - 1);
-  team.ForRanges(P, [=](int64_t p0, int64_t p1) {
-    for (int64_t p = p0; p < p1; ++p) Panel<E, Tile>(xp, M, K, wp + p * K * kPanel, yp + p * kPanel, ldy);
-  });
+  team.ForRanges(P, [=](int64_t p0, int64_t p1) { qrr::ProductRange<E>(xp, M, K, wp, p0, p1, yp, ldy); });
   return ffi::Error::Success();
 }
 
@@ -134,5 +129,8 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(QrrPackBf16, (Pack<ffi::BF16, uint16_t>), QRR_PACK
 #define QRR_BIND(T) \
   ffi::Ffi::Bind().Ctx<ffi::ThreadPool>().Arg<ffi::Buffer<T>>().Arg<ffi::Buffer<T>>().Ret<ffi::Buffer<ffi::F32>>()
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(QrrPackedF32, (Packed<ffi::F32, float, F32Tile>), QRR_BIND(ffi::F32));
-XLA_FFI_DEFINE_HANDLER_SYMBOL(QrrPackedBf16, (Packed<ffi::BF16, uint16_t, Bf16Tile>), QRR_BIND(ffi::BF16));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(QrrPackedF32, (Packed<ffi::F32, float>), QRR_BIND(ffi::F32));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(QrrPackedBf16, (Packed<ffi::BF16, uint16_t>), QRR_BIND(ffi::BF16));
+
+// Whether bfloat16 products of many rows run on AMX tiles in this process (cpu_amx.h): for common.kernels.cpu_build.
+extern "C" int QrrAmxPermitted() { return qrr::AmxPermitted() ? 1 : 0; }

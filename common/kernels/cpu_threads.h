@@ -62,8 +62,8 @@ class Team {
   int64_t size() const { return helpers_ + 1; }  // threads that may run parts: the caller and its helpers
 
   // fn(begin, end) over runs of [0, n) that together cover it once, on the team. Each thread streams its own
-  // contiguous range (one part per thread) from the front; a thread whose range is done takes single items
-  // from the back of the range with the most left. A product's weights stay long contiguous streams (the
+  // contiguous range (one part per thread) from the front, in runs of a quarter of what is left; a thread whose
+  // range is done takes single items from the back of the range with the most left. A product's weights stay long contiguous streams (the
   // tiles' prefetch runs ahead within them) while the threads still finish together: with many small parts
   // claimed from one counter each part started a new stream, and with one fixed part per thread the first
   // thread done waited for the other.
@@ -71,7 +71,7 @@ class Team {
     const int64_t parts = std::min<int64_t>(size(), std::max<int64_t>(n, 1));
     for (int64_t t = 0; t < parts; ++t) ranges_[t].bounds.store(Pack(n * t / parts, n * (t + 1) / parts));
     For(parts, [&](int64_t own) {
-      for (int64_t i; (i = TakeFront(own)) >= 0;) fn(i, i + 1);
+      for (int64_t i, end; (i = TakeFront(own, &end)) >= 0;) fn(i, end);
       for (;;) {  // steal from the back of the range with the most left
         int64_t victim = -1, most = 0;
         for (int64_t t = 0; t < parts; ++t) {
@@ -107,13 +107,17 @@ class Team {
   static uint64_t Pack(int64_t lo, int64_t hi) { return static_cast<uint64_t>(lo) << 32 | static_cast<uint64_t>(hi); }
   static int64_t Lo(uint64_t b) { return static_cast<int64_t>(b >> 32); }
   static int64_t Hi(uint64_t b) { return static_cast<int64_t>(b & 0xFFFFFFFFu); }
-  // the first (last) item left in range t, taken; -1 when none is left
-  int64_t TakeFront(int64_t t) {
+  // The first items left in range t, taken: a quarter of what is left (at least one), so that the owner's runs
+  // shrink as the others may come to take from the back. Returns the first and sets *end; -1 when none is left.
+  int64_t TakeFront(int64_t t, int64_t* end) {
     uint64_t b = ranges_[t].bounds.load(std::memory_order_relaxed);
-    while (Lo(b) < Hi(b))
-      if (ranges_[t].bounds.compare_exchange_weak(b, Pack(Lo(b) + 1, Hi(b)), std::memory_order_relaxed)) return Lo(b);
+    while (Lo(b) < Hi(b)) {
+      *end = Lo(b) + std::max<int64_t>(1, (Hi(b) - Lo(b)) / 4);
+      if (ranges_[t].bounds.compare_exchange_weak(b, Pack(*end, Hi(b)), std::memory_order_relaxed)) return Lo(b);
+    }
     return -1;
   }
+  // the last item left in range t, taken; -1 when none is left
   int64_t TakeBack(int64_t t) {
     uint64_t b = ranges_[t].bounds.load(std::memory_order_relaxed);
     while (Lo(b) < Hi(b))

@@ -60,11 +60,14 @@ def _steps(model: Decoder, prompt, start, packed: bool, steps: int = 3):
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_decode_steps_on_the_layer_kernel_agree_with_xla(case, dtype):
+@pytest.mark.parametrize("batch", [3, 18])
+def test_decode_steps_on_the_layer_kernel_agree_with_xla(case, dtype, batch):
+    """18 rows: in bfloat16 on a CPU with AMX, products whose contracting size is a multiple of 32 run on the
+    tiles (common/kernels/cpu_amx.h), in one block of 16 rows and one of 2."""
     model = _decoder(case, dtype)
     rng = np.random.default_rng(5)
-    prompt = jnp.asarray(rng.integers(1, 300, (3, 6)), jnp.int32)
-    start = jnp.asarray([0, 2, 5], jnp.int32)  # ragged rows: 6, 4 and 1 real prompt tokens
+    prompt = jnp.asarray(rng.integers(1, 300, (batch, 6)), jnp.int32)
+    start = jnp.asarray(([0, 2, 5] * batch)[:batch], jnp.int32)  # ragged rows: 6, 4 and 1 real prompt tokens
     run = lambda packed: jax.jit(lambda p, s: _steps(model, p, s, packed))(prompt, start)
     text = jax.jit(lambda p, s: _steps(model, p, s, True)).lower(prompt, start).as_text()
     assert text.count("QrrDecodeLayer") == 3 * model.config.num_layers  # every layer of every step

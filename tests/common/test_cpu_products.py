@@ -83,6 +83,35 @@ def test_every_panel_is_computed_once_however_the_threads_split_them(panels):
         np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5 * np.abs(ref).max())
 
 
+@pytest.mark.parametrize("rows", [8, 16, 17, 40])
+@pytest.mark.parametrize("K", [64, 576])
+def test_many_row_bfloat16_products_match_numpy(rows, K):
+    """Contracting sizes that are multiples of 32: on a CPU with AMX these run on its tiles (cpu_amx.h), in blocks
+    of 16 rows and one last block of 1-16; elsewhere on the vector tiles. A last panel of 13 columns."""
+    rng = np.random.default_rng(rows + K)
+    N = 32 * 5 + 13
+    x = jnp.asarray(rng.standard_normal((rows, K)), jnp.bfloat16)
+    w = jnp.asarray(rng.standard_normal((K, N)), jnp.bfloat16)
+    got = np.asarray(jax.jit(cpu_products.matmul)(x, w))
+    ref = _reference(x, w, False)
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5 * np.abs(ref).max())
+
+
+@pytest.mark.skipif(not cpu_build.cpu_has_amx(), reason="the CPU has no AMX tiles")
+def test_amx_tiles_are_used_where_the_cpu_has_them(monkeypatch):
+    """A CPU with AMX-BF16 runs the many-row bfloat16 products on its tiles unless QRR_CPU_AMX=0 (a build without
+    the tile intrinsics, or a refused arch_prctl, would silently fall back to the vector tiles)."""
+    import os
+    import subprocess
+    import sys
+
+    ask = [sys.executable, "-c", "from common.kernels import cpu_build; print(cpu_build.amx())"]
+    env = {k: v for k, v in os.environ.items() if k != "QRR_CPU_AMX"}
+    assert subprocess.run(ask, capture_output=True, text=True, env=env).stdout.strip() == "True"
+    off = subprocess.run(ask, capture_output=True, text=True, env={**env, "QRR_CPU_AMX": "0"})
+    assert off.stdout.strip() == "False"
+
+
 def test_mismatched_shapes_are_clear_errors():
     with pytest.raises(ValueError, match="contracting sizes differ"):
         cpu_products.matmul(jnp.ones((2, 8)), jnp.ones((9, 4)))
