@@ -85,7 +85,7 @@ inline void AmxPass(const uint16_t* x, const uint16_t* x_last, int64_t K, const 
   for (int64_t k = 0; k < K; k += kAmxK) {
     const uint16_t* b = panel + k * kPanel;  // 16 pair-rows, 128 bytes each
     for (int line = 0; line < 32; ++line)  // kPrefetchBytes ahead, as the vector tiles ask (cpu_tiles.h)
-      _mm_prefetch(reinterpret_cast<const char*>(b) + kPrefetchBytes + 64 * line, _MM_HINT_T1);
+      PrefetchLine(reinterpret_cast<const char*>(b) + kPrefetchBytes + 64 * line);
     _tile_loadd(0, b, 2 * kPanel * 2);
     _tile_loadd(1, b + kPanel, 2 * kPanel * 2);
     if (full) {

@@ -10,6 +10,8 @@
 #include <cstring>
 #include <vector>
 
+#include "cpu_tiles.h"
+
 namespace qrr {
 
 inline float ToFloat(float v) { return v; }
@@ -43,9 +45,96 @@ inline __m512 Load16(const uint16_t* p, __mmask16 m) {
 }
 inline __mmask16 Tail(int64_t left) { return left >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << left) - 1); }
 
-constexpr int kRows = 4;  // query heads of a group at once
+constexpr int kRows = 4;  // query heads of a group at once, at most
 constexpr int kVecs = 4;  // 16-float vectors of slots (scores) or of head dims (output) at once
                           // kRows x kVecs accumulators stay in registers
+
+// scores[r, s] = q[r] . keys[:, lo + s] for R heads (q float32, scaled) and the n visible slots, kVecs * 16 at a
+// time: one pass down the head dims per tile (keys [h, S], slot axis minor)
+template <int R, typename E>
+void ScoreRows(const float* q, const E* keys, int64_t h, int64_t S, int64_t lo, int64_t n, float* scores,
+               int64_t stride) {
+  for (int64_t s0 = 0; s0 < n; s0 += 16 * kVecs) {
+    __m512 acc[R][kVecs];
+    __mmask16 m[kVecs];
+    for (int j = 0; j < kVecs; ++j) m[j] = s0 + 16 * j < n ? Tail(n - s0 - 16 * j) : 0;
+    for (int r = 0; r < R; ++r)
+      for (int j = 0; j < kVecs; ++j) acc[r][j] = _mm512_setzero_ps();
+    for (int64_t d = 0; d < h; ++d) {
+      const E* row = keys + d * S + lo + s0;
+      __m512 kv[kVecs];
+      for (int j = 0; j < kVecs; ++j) kv[j] = Load16(row + 16 * j, m[j]);
+      for (int r = 0; r < R; ++r) {
+        const __m512 qv = _mm512_set1_ps(q[r * h + d]);
+        for (int j = 0; j < kVecs; ++j) acc[r][j] = _mm512_fmadd_ps(qv, kv[j], acc[r][j]);
+      }
+    }
+    for (int r = 0; r < R; ++r)
+      for (int j = 0; j < kVecs; ++j)
+        if (s0 + 16 * j < stride) _mm512_storeu_ps(scores + r * stride + s0 + 16 * j, acc[r][j]);
+  }
+}
+
+// out[r] = sum_s p[r, s] values[lo + s] for R heads, kVecs * 16 head dims at a time (values [S, h])
+template <int R, typename E>
+void WeighRows(const float* p, const E* values, int64_t h, int64_t lo, int64_t n, int64_t stride, float* out) {
+  for (int64_t d0 = 0; d0 < h; d0 += 16 * kVecs) {
+    __m512 acc[R][kVecs];
+    __mmask16 m[kVecs];
+    for (int j = 0; j < kVecs; ++j) m[j] = d0 + 16 * j < h ? Tail(h - d0 - 16 * j) : 0;
+    for (int r = 0; r < R; ++r)
+      for (int j = 0; j < kVecs; ++j) acc[r][j] = _mm512_setzero_ps();
+    for (int64_t s = 0; s < n; ++s) {
+      const E* row = values + (lo + s) * h + d0;
+      __m512 vv[kVecs];
+      for (int j = 0; j < kVecs; ++j) vv[j] = Load16(row + 16 * j, m[j]);
+      for (int r = 0; r < R; ++r) {
+        const __m512 w = _mm512_set1_ps(p[r * stride + s]);
+        for (int j = 0; j < kVecs; ++j) acc[r][j] = _mm512_fmadd_ps(w, vv[j], acc[r][j]);
+      }
+    }
+    for (int r = 0; r < R; ++r)
+      for (int j = 0; j < kVecs; ++j) _mm512_mask_storeu_ps(out + r * h + d0 + 16 * j, m[j], acc[r][j]);
+  }
+}
+
+// In place over one head's scores of the n visible-range slots (stride a multiple of 16): the softmax over the
+// slots the mask lets through, zero elsewhere and in the padding up to stride.
+inline void Softmax(float* sc, const bool* mask, int64_t n, int64_t stride) {
+  const __m512 none = _mm512_set1_ps(-INFINITY);
+  __m512 top = none;
+  for (int64_t s = 0; s < stride; s += 16) {
+    const __mmask16 seen = _mm_test_epi8_mask(_mm_maskz_loadu_epi8(Tail(n - s), mask + s), _mm_set1_epi8(1));
+    const __m512 x = _mm512_mask_mov_ps(none, seen, _mm512_loadu_ps(sc + s));
+    _mm512_storeu_ps(sc + s, x);
+    top = _mm512_max_ps(top, x);
+  }
+  const __m512 shift = _mm512_set1_ps(_mm512_reduce_max_ps(top));
+  __m512 total = _mm512_setzero_ps();
+  for (int64_t s = 0; s < stride; s += 16) {
+    const __m512 x = _mm512_loadu_ps(sc + s);
+    const __m512 e = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(x, none, _CMP_NEQ_OQ), Exp(_mm512_sub_ps(x, shift)));
+    _mm512_storeu_ps(sc + s, e);
+    total = _mm512_add_ps(total, e);
+  }
+  const __m512 inv = _mm512_set1_ps(1.f / _mm512_reduce_add_ps(total));
+  for (int64_t s = 0; s < stride; s += 16) _mm512_storeu_ps(sc + s, _mm512_mul_ps(_mm512_loadu_ps(sc + s), inv));
+}
+
+// Asks for the keys and values of slots [lo, hi] into L2 at once (prefetcht1). Read cold, a step's attention
+// otherwise waited on each miss in turn: keys are walked a head dim at a time, S slots apart, which the hardware
+// prefetcher does not follow. At batch 32 on the 2-core VM of docs/benchmarks.md (2026-12-02) this took SmolLM2's
+// attention over 128 slots from ~9 to ~7 ms a step (bfloat16 cache). Up to kPrefetchSlotBytes a call, well inside L2.
+constexpr int64_t kPrefetchSlotBytes = 512 * 1024;
+template <typename E>
+void PrefetchVisible(const E* keys, const E* values, int64_t h, int64_t S, int64_t lo, int64_t hi) {
+  constexpr int64_t kLine = 64 / sizeof(E);  // elements a cache line
+  for (int64_t d = 0; d < h; ++d)
+    for (int64_t s = lo; s <= hi + kLine / 2; s += kLine)  // the line of hi too, wherever the row starts
+      PrefetchLine(keys + d * S + std::min(s, hi));
+  const char* end = reinterpret_cast<const char*>(values + (hi + 1) * h);
+  for (const char* p = reinterpret_cast<const char*>(values + lo * h); p < end; p += 64) PrefetchLine(p);
+}
 
 template <typename E>
 void AttendOne(const E* q, const E* keys, const E* values, const bool* mask, float* out, int64_t G, int64_t h,
@@ -57,73 +146,33 @@ void AttendOne(const E* q, const E* keys, const E* values, const bool* mask, flo
     std::fill(out, out + G * h, 0.f);
     return;
   }
-  const int64_t n = hi - lo + 1, Gp = (G + kRows - 1) / kRows * kRows, stride = (n + 15) / 16 * 16;
-  qf.assign(Gp * h, 0.f);  // q in float32, scaled, zero rows up to a multiple of kRows
+  const int64_t n = hi - lo + 1, stride = (n + 15) / 16 * 16;
+  PrefetchVisible(keys, values, h, S, lo, std::min(hi, lo + kPrefetchSlotBytes / (2 * h * static_cast<int64_t>(sizeof(E)))));
+  qf.resize(G * h);  // q in float32, scaled
   const float scale = 1.f / std::sqrt(static_cast<float>(h));
   for (int64_t i = 0; i < G * h; ++i) qf[i] = ToFloat(q[i]) * scale;
-  scores.resize(Gp * stride);
-  // scores[g, s] = q[g] . keys[:, lo + s], kRows heads x kVecs * 16 slots at a time, one pass over keys per tile
-  for (int64_t g0 = 0; g0 < Gp; g0 += kRows)
-    for (int64_t s0 = 0; s0 < n; s0 += 16 * kVecs) {
-      __m512 acc[kRows][kVecs];
-      __mmask16 m[kVecs];
-      for (int j = 0; j < kVecs; ++j) m[j] = s0 + 16 * j < n ? Tail(n - s0 - 16 * j) : 0;
-      for (int r = 0; r < kRows; ++r)
-        for (int j = 0; j < kVecs; ++j) acc[r][j] = _mm512_setzero_ps();
-      for (int64_t d = 0; d < h; ++d) {
-        const E* row = keys + d * S + lo + s0;
-        __m512 kv[kVecs];
-        for (int j = 0; j < kVecs; ++j) kv[j] = Load16(row + 16 * j, m[j]);
-        for (int r = 0; r < kRows; ++r) {
-          const __m512 qv = _mm512_set1_ps(qf[(g0 + r) * h + d]);
-          for (int j = 0; j < kVecs; ++j) acc[r][j] = _mm512_fmadd_ps(qv, kv[j], acc[r][j]);
-        }
-      }
-      for (int r = 0; r < kRows; ++r)
-        for (int j = 0; j < kVecs; ++j)
-          if (s0 + 16 * j < stride) _mm512_storeu_ps(scores.data() + (g0 + r) * stride + s0 + 16 * j, acc[r][j]);
+  scores.resize(G * stride);
+  for (int64_t g0 = 0; g0 < G; g0 += kRows) {
+    const float* qg = qf.data() + g0 * h;
+    float* sg = scores.data() + g0 * stride;
+    switch (std::min<int64_t>(kRows, G - g0)) {
+      case 1: ScoreRows<1>(qg, keys, h, S, lo, n, sg, stride); break;
+      case 2: ScoreRows<2>(qg, keys, h, S, lo, n, sg, stride); break;
+      case 3: ScoreRows<3>(qg, keys, h, S, lo, n, sg, stride); break;
+      default: ScoreRows<4>(qg, keys, h, S, lo, n, sg, stride); break;
     }
-  // softmax over the visible slots, in place
-  for (int64_t g = 0; g < G; ++g) {
-    float* sc = scores.data() + g * stride;
-    float top = -INFINITY;
-    for (int64_t s = 0; s < n; ++s) {
-      sc[s] = mask[lo + s] ? sc[s] : -INFINITY;
-      top = std::max(top, sc[s]);
-    }
-    std::fill(sc + n, sc + stride, -INFINITY);
-    __m512 total = _mm512_setzero_ps();
-    for (int64_t s = 0; s < stride; s += 16) {
-      const __m512 x = _mm512_loadu_ps(sc + s);
-      const __m512 e = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(x, _mm512_set1_ps(-INFINITY), _CMP_NEQ_OQ),
-                                           Exp(_mm512_sub_ps(x, _mm512_set1_ps(top))));
-      _mm512_storeu_ps(sc + s, e);
-      total = _mm512_add_ps(total, e);
-    }
-    const __m512 inv = _mm512_set1_ps(1.f / _mm512_reduce_add_ps(total));
-    for (int64_t s = 0; s < stride; s += 16) _mm512_storeu_ps(sc + s, _mm512_mul_ps(_mm512_loadu_ps(sc + s), inv));
   }
-  std::fill(scores.begin() + G * stride, scores.end(), 0.f);  // the padding heads
-  // out[g] = sum_s p[g, s] values[lo + s], kRows heads x kVecs * 16 dims at a time
-  for (int64_t g0 = 0; g0 < G; g0 += kRows)
-    for (int64_t d0 = 0; d0 < h; d0 += 16 * kVecs) {
-      __m512 acc[kRows][kVecs];
-      __mmask16 m[kVecs];
-      for (int j = 0; j < kVecs; ++j) m[j] = d0 + 16 * j < h ? Tail(h - d0 - 16 * j) : 0;
-      for (int r = 0; r < kRows; ++r)
-        for (int j = 0; j < kVecs; ++j) acc[r][j] = _mm512_setzero_ps();
-      for (int64_t s = 0; s < n; ++s) {
-        const E* row = values + (lo + s) * h + d0;
-        __m512 vv[kVecs];
-        for (int j = 0; j < kVecs; ++j) vv[j] = Load16(row + 16 * j, m[j]);
-        for (int r = 0; r < kRows; ++r) {
-          const __m512 p = _mm512_set1_ps(scores[(g0 + r) * stride + s]);
-          for (int j = 0; j < kVecs; ++j) acc[r][j] = _mm512_fmadd_ps(p, vv[j], acc[r][j]);
-        }
-      }
-      for (int r = 0; r < kRows && g0 + r < G; ++r)
-        for (int j = 0; j < kVecs; ++j) _mm512_mask_storeu_ps(out + (g0 + r) * h + d0 + 16 * j, m[j], acc[r][j]);
+  for (int64_t g = 0; g < G; ++g) Softmax(scores.data() + g * stride, mask + lo, n, stride);
+  for (int64_t g0 = 0; g0 < G; g0 += kRows) {
+    const float* pg = scores.data() + g0 * stride;
+    float* og = out + g0 * h;
+    switch (std::min<int64_t>(kRows, G - g0)) {
+      case 1: WeighRows<1>(pg, values, h, lo, n, stride, og); break;
+      case 2: WeighRows<2>(pg, values, h, lo, n, stride, og); break;
+      case 3: WeighRows<3>(pg, values, h, lo, n, stride, og); break;
+      default: WeighRows<4>(pg, values, h, lo, n, stride, og); break;
     }
+  }
 }
 
 }  // namespace qrr
