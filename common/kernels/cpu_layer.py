@@ -32,10 +32,11 @@ def routed(dtype, cache_dtype, head_dim: int) -> bool:
             and cpu_build.usable())
 
 
-# Compute dtypes where the layer kernel measured faster than our kernels op by op (tools/bench_decode_step.py,
-# docs/benchmarks.md, 2 cores, SmolLM2-135M): bfloat16 by ~10 % at batch 1 and 8, the same at 32. In float32 it
-# was no faster (0.90-1.01x at batch 1, 0.98 at 8, 0.94-1.00 at 32), so float32 keeps the kernels op by op.
-FASTER = {"bfloat16"}
+# Compute dtypes where the layer kernel measured faster than our kernels op by op (docs/benchmarks.md, 2 cores,
+# SmolLM2-135M, a 128-token generate call): on 2026-12-02, with the products' prefetch and AMX, in both dtypes at
+# every batch (float32 5 / 8 / 6 % at batch 1 / 8 / 32, bfloat16 3 / 19 / 14 %). On 2026-11-25 float32 had measured
+# no faster (0.90-1.01x) and was left op by op.
+FASTER = {"float32", "bfloat16"}
 
 
 def decode_layer(x, attn_norm, qkv_bias, mlp_norm, panels: dict, cos, sin, k_cache, v_cache, index, mask, *,
