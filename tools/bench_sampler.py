@@ -5,10 +5,12 @@
 
 Prompts: 64 tokens each, 128 new tokens, greedy, no early stop. Tokens/s counts generated tokens of the whole
 batch over wall time, compile excluded (our first call is timed separately as compile + run). The bandwidth
-limit at batch 1 is (bytes of weights read per decoded token) / (measured memory bandwidth): the issue's measure
-is the copy bandwidth (counted as STREAM does); the read bandwidth is the limit decoding, which only reads its
-weights, actually meets. Both are probed right before and after each of our timings, as this VM's bandwidth
-moves within minutes.
+limit at batch 1 is (bytes of weights read per decoded token) / (measured memory bandwidth), two ways: the copy rate
+(bytes copied per second by a memory copy over every core: the issue's measure, the "copies memory at about 22
+GB/s" of ../shared/OFFLINE.md; STREAM would count each byte twice, read and written) and the read rate (bytes read
+per second by a reduction over every core), which is what decoding, reading its weights and writing almost
+nothing, actually meets. Our weight rate (weights read per second by the decode steps) is shown beside them. Both
+rates are probed right before and after each of our timings, as this VM's bandwidth moves within minutes.
 Writes a markdown table (stdout, and --out FILE appends it).
 """
 
@@ -32,11 +34,11 @@ if str(REPO_ROOT) not in sys.path:  # tools.bench_common lives at the repository
 from tools.bench_common import write_table  # noqa: E402
 
 
-def copy_bandwidth_gbs(nbytes: int = 1 << 30, repeats: int = 5, threads: int | None = None) -> float:
-    """Memory bandwidth by a numpy copy, counted as STREAM does (each byte read once and written once: 2x the
-    bytes copied, per second), best of `repeats`. The copy is split over `threads` threads (default: every
-    core this process may run on), as decoding uses them all: one core alone cannot reach the machine's
-    bandwidth."""
+def copy_rate_gbs(nbytes: int = 1 << 30, repeats: int = 5, threads: int | None = None) -> float:
+    """Bytes copied per second by a numpy copy of `nbytes` (each byte counted once, as ../shared/OFFLINE.md's
+    "copies memory at about 22 GB/s"; STREAM's Copy figure counts it twice, read and written), best of `repeats`.
+    The copy is split over `threads` threads (default: every core this process may run on), as decoding uses
+    them all: one core alone cannot reach the machine's bandwidth."""
     threads = threads or len(os.sched_getaffinity(0))
     src = np.ones(nbytes // 4, np.float32)
     dst = np.empty_like(src)
@@ -48,13 +50,13 @@ def copy_bandwidth_gbs(nbytes: int = 1 << 30, repeats: int = 5, threads: int | N
             t = time.perf_counter()
             list(pool.map(lambda c: np.copyto(*c), chunks))
             best = min(best, time.perf_counter() - t)
-    return 2 * nbytes / best / 1e9
+    return nbytes / best / 1e9
 
 
 def read_bandwidth_gbs(nbytes: int = 1 << 30, repeats: int = 5, threads: int | None = None) -> float:
     """Memory read bandwidth: bytes read per second by a numpy max over `nbytes`, split over `threads` threads
     (default: every core), best of `repeats`. Decoding reads its weights and writes almost nothing, so this is
-    the limit it meets; on this VM it has measured from ~70 % to ~100 % of `copy_bandwidth_gbs`."""
+    the limit it meets; on this VM it has measured 1.2-2x `copy_rate_gbs` (a copy also writes every byte)."""
     threads = threads or len(os.sched_getaffinity(0))
     data = np.ones(nbytes // 4, np.float32)
     bounds = np.linspace(0, data.size, threads + 1).astype(int)
@@ -69,8 +71,8 @@ def read_bandwidth_gbs(nbytes: int = 1 << 30, repeats: int = 5, threads: int | N
 
 
 def bandwidths() -> tuple[float, float]:
-    """(copy, read) bandwidth in GB/s, measured now."""
-    return copy_bandwidth_gbs(), read_bandwidth_gbs()
+    """(copy rate, read rate) in GB/s, measured now."""
+    return copy_rate_gbs(), read_bandwidth_gbs()
 
 
 def prompts_of_length(tokenizer, batch: int, length: int) -> list[list[int]]:
@@ -147,29 +149,33 @@ def main(argv=None):
             copy_gbs, read_gbs = ((a + b) / 2 for a, b in zip(before, after))
             probes += [before, after]
             theirs = bench_hf(hf_model, prompts, args.new_tokens, args.repeats, tokenizer.pad_token_id or 0)
-            # the share of each limit: decode steps/s over (bandwidth / weight bytes), one read of the weights a step
-            copy_share, read_share = (ours / batch / (gbs * 1e9 / weight_bytes) for gbs in (copy_gbs, read_gbs))
-            rows.append((dtype, batch, ours, theirs, ours / theirs, copy_share, read_share, copy_gbs, read_gbs,
-                         compile_s))
+            # our weight rate: decode steps/s (tokens/s per sequence) x the weight bytes each step reads once; the
+            # share of each limit is that rate over the probed one
+            weight_gbs = ours / batch * weight_bytes / 1e9
+            copy_share, read_share = weight_gbs / copy_gbs, weight_gbs / read_gbs
+            rows.append((dtype, batch, ours, theirs, ours / theirs, weight_gbs, copy_share, read_share, copy_gbs,
+                         read_gbs, compile_s))
             print(f"{dtype} batch {batch}: ours {ours:.1f} tok/s, transformers {theirs:.1f} tok/s, "
-                  f"ratio {ours / theirs:.2f}x, {100 * copy_share:.0f}% of the copy-bandwidth limit "
-                  f"({copy_gbs:.1f} GB/s), {100 * read_share:.0f}% of the read-bandwidth limit ({read_gbs:.1f} GB/s), "
+                  f"ratio {ours / theirs:.2f}x, weights read at {weight_gbs:.1f} GB/s: {100 * copy_share:.0f}% of the "
+                  f"copy rate ({copy_gbs:.1f} GB/s), {100 * read_share:.0f}% of the read rate ({read_gbs:.1f} GB/s), "
                   f"compile {compile_s:.1f}s", flush=True)
     header = (f"\n### Sampler decode throughput — {datetime.date.today()}\n\n"
               f"`python tools/bench_sampler.py {' '.join(sys.argv[1:] if argv is None else argv)}`  \n"
               f"Machine: {platform.machine()}, {len(os.sched_getaffinity(0))} of {os.cpu_count()} cores, "
               f"jax {jax.__version__} ({jax.default_backend()}), torch {torch.__version__}; "
               f"memory bandwidth probed before and after "
-              f"each of our timings: copy {min(p[0] for p in probes):.1f}–{max(p[0] for p in probes):.1f} GB/s, "
+              f"each of our timings: copy rate {min(p[0] for p in probes):.1f}–{max(p[0] for p in probes):.1f} GB/s "
+              f"(bytes copied per second), "
               f"read {min(p[1] for p in probes):.1f}–{max(p[1] for p in probes):.1f} GB/s; "
               f"model {args.model}; prompts {args.prompt_len} tokens, "
               f"{args.new_tokens} new tokens, greedy; our CPU decode kernels "
               f"{'on' if cpu_build.enabled() and cpu_build.available() else 'off'}.\n\n"
-              "| dtype | batch | ours tok/s | transformers tok/s | ratio | share of the copy-bandwidth limit "
-              "(per sequence) | share of the read-bandwidth limit | copy / read GB/s then | compile s |\n"
-              "|---|---|---|---|---|---|---|---|---|\n")
-    table = header + "".join(f"| {d} | {b} | {o:.1f} | {t:.1f} | {r:.2f}x | {100 * cs:.0f}% | {100 * rs:.0f}% | "
-                             f"{cg:.1f} / {rg:.1f} | {c:.1f} |\n" for d, b, o, t, r, cs, rs, cg, rg, c in rows)
+              "| dtype | batch | ours tok/s | transformers tok/s | ratio | our weight GB/s | share of the copy-rate "
+              "limit | share of the read-rate limit | copy / read GB/s then | compile s |\n"
+              "|---|---|---|---|---|---|---|---|---|---|\n")
+    table = header + "".join(f"| {d} | {b} | {o:.1f} | {t:.1f} | {r:.2f}x | {w:.1f} | {100 * cs:.0f}% | "
+                             f"{100 * rs:.0f}% | {cg:.1f} / {rg:.1f} | {c:.1f} |\n"
+                             for d, b, o, t, r, w, cs, rs, cg, rg, c in rows)
     write_table(table, args.out)
 
 
