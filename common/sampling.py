@@ -68,6 +68,20 @@ def first_argmax(logits: jax.Array) -> jax.Array:
     return jnp.minimum(index, logits.shape[-1] - 1)  # a row of NaNs has no maximum: give a valid id
 
 
+def categorical(keys: jax.Array, logits: jax.Array) -> jax.Array:
+    """keys [B] PRNG keys, logits [B, n] -> one index per row drawn from softmax(logits), by inverting the
+    cumulative distribution at one uniform number per row: the first index whose cumulative probability passes
+    u * total. jax.random.categorical draws n Gumbel numbers per row instead (n random words and two logarithms
+    each): at [32, 49152] it took 20 ms a call on a 2-core CPU, this 4 ms. Indices of probability 0 (logits of
+    NEG_INF after top-k / top-p) are never drawn."""
+    probs = jax.nn.softmax(logits, axis=-1)
+    cdf = jnp.cumsum(probs, axis=-1)
+    u = jax.vmap(lambda key: jax.random.uniform(key, (), jnp.float32))(keys) * cdf[:, -1]
+    iota = jax.lax.broadcasted_iota(jnp.int32, cdf.shape, cdf.ndim - 1)
+    first = jnp.min(jnp.where(cdf > u[:, None], iota, cdf.shape[-1]), axis=-1)
+    return jnp.minimum(first, cdf.shape[-1] - 1)  # u * total rounding onto the total itself: the last index
+
+
 def sample_tokens(logits: jax.Array, keys: jax.Array, temperature: jax.Array, top_p: jax.Array,
                   mode: SamplingMode) -> tuple[jax.Array, jax.Array]:
     """logits [B, V] float32, keys [B] PRNG keys -> (tokens [B] int32, logprobs [B] float32).
@@ -81,7 +95,7 @@ def sample_tokens(logits: jax.Array, keys: jax.Array, temperature: jax.Array, to
         logp = jax.nn.log_softmax(logits, axis=-1)
     else:
         candidates, ids = truncated_logits(logits, temperature, mode, top_p)
-        choice = jax.vmap(jax.random.categorical)(keys, candidates)
+        choice = categorical(keys, candidates)
         tokens = choice if ids is None else jnp.take_along_axis(ids, choice[:, None], axis=-1)[:, 0]
         tokens = tokens.astype(jnp.int32)
         logp = jax.nn.log_softmax(logits / temperature, axis=-1)

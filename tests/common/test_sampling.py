@@ -50,6 +50,32 @@ def test_empirical_distribution_matches_truncated_softmax(temperature, top_k, to
     np.testing.assert_allclose(np.asarray(logp), full[np.asarray(tokens)], rtol=1e-5, atol=1e-5)
 
 
+def test_large_vocabulary_samples_follow_the_softmax():
+    """The inverse-CDF draw (common.sampling.categorical) over a vocabulary of SmolLM2's size, where the cumulative
+    sum runs over 49152 probabilities in float32: the 30 most likely tokens one by one, the next 970 and the long
+    tail (~49000 tokens of small probability) as two bins, against the float64 softmax (chi-square)."""
+    V, n, chunk = 49152, 20_000, 1000
+    rng = np.random.default_rng(7)
+    row = (rng.standard_normal(V) * 2.0).astype(np.float32)
+    row[rng.choice(V, 30, replace=False)] += 9.0  # a head of likely tokens scattered over the vocabulary
+    mode = SamplingMode.from_params(1.0, 0, 1.0)
+    draw = jax.jit(lambda keys: sample_tokens(jnp.broadcast_to(jnp.asarray(row), (chunk, V)), keys, jnp.float32(1.0),
+                                              jnp.float32(1.0), mode)[0])
+    keys = jax.random.split(jax.random.key(99), n).reshape(n // chunk, chunk)
+    tokens = np.concatenate([np.asarray(draw(k)) for k in keys])
+    p = np.exp(row.astype(np.float64) - row.max())
+    p /= p.sum()
+    order = np.argsort(-p)
+    bins = np.zeros(V, int)  # token -> bin: its rank for the top 30, then 30 (ranks 30-999) and 31 (the tail)
+    bins[order] = np.minimum(np.arange(V), 30)
+    bins[order[1000:]] = 31
+    counts = np.bincount(bins[tokens], minlength=32)
+    expected = np.bincount(bins, weights=p, minlength=32) * n
+    assert expected[31] > 100  # the tail carries real mass, so a lost or inflated tail shows
+    _, p_value = stats.chisquare(counts, expected)
+    assert p_value > 1e-3
+
+
 def test_greedy_takes_argmax_with_untempered_logprob():
     logits = jnp.asarray(np.stack([LOGITS, LOGITS[::-1]]))
     tokens, logp = sample_tokens(logits, jax.random.split(jax.random.key(0), 2), jnp.float32(1.0),
