@@ -17,6 +17,7 @@
 
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -34,6 +35,7 @@ namespace qrr {
 
 constexpr int64_t kAmxMinRows = 8;  // fewer rows: the vector tiles were as fast (1-8 rows measured)
 constexpr int64_t kAmxK = 32;       // values of k per A tile row (64 bytes)
+constexpr int64_t kAmxGroupBytes = 256 * 1024;  // rows of x that pass over a thread's panels together
 
 // Whether this process may use the tile registers (asked once).
 inline bool AmxPermitted() {
@@ -108,6 +110,33 @@ inline void AmxPass(const uint16_t* x, const uint16_t* x_last, int64_t K, const 
     _tile_stored(7, y_last + 16, ldy * 4);
   }
 }
+
+// One pass over the panel for two blocks of 16 rows (x, x + 16 K), tiles configured all 16 rows: A tiles 2, 3, B
+// tiles 0, 1, outputs 4, 5 (first block) and 6, 7 (second).
+inline void AmxPair(const uint16_t* x, int64_t K, const uint16_t* panel, float* y, int64_t ldy) {
+  const int64_t lda = K * 2;
+  _tile_zero(4);
+  _tile_zero(5);
+  _tile_zero(6);
+  _tile_zero(7);
+  for (int64_t k = 0; k < K; k += kAmxK) {
+    const uint16_t* b = panel + k * kPanel;
+    for (int line = 0; line < 32; ++line)  // as AmxPass
+      PrefetchLine(reinterpret_cast<const char*>(b) + kPrefetchBytes + 64 * line);
+    _tile_loadd(0, b, 2 * kPanel * 2);
+    _tile_loadd(1, b + kPanel, 2 * kPanel * 2);
+    _tile_loadd(2, x + k, lda);
+    _tile_loadd(3, x + 16 * K + k, lda);
+    _tile_dpbf16ps(4, 2, 0);
+    _tile_dpbf16ps(5, 2, 1);
+    _tile_dpbf16ps(6, 3, 0);
+    _tile_dpbf16ps(7, 3, 1);
+  }
+  _tile_stored(4, y, ldy * 4);
+  _tile_stored(5, y + 16, ldy * 4);
+  _tile_stored(6, y + 16 * ldy, ldy * 4);
+  _tile_stored(7, y + 16 * ldy + 16, ldy * 4);
+}
 #endif
 
 // y[:, 32p : 32(p+1)] = x[M, K] . panel p of w for p in [p0, p1), on the tiles (AmxUsable(M, K) must hold).
@@ -116,15 +145,27 @@ inline void AmxPanelRange(const uint16_t* x, int64_t M, int64_t K, const uint16_
 #ifdef QRR_AMX
   const int64_t blocks = (M + 15) / 16, last_rows = M - 16 * (blocks - 1);
   const uint16_t* x_last = x + 16 * (blocks - 1) * K;
+  // Full blocks before the last go in pairs, each pair one pass over the panel with 2 x 2 tiles (4 loads for 4
+  // tile products; one block at a time took 3 loads for 2), in groups whose rows of x fit kAmxGroupBytes: every
+  // panel of the range passes under one group before the next, so that x stays in L2 while the panels stream.
+  const int64_t full = blocks - 1, pairs = full / 2;
+  const int64_t group = std::max<int64_t>(1, kAmxGroupBytes / (32 * K * 2));
+  if (pairs > 0) {
+    ConfigureTiles(16);
+    for (int64_t g0 = 0; g0 < pairs; g0 += group) {
+      const int64_t g1 = std::min(pairs, g0 + group);
+      for (int64_t p = p0; p < p1; ++p)
+        for (int64_t q = g0; q < g1; ++q)
+          AmxPair(x + 32 * q * K, K, w + p * K * kPanel, y + p * kPanel + 32 * q * ldy, ldy);
+    }
+  }
+  // the last block, with an odd full block before it riding along in the same pass
   ConfigureTiles(last_rows);
+  const bool odd = full % 2 == 1;
   for (int64_t p = p0; p < p1; ++p) {
-    const uint16_t* panel = w + p * K * kPanel;
     float* yp = y + p * kPanel;
-    float* y_last = yp + 16 * (blocks - 1) * ldy;
-    if (blocks == 1) AmxPass(x, x_last, K, panel, yp, y_last, ldy, false, true);
-    // the last block rides along with the last full one; earlier full blocks take a pass each (the panel is in L2)
-    for (int64_t b = 0; b + 1 < blocks; ++b)
-      AmxPass(x + 16 * b * K, x_last, K, panel, yp + 16 * b * ldy, y_last, ldy, true, b + 2 == blocks);
+    AmxPass(odd ? x + 16 * (full - 1) * K : x, x_last, K, w + p * K * kPanel, odd ? yp + 16 * (full - 1) * ldy : yp,
+            yp + 16 * (blocks - 1) * ldy, ldy, odd, true);  // (x, yp unused when not odd)
   }
   _tile_release();
 #else

@@ -83,11 +83,13 @@ def test_every_panel_is_computed_once_however_the_threads_split_them(panels):
         np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5 * np.abs(ref).max())
 
 
-@pytest.mark.parametrize("rows", [8, 16, 17, 40])
+@pytest.mark.parametrize("rows", [8, 16, 17, 40, 64, 592, 600])
 @pytest.mark.parametrize("K", [64, 576])
 def test_many_row_bfloat16_products_match_numpy(rows, K):
     """Contracting sizes that are multiples of 32: on a CPU with AMX these run on its tiles (cpu_amx.h), in blocks
-    of 16 rows and one last block of 1-16; elsewhere on the vector tiles. A last panel of 13 columns."""
+    of 16 rows and one last block of 1-16; elsewhere on the vector tiles. A last panel of 13 columns. Full blocks
+    go in pairs (40, 592 rows: the last block alone; 64, 600: an odd full block rides with it), in groups of pairs
+    (at K = 576, 592 and 600 rows take three groups)."""
     rng = np.random.default_rng(rows + K)
     N = 32 * 5 + 13
     x = jnp.asarray(rng.standard_normal((rows, K)), jnp.bfloat16)
