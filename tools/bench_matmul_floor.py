@@ -1,6 +1,7 @@
 """The floor under decoding on this machine: one decode step's matrix products alone, in XLA and in torch.
 
     python tools/bench_matmul_floor.py                      # SmolLM2-135M shapes, float32 + bfloat16, batch 1/8/32
+    python tools/bench_matmul_floor.py --prefill-rows 2048  # each layer product at 2048 rows (a prefill), GFLOP/s
 
 A step of a decoder reads every weight matrix once, then the tied head. This runs exactly that chain of
 products, with no attention, sampling or loop bookkeeping, at the batch sizes the sampler benchmark uses:
@@ -106,17 +107,61 @@ def torch_ms_per_step(config, batch: int, dtype: str) -> float:
     return (time.perf_counter() - t) / STEPS * 1e3
 
 
+def prefill_gflops(config, rows: int, dtype: str) -> list[tuple[tuple[int, int], float, float, float]]:
+    """Each of a layer's fused products at `rows` rows (a prefill's batch x length), alone and warm: GFLOP/s of
+    ours (weights packed ahead, `cpu_products.packed_matmul`), XLA's `x @ w` and torch's, best of 5 each."""
+    import jax
+    import jax.numpy as jnp
+    import torch
+
+    from common.kernels import cpu_products
+
+    def best(fn) -> float:
+        fn()
+        times = []
+        for _ in range(5):
+            t = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t)
+        return min(times)
+
+    jdt = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[dtype]
+    tdt = {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]
+    rng = np.random.default_rng(0)
+    results = []
+    for k, n in fused_layer_shapes(config):
+        x = jnp.asarray(rng.standard_normal((rows, k), np.float32), jdt)
+        w = jnp.asarray(rng.standard_normal((k, n), np.float32) * 0.02, jdt)
+        panels = jax.jit(cpu_products.pack)(w)
+        ours = jax.jit(lambda x, p, n=n: cpu_products.packed_matmul(x, p, n))
+        xla = jax.jit(lambda x, w: x @ w)
+        xt, wt = torch.from_numpy(np.asarray(x, np.float32)).to(tdt), torch.from_numpy(np.asarray(w, np.float32)).to(tdt)
+        flop = 2 * rows * k * n / 1e9
+        results.append(((k, n), flop / best(lambda: ours(x, panels).block_until_ready()),
+                        flop / best(lambda: xla(x, w).block_until_ready()), flop / best(lambda: xt @ wt)))
+    return results
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="smollm2_135m")
     parser.add_argument("--dtypes", default="float32,bfloat16")
     parser.add_argument("--batches", default="1,8,32")
+    parser.add_argument("--prefill-rows", type=int, default=0,
+                        help="instead of the decode chain: each layer product at this many rows, in GFLOP/s")
     args = parser.parse_args(argv)
     import os
 
     import torch
     torch.set_num_threads(len(os.sched_getaffinity(0)))
     config = get_preset(args.preset)
+    if args.prefill_rows:
+        print(f"| dtype | product at {args.prefill_rows} rows | ours GFLOP/s | XLA GFLOP/s | torch GFLOP/s |\n"
+              "|---|---|---|---|---|")
+        for dtype in args.dtypes.split(","):
+            for (k, n), ours, xla, theirs in prefill_gflops(config, args.prefill_rows, dtype):
+                print(f"| {dtype} | [{args.prefill_rows}, {k}] x [{k}, {n}] | {ours:.0f} | {xla:.0f} | {theirs:.0f} |", flush=True)
+        return
     print("| dtype | batch | ours ms/step (XLA + our CPU kernels) | torch ms/step | our weight GB/s |\n"
           "|---|---|---|---|---|")
     for dtype in args.dtypes.split(","):
