@@ -49,11 +49,57 @@ constexpr int kRows = 4;  // query heads of a group at once, at most
 constexpr int kVecs = 4;  // 16-float vectors of slots (scores) or of head dims (output) at once
                           // kRows x kVecs accumulators stay in registers
 
+// The cache lines of one (row, kv head)'s keys and values over slots [lo, hi], asked for (prefetcht1) a few at a
+// time while another part computes: AttendOne feeds the next part's lines this way, so that reading the cache
+// overlaps the scores and sums instead of waiting in a sweep before them. Keys row by row (head dim d: slots lo..hi,
+// S apart per d), then the values' contiguous lines. An empty feed asks for nothing.
+class LineFeed {
+ public:
+  LineFeed() = default;
+  template <typename E>
+  LineFeed(const E* keys, const E* values, int64_t h, int64_t S, int64_t lo, int64_t hi)
+      : keys_(reinterpret_cast<uintptr_t>(keys + lo)), row_bytes_(S * sizeof(E)), span_(hi - lo),
+        elem_(sizeof(E)), h_(h),
+        values_(reinterpret_cast<uintptr_t>(values + lo * h) & ~kMask),
+        values_end_((reinterpret_cast<uintptr_t>(values + (hi + 1) * h) - 1) & ~kMask) {
+    Row(0);
+  }
+  // lines the feed holds in all: what a caller spreads over its loop
+  int64_t lines() const {
+    return h_ * (static_cast<int64_t>(span_ * elem_) / 64 + 2) + static_cast<int64_t>(values_end_ - values_) / 64 + 1;
+  }
+  void Step(int64_t n) {
+    for (; n > 0 && at_ <= end_; --n) {
+      PrefetchLine(reinterpret_cast<const void*>(at_));
+      if ((at_ += 64) > end_) Row(d_ + 1);
+    }
+  }
+  void Rest() { Step(INT64_MAX); }
+
+ private:
+  static constexpr uintptr_t kMask = 63;
+  // the lines of head dim d's keys, or past the last one, the values'; nothing past those
+  void Row(int64_t d) {
+    d_ = d;
+    if (d < h_) {
+      const uintptr_t first = keys_ + d * row_bytes_;
+      at_ = first & ~kMask, end_ = (first + span_ * elem_) & ~kMask;
+    } else if (d == h_) {
+      at_ = values_, end_ = values_end_;
+    } else {
+      at_ = 1, end_ = 0;
+    }
+  }
+  uintptr_t keys_ = 0;
+  int64_t row_bytes_ = 0, span_ = 0, elem_ = 0, h_ = 0, d_ = 0;
+  uintptr_t values_ = 0, values_end_ = 0, at_ = 1, end_ = 0;
+};
+
 // scores[r, s] = q[r] . keys[:, lo + s] for R heads (q float32, scaled) and the n visible slots, kVecs * 16 at a
 // time: one pass down the head dims per tile (keys [h, S], slot axis minor)
 template <int R, typename E>
 void ScoreRows(const float* q, const E* keys, int64_t h, int64_t S, int64_t lo, int64_t n, float* scores,
-               int64_t stride) {
+               int64_t stride, LineFeed& feed, int64_t per) {
   for (int64_t s0 = 0; s0 < n; s0 += 16 * kVecs) {
     __m512 acc[R][kVecs];
     __mmask16 m[kVecs];
@@ -61,6 +107,7 @@ void ScoreRows(const float* q, const E* keys, int64_t h, int64_t S, int64_t lo, 
     for (int r = 0; r < R; ++r)
       for (int j = 0; j < kVecs; ++j) acc[r][j] = _mm512_setzero_ps();
     for (int64_t d = 0; d < h; ++d) {
+      feed.Step(per);
       const E* row = keys + d * S + lo + s0;
       __m512 kv[kVecs];
       for (int j = 0; j < kVecs; ++j) kv[j] = Load16(row + 16 * j, m[j]);
@@ -77,7 +124,8 @@ void ScoreRows(const float* q, const E* keys, int64_t h, int64_t S, int64_t lo, 
 
 // out[r] = sum_s p[r, s] values[lo + s] for R heads, kVecs * 16 head dims at a time (values [S, h])
 template <int R, typename E>
-void WeighRows(const float* p, const E* values, int64_t h, int64_t lo, int64_t n, int64_t stride, float* out) {
+void WeighRows(const float* p, const E* values, int64_t h, int64_t lo, int64_t n, int64_t stride, float* out,
+               LineFeed& feed, int64_t per) {
   for (int64_t d0 = 0; d0 < h; d0 += 16 * kVecs) {
     __m512 acc[R][kVecs];
     __mmask16 m[kVecs];
@@ -85,6 +133,7 @@ void WeighRows(const float* p, const E* values, int64_t h, int64_t lo, int64_t n
     for (int r = 0; r < R; ++r)
       for (int j = 0; j < kVecs; ++j) acc[r][j] = _mm512_setzero_ps();
     for (int64_t s = 0; s < n; ++s) {
+      feed.Step(per);
       const E* row = values + (lo + s) * h + d0;
       __m512 vv[kVecs];
       for (int j = 0; j < kVecs; ++j) vv[j] = Load16(row + 16 * j, m[j]);
@@ -125,6 +174,7 @@ inline void Softmax(float* sc, const bool* mask, int64_t n, int64_t stride) {
 // otherwise waited on each miss in turn: keys are walked a head dim at a time, S slots apart, which the hardware
 // prefetcher does not follow. At batch 32 on the 2-core VM of docs/benchmarks.md (2026-12-02) this took SmolLM2's
 // attention over 128 slots from ~9 to ~7 ms a step (bfloat16 cache). Up to kPrefetchSlotBytes a call, well inside L2.
+// Only the first part of a run waits on this sweep; the parts after it were fed by the part before (LineFeed).
 constexpr int64_t kPrefetchSlotBytes = 512 * 1024;
 template <typename E>
 void PrefetchVisible(const E* keys, const E* values, int64_t h, int64_t S, int64_t lo, int64_t hi) {
@@ -136,18 +186,46 @@ void PrefetchVisible(const E* keys, const E* values, int64_t h, int64_t S, int64
   for (const char* p = reinterpret_cast<const char*>(values + lo * h); p < end; p += 64) PrefetchLine(p);
 }
 
+// The visible range [lo, hi] of a mask over S slots; lo > hi when none is visible.
+inline void VisibleRange(const bool* mask, int64_t S, int64_t* lo, int64_t* hi) {
+  *lo = 0, *hi = S - 1;
+  while (*lo < S && !mask[*lo]) ++*lo;
+  while (*hi >= *lo && !mask[*hi]) --*hi;
+}
+
+// The slots [lo, hi] of a part that its sweep or feed asks for: up to kPrefetchSlotBytes of keys and values.
+template <typename E>
+int64_t FetchedHi(int64_t lo, int64_t hi, int64_t h) {
+  return std::min(hi, lo + kPrefetchSlotBytes / (2 * h * static_cast<int64_t>(sizeof(E))));
+}
+
+// The feed of a part's visible keys and values (empty when none is visible).
+template <typename E>
+LineFeed FeedOf(const E* keys, const E* values, const bool* mask, int64_t h, int64_t S) {
+  int64_t lo, hi;
+  VisibleRange(mask, S, &lo, &hi);
+  return lo > hi ? LineFeed() : LineFeed(keys, values, h, S, lo, FetchedHi<E>(lo, hi, h));
+}
+
 template <typename E>
 void AttendOne(const E* q, const E* keys, const E* values, const bool* mask, float* out, int64_t G, int64_t h,
-               int64_t S, std::vector<float>& qf, std::vector<float>& scores) {
-  int64_t lo = 0, hi = S - 1;
-  while (lo < S && !mask[lo]) ++lo;
-  while (hi >= lo && !mask[hi]) --hi;
+               int64_t S, std::vector<float>& qf, std::vector<float>& scores, bool fetched = false,
+               LineFeed* next = nullptr) {
+  int64_t lo, hi;
+  VisibleRange(mask, S, &lo, &hi);
+  LineFeed none;
+  LineFeed& feed = next != nullptr ? *next : none;
   if (lo > hi) {
     std::fill(out, out + G * h, 0.f);
+    feed.Rest();
     return;
   }
   const int64_t n = hi - lo + 1, stride = (n + 15) / 16 * 16;
-  PrefetchVisible(keys, values, h, S, lo, std::min(hi, lo + kPrefetchSlotBytes / (2 * h * static_cast<int64_t>(sizeof(E)))));
+  if (!fetched) PrefetchVisible(keys, values, h, S, lo, FetchedHi<E>(lo, hi, h));
+  // the next part's lines, spread over the inner iterations of the scores and the weighted sums
+  const int64_t iterations = ((G + kRows - 1) / kRows) * ((n + 16 * kVecs - 1) / (16 * kVecs) * h +
+                                                           (h + 16 * kVecs - 1) / (16 * kVecs) * n);
+  const int64_t per = next != nullptr ? (next->lines() + iterations - 1) / iterations : 0;
   qf.resize(G * h);  // q in float32, scaled
   const float scale = 1.f / std::sqrt(static_cast<float>(h));
   for (int64_t i = 0; i < G * h; ++i) qf[i] = ToFloat(q[i]) * scale;
@@ -156,10 +234,10 @@ void AttendOne(const E* q, const E* keys, const E* values, const bool* mask, flo
     const float* qg = qf.data() + g0 * h;
     float* sg = scores.data() + g0 * stride;
     switch (std::min<int64_t>(kRows, G - g0)) {
-      case 1: ScoreRows<1>(qg, keys, h, S, lo, n, sg, stride); break;
-      case 2: ScoreRows<2>(qg, keys, h, S, lo, n, sg, stride); break;
-      case 3: ScoreRows<3>(qg, keys, h, S, lo, n, sg, stride); break;
-      default: ScoreRows<4>(qg, keys, h, S, lo, n, sg, stride); break;
+      case 1: ScoreRows<1>(qg, keys, h, S, lo, n, sg, stride, feed, per); break;
+      case 2: ScoreRows<2>(qg, keys, h, S, lo, n, sg, stride, feed, per); break;
+      case 3: ScoreRows<3>(qg, keys, h, S, lo, n, sg, stride, feed, per); break;
+      default: ScoreRows<4>(qg, keys, h, S, lo, n, sg, stride, feed, per); break;
     }
   }
   for (int64_t g = 0; g < G; ++g) Softmax(scores.data() + g * stride, mask + lo, n, stride);
@@ -167,12 +245,13 @@ void AttendOne(const E* q, const E* keys, const E* values, const bool* mask, flo
     const float* pg = scores.data() + g0 * stride;
     float* og = out + g0 * h;
     switch (std::min<int64_t>(kRows, G - g0)) {
-      case 1: WeighRows<1>(pg, values, h, lo, n, stride, og); break;
-      case 2: WeighRows<2>(pg, values, h, lo, n, stride, og); break;
-      case 3: WeighRows<3>(pg, values, h, lo, n, stride, og); break;
-      default: WeighRows<4>(pg, values, h, lo, n, stride, og); break;
+      case 1: WeighRows<1>(pg, values, h, lo, n, stride, og, feed, per); break;
+      case 2: WeighRows<2>(pg, values, h, lo, n, stride, og, feed, per); break;
+      case 3: WeighRows<3>(pg, values, h, lo, n, stride, og, feed, per); break;
+      default: WeighRows<4>(pg, values, h, lo, n, stride, og, feed, per); break;
     }
   }
+  feed.Rest();
 }
 
 }  // namespace qrr

@@ -36,6 +36,10 @@ namespace {
 using qrr::kPanel;
 
 constexpr int64_t kMaxHead = 1024;  // head_dim bound of the on-stack head buffers
+// Rows from which the attention feeds each part's successor while computing (qrr::LineFeed): on the 2-core VM of
+// docs/benchmarks.md (2026-12-02), a 128-token call at batch 32, two alternated rounds each way: float32 8.99-9.03 s
+// with it against 8.70-9.32 without, bfloat16 3.87-4.29 against 4.22-4.40; at batch 8 within the noise either way.
+constexpr int64_t kFeedRows = 16;
 
 // Vectors of 16 float32 lanes; `m` masks a tail. R<E> rounds to the compute dtype E and back (an intermediate
 // that XLA holds in E); bfloat16 rounds to nearest even, as XLA converts.
@@ -250,11 +254,20 @@ ffi::Error DecodeLayer(ffi::ThreadPool pool, ffi::Buffer<T> x, ffi::Buffer<T> at
       }
     }
   });
-  // attention over the visible slots, one (row, kv head) per part; o (its input rounded to E by the product)
-  team.For(B * K, [&](int64_t t) {
+  // attention over the visible slots, one (row, kv head) per part, in runs of parts per thread; from kFeedRows rows
+  // on each part asks for the next one's keys and values while it computes (qrr::LineFeed); o (its input rounded to
+  // E by the product)
+  const bool feed = B >= kFeedRows;
+  team.ForRanges(B * K, [&](int64_t t0, int64_t t1) {
     thread_local std::vector<float> qf, scores;
-    qrr::AttendOne<E>(&q[t * G * h], keys + t * h * S, values + t * S * h, visible + (t / K) * S, &attn[t * G * h],
-                      G, h, S, qf, scores);
+    for (int64_t t = t0; t < t1; ++t) {
+      qrr::LineFeed next;
+      const bool fed = feed && t + 1 < t1;
+      if (fed)
+        next = qrr::FeedOf<E>(keys + (t + 1) * h * S, values + (t + 1) * S * h, visible + ((t + 1) / K) * S, h, S);
+      qrr::AttendOne<E>(&q[t * G * h], keys + t * h * S, values + t * S * h, visible + (t / K) * S,
+                        &attn[t * G * h], G, h, S, qf, scores, feed && t > t0, fed ? &next : nullptr);
+    }
   });
   products.Product(attn.data(), H * h, o, y, ldy);
 
