@@ -236,7 +236,11 @@ ffi::Error DecodeLayer(ffi::ThreadPool pool, ffi::Buffer<T> x, ffi::Buffer<T> at
     RmsNorm<E>(&resid[b * d], attn_scale, d, eps, &normed[b * d]);
   });
   products.Product(normed.data(), d, qkv, y, ldy);
-  team.For(B * K, [&](int64_t t) {  // one (row, kv head) per part: its G query heads, its key and value
+  // one (row, kv head) per part: its G query heads, its key and value (bias, RoPE, the new slot), then its
+  // attention over the visible slots, in one loop (one wait for the team instead of two; the new key and value are
+  // still in cache for the attention). Parts go in runs per thread; from kFeedRows rows on each part asks for the
+  // next one's keys and values while it computes (qrr::LineFeed). o then rounds its input to E in the product.
+  auto heads = [&](int64_t t) {
     const int64_t b = t / K, k = t % K;
     for (int64_t part = 0; part < G + 2; ++part) {
       const int64_t col = (k * (G + 2) + part) * h;
@@ -253,14 +257,12 @@ ffi::Error DecodeLayer(ffi::ThreadPool pool, ffi::Buffer<T> x, ffi::Buffer<T> at
         Each16(h, [&](int64_t i, __mmask16 m) { StoreE(value + i, LoadF(head + i, m), m); });
       }
     }
-  });
-  // attention over the visible slots, one (row, kv head) per part, in runs of parts per thread; from kFeedRows rows
-  // on each part asks for the next one's keys and values while it computes (qrr::LineFeed); o (its input rounded to
-  // E by the product)
+  };
   const bool feed = B >= kFeedRows;
   team.ForRanges(B * K, [&](int64_t t0, int64_t t1) {
     thread_local std::vector<float> qf, scores;
     for (int64_t t = t0; t < t1; ++t) {
+      heads(t);
       qrr::LineFeed next;
       const bool fed = feed && t + 1 < t1;
       if (fed)
