@@ -107,20 +107,25 @@ class Products {
  public:
   Products(qrr::Team& team, int64_t B, std::vector<E>& in) : team_(team), B_(B), in_(in) {}
 
-  // y[B, n] (float32) = x[B, k] . w, x given as float32 values exact in E; rows padded to w.Kp with zeros
-  void Product(const float* x, int64_t k, const Packed<E>& w, std::vector<float>& y, int64_t& ldy) {
+  // The rows of the next product's input: B rows of w.Kp values in E. The loop that computes them writes each row
+  // here (ToRow) as it finishes it, so that the product needs no loop (and no wait for the team) of its own.
+  E* Rows(const Packed<E>& w) {
     in_.resize(B_ * w.Kp);
-    E* in = in_.data();
-    const int64_t Kp = w.Kp;
-    EachRow(team_, B_, [&](int64_t b) {
-      Each16(k, [&](int64_t i, __mmask16 m) { StoreE(in + b * Kp + i, LoadF(x + b * k + i, m), m); });
-      std::fill(in + b * Kp + k, in + (b + 1) * Kp, E{});  // the padding to an even k
-    });
+    return in_.data();
+  }
+  // values x[0:k] (float32, rounded to E here) from column `at` of a row of Rows; `pad`: also zero the row's
+  // padding from column k_total to Kp (the part that writes a row's last columns)
+  static void ToRow(const float* x, int64_t k, E* row, int64_t at = 0, int64_t k_total = -1, int64_t Kp = 0) {
+    Each16(k, [&](int64_t i, __mmask16 m) { StoreE(row + at + i, LoadF(x + i, m), m); });
+    if (k_total >= 0) std::fill(row + k_total, row + Kp, E{});  // the padding to an even k
+  }
+  // y[B, n] (float32) = Rows . w, once the loop before has written every row
+  void FromRows(const Packed<E>& w, std::vector<float>& y, int64_t& ldy) {
     ldy = w.P * kPanel;
     y.resize(B_ * ldy);
-    const E* xin = in;
+    const E* xin = in_.data();
     float* out = y.data();
-    const int64_t B = B_, ld = ldy;
+    const int64_t B = B_, ld = ldy, Kp = w.Kp;
     const E* wp = w.w;
     team_.ForRanges(w.P, [=](int64_t p0, int64_t p1) { qrr::ProductRange<E>(xin, B, Kp, wp, p0, p1, out, ld); });
   }
@@ -227,6 +232,7 @@ ffi::Error DecodeLayer(ffi::ThreadPool pool, ffi::Buffer<T> x, ffi::Buffer<T> at
   const E* mlp_scale = reinterpret_cast<const E*>(mlp_norm.typed_data());
 
   // attention: norm, fused q/k/v product, bias, RoPE, the new key and value into slot `index`
+  E* rows = products.Rows(qkv);
   EachRow(team, B, [&](int64_t b) {
     Each16(d, [&](int64_t i, __mmask16 m) { StoreF(&resid[b * d + i], qrr::Load16(xp + b * d + i, m), m); });
     Each16(h, [&](int64_t i, __mmask16 m) {
@@ -234,8 +240,9 @@ ffi::Error DecodeLayer(ffi::ThreadPool pool, ffi::Buffer<T> x, ffi::Buffer<T> at
       StoreF(sin_e + b * h + i, R<E>(LoadF(sp + b * h + i, m)), m);
     });
     RmsNorm<E>(&resid[b * d], attn_scale, d, eps, &normed[b * d]);
+    Products<E>::ToRow(&normed[b * d], d, rows + b * qkv.Kp, 0, d, qkv.Kp);
   });
-  products.Product(normed.data(), d, qkv, y, ldy);
+  products.FromRows(qkv, y, ldy);
   // one (row, kv head) per part: its G query heads, its key and value (bias, RoPE, the new slot), then its
   // attention over the visible slots, in one loop (one wait for the team instead of two; the new key and value are
   // still in cache for the attention). Parts go in runs per thread; from kFeedRows rows on each part asks for the
@@ -259,6 +266,7 @@ ffi::Error DecodeLayer(ffi::ThreadPool pool, ffi::Buffer<T> x, ffi::Buffer<T> at
     }
   };
   const bool feed = B >= kFeedRows;
+  E* o_rows = products.Rows(o);  // the qkv product is done with its rows
   team.ForRanges(B * K, [&](int64_t t0, int64_t t1) {
     thread_local std::vector<float> qf, scores;
     for (int64_t t = t0; t < t1; ++t) {
@@ -269,16 +277,21 @@ ffi::Error DecodeLayer(ffi::ThreadPool pool, ffi::Buffer<T> x, ffi::Buffer<T> at
         next = qrr::FeedOf<E>(keys + (t + 1) * h * S, values + (t + 1) * S * h, visible + ((t + 1) / K) * S, h, S);
       qrr::AttendOne<E>(&q[t * G * h], keys + t * h * S, values + t * S * h, visible + (t / K) * S,
                         &attn[t * G * h], G, h, S, qf, scores, feed && t > t0, fed ? &next : nullptr);
+      const int64_t b = t / K, k = t % K;  // o's input: this part's heads, rounded to E
+      Products<E>::ToRow(&attn[t * G * h], G * h, o_rows + b * o.Kp, k * G * h, k == K - 1 ? H * h : -1, o.Kp);
     }
   });
-  products.Product(attn.data(), H * h, o, y, ldy);
+  products.FromRows(o, y, ldy);
 
   // the residual; MLP: norm, fused gate/up product, SiLU(gate) * up, down, and the residual
+  E* gate_up_rows = products.Rows(gate_up);
   EachRow(team, B, [&](int64_t b) {
     AddRounded<E>(&resid[b * d], &y[b * ldy], d);
     RmsNorm<E>(&resid[b * d], mlp_scale, d, eps, &normed[b * d]);
+    Products<E>::ToRow(&normed[b * d], d, gate_up_rows + b * gate_up.Kp, 0, d, gate_up.Kp);
   });
-  products.Product(normed.data(), d, gate_up, y, ldy);
+  products.FromRows(gate_up, y, ldy);
+  E* down_rows = products.Rows(down);
   EachRow(team, B, [&](int64_t b) {
     const float* row = &y[b * ldy];
     Each16(F, [&](int64_t i, __mmask16 m) {
@@ -288,8 +301,9 @@ ffi::Error DecodeLayer(ffi::ThreadPool pool, ffi::Buffer<T> x, ffi::Buffer<T> at
       const __m512 sigmoid = _mm512_div_ps(one, _mm512_add_ps(one, exp_minus));
       StoreF(&hidden[b * F + i], R<E>(_mm512_mul_ps(R<E>(_mm512_mul_ps(gate, sigmoid)), up)), m);
     });
+    Products<E>::ToRow(&hidden[b * F], F, down_rows + b * down.Kp, 0, F, down.Kp);
   });
-  products.Product(hidden.data(), F, down, y, ldy);
+  products.FromRows(down, y, ldy);
   E* out = reinterpret_cast<E*>(x_out->typed_data());
   EachRow(team, B, [&](int64_t b) {
     AddRounded<E>(&resid[b * d], &y[b * ldy], d);
