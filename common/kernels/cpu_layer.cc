@@ -119,15 +119,20 @@ class Products {
     Each16(k, [&](int64_t i, __mmask16 m) { StoreE(row + at + i, LoadF(x + i, m), m); });
     if (k_total >= 0) std::fill(row + k_total, row + Kp, E{});  // the padding to an even k
   }
-  // y[B, n] (float32) = Rows . w, once the loop before has written every row
-  void FromRows(const Packed<E>& w, std::vector<float>& y, int64_t& ldy) {
+  // y[B, n] (float32) = Rows . w, once the loop before has written every row; then(p0, p1), if given, on the thread
+  // that computed panels [p0, p1), for their columns of every row (work that would otherwise wait for the team)
+  void FromRows(const Packed<E>& w, std::vector<float>& y, int64_t& ldy,
+                const std::function<void(int64_t, int64_t)>& then = nullptr) {
     ldy = w.P * kPanel;
     y.resize(B_ * ldy);
     const E* xin = in_.data();
     float* out = y.data();
     const int64_t B = B_, ld = ldy, Kp = w.Kp;
     const E* wp = w.w;
-    team_.ForRanges(w.P, [=](int64_t p0, int64_t p1) { qrr::ProductRange<E>(xin, B, Kp, wp, p0, p1, out, ld); });
+    team_.ForRanges(w.P, [&, xin, out, B, ld, Kp, wp](int64_t p0, int64_t p1) {
+      qrr::ProductRange<E>(xin, B, Kp, wp, p0, p1, out, ld);
+      if (then) then(p0, p1);
+    });
   }
 
  private:
@@ -303,11 +308,15 @@ ffi::Error DecodeLayer(ffi::ThreadPool pool, ffi::Buffer<T> x, ffi::Buffer<T> at
     });
     Products<E>::ToRow(&hidden[b * F], F, down_rows + b * down.Kp, 0, F, down.Kp);
   });
-  products.FromRows(down, y, ldy);
+  // the residual and the layer's output, for each run's columns as soon as its panels are done
   E* out = reinterpret_cast<E*>(x_out->typed_data());
-  EachRow(team, B, [&](int64_t b) {
-    AddRounded<E>(&resid[b * d], &y[b * ldy], d);
-    Each16(d, [&](int64_t i, __mmask16 m) { StoreE(out + b * d + i, LoadF(&resid[b * d + i], m), m); });
+  const int64_t ld_down = down.P * kPanel;
+  products.FromRows(down, y, ldy, [&](int64_t p0, int64_t p1) {
+    const int64_t c0 = std::min(d, p0 * kPanel), n = std::min(d, p1 * kPanel) - c0;
+    for (int64_t b = 0; b < B; ++b) {
+      AddRounded<E>(&resid[b * d + c0], &y[b * ld_down + c0], n);
+      Each16(n, [&](int64_t i, __mmask16 m) { StoreE(out + b * d + c0 + i, LoadF(&resid[b * d + c0 + i], m), m); });
+    }
   });
   return ffi::Error::Success();
 }
