@@ -135,7 +135,8 @@ def prefill_gflops(config, rows: int, dtype: str) -> list[tuple[tuple[int, int],
         panels = jax.jit(cpu_products.pack)(w)
         ours = jax.jit(lambda x, p, n=n: cpu_products.packed_matmul(x, p, n))
         xla = jax.jit(lambda x, w: x @ w)
-        xt, wt = torch.from_numpy(np.asarray(x, np.float32)).to(tdt), torch.from_numpy(np.asarray(w, np.float32)).to(tdt)
+        xt = torch.from_numpy(np.asarray(x, np.float32)).to(tdt)
+        wt = torch.from_numpy(np.asarray(w, np.float32)).to(tdt)
         flop = 2 * rows * k * n / 1e9
         results.append(((k, n), flop / best(lambda: ours(x, panels).block_until_ready()),
                         flop / best(lambda: xla(x, w).block_until_ready()), flop / best(lambda: xt @ wt)))
@@ -160,7 +161,8 @@ def main(argv=None):
               "|---|---|---|---|---|")
         for dtype in args.dtypes.split(","):
             for (k, n), ours, xla, theirs in prefill_gflops(config, args.prefill_rows, dtype):
-                print(f"| {dtype} | [{args.prefill_rows}, {k}] x [{k}, {n}] | {ours:.0f} | {xla:.0f} | {theirs:.0f} |", flush=True)
+                print(f"| {dtype} | [{args.prefill_rows}, {k}] x [{k}, {n}] | {ours:.0f} | {xla:.0f} | {theirs:.0f} |",
+                      flush=True)
         return
     print("| dtype | batch | ours ms/step (XLA + our CPU kernels) | torch ms/step | our weight GB/s |\n"
           "|---|---|---|---|---|")

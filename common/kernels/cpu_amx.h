@@ -72,6 +72,11 @@ inline void ConfigureTiles(int64_t last) {
   _tile_loadconfig(&c);
 }
 
+// The 2 KB of panel one step of k reads (at b), kPrefetchBytes ahead, as the vector tiles ask (cpu_tiles.h)
+inline void PrefetchStepAhead(const uint16_t* b) {
+  for (int line = 0; line < 32; ++line) PrefetchLine(reinterpret_cast<const char*>(b) + kPrefetchBytes + 64 * line);
+}
+
 // One pass over the panel for the 16-row block at x (if `full`) and/or the last block at x_last; outputs at y, y_last.
 inline void AmxPass(const uint16_t* x, const uint16_t* x_last, int64_t K, const uint16_t* panel, float* y,
                     float* y_last, int64_t ldy, bool full, bool last) {
@@ -86,8 +91,7 @@ inline void AmxPass(const uint16_t* x, const uint16_t* x_last, int64_t K, const 
   }
   for (int64_t k = 0; k < K; k += kAmxK) {
     const uint16_t* b = panel + k * kPanel;  // 16 pair-rows, 128 bytes each
-    for (int line = 0; line < 32; ++line)  // kPrefetchBytes ahead, as the vector tiles ask (cpu_tiles.h)
-      PrefetchLine(reinterpret_cast<const char*>(b) + kPrefetchBytes + 64 * line);
+    PrefetchStepAhead(b);
     _tile_loadd(0, b, 2 * kPanel * 2);
     _tile_loadd(1, b + kPanel, 2 * kPanel * 2);
     if (full) {
@@ -121,8 +125,7 @@ inline void AmxPair(const uint16_t* x, int64_t K, const uint16_t* panel, float* 
   _tile_zero(7);
   for (int64_t k = 0; k < K; k += kAmxK) {
     const uint16_t* b = panel + k * kPanel;
-    for (int line = 0; line < 32; ++line)  // as AmxPass
-      PrefetchLine(reinterpret_cast<const char*>(b) + kPrefetchBytes + 64 * line);
+    PrefetchStepAhead(b);
     _tile_loadd(0, b, 2 * kPanel * 2);
     _tile_loadd(1, b + kPanel, 2 * kPanel * 2);
     _tile_loadd(2, x + k, lda);

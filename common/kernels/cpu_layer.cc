@@ -113,8 +113,8 @@ class Products {
     in_.resize(B_ * w.Kp);
     return in_.data();
   }
-  // values x[0:k] (float32, rounded to E here) from column `at` of a row of Rows; `pad`: also zero the row's
-  // padding from column k_total to Kp (the part that writes a row's last columns)
+  // values x[0:k] (float32, rounded to E here) into a row of Rows from column `at`; with k_total >= 0 (the part
+  // that writes a row's last columns) also zero the row's padding from column k_total to Kp
   static void ToRow(const float* x, int64_t k, E* row, int64_t at = 0, int64_t k_total = -1, int64_t Kp = 0) {
     Each16(k, [&](int64_t i, __mmask16 m) { StoreE(row + at + i, LoadF(x + i, m), m); });
     if (k_total >= 0) std::fill(row + k_total, row + Kp, E{});  // the padding to an even k
@@ -310,11 +310,10 @@ ffi::Error DecodeLayer(ffi::ThreadPool pool, ffi::Buffer<T> x, ffi::Buffer<T> at
   });
   // the residual and the layer's output, for each run's columns as soon as its panels are done
   E* out = reinterpret_cast<E*>(x_out->typed_data());
-  const int64_t ld_down = down.P * kPanel;
-  products.FromRows(down, y, ldy, [&](int64_t p0, int64_t p1) {
+  products.FromRows(down, y, ldy, [&](int64_t p0, int64_t p1) {  // (ldy is down's by the time this runs)
     const int64_t c0 = std::min(d, p0 * kPanel), n = std::min(d, p1 * kPanel) - c0;
     for (int64_t b = 0; b < B; ++b) {
-      AddRounded<E>(&resid[b * d + c0], &y[b * ld_down + c0], n);
+      AddRounded<E>(&resid[b * d + c0], &y[b * ldy + c0], n);
       Each16(n, [&](int64_t i, __mmask16 m) { StoreE(out + b * d + c0 + i, LoadF(&resid[b * d + c0 + i], m), m); });
     }
   });
