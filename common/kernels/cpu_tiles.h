@@ -64,9 +64,7 @@ void TileBf16(const uint16_t* x, int64_t K, const uint16_t* panel, float* y, int
     const __m512bh w0 = (__m512bh)_mm512_loadu_si512(panel + k * kPanel);
     const __m512bh w1 = (__m512bh)_mm512_loadu_si512(panel + k * kPanel + 32);
     for (int r = 0; r < R; ++r) {
-      uint32_t pair;
-      std::memcpy(&pair, x + r * K + k, sizeof pair);
-      const __m512bh xv = (__m512bh)_mm512_set1_epi32(static_cast<int>(pair));
+      const __m512bh xv = (__m512bh)_mm512_broadcastd_epi32(_mm_loadu_si32(x + r * K + k));
       acc[r][0] = _mm512_dpbf16_ps(acc[r][0], xv, w0);
       acc[r][1] = _mm512_dpbf16_ps(acc[r][1], xv, w1);
     }
