@@ -4,6 +4,8 @@ and writing the result table (stdout, and appended to --out)."""
 from __future__ import annotations
 
 import os
+import platform
+from pathlib import Path
 
 
 class CompileClock:
@@ -24,6 +26,30 @@ class CompileClock:
     def reset(self) -> float:
         seconds, self.seconds = self.seconds, 0.0
         return seconds
+
+
+def machine(cpuinfo: str | None = None) -> str:
+    """The host as a table header names it: the CPU's model, the vector and matrix units the decode kernels pick
+    between (AVX-512 BF16 tiles, AMX tiles), the cores this process may use. The same code runs at very different
+    speeds on the hosts these benchmarks have met (docs/benchmarks.md), so every table says which it was.
+    cpuinfo: the text of /proc/cpuinfo (read here when None)."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            cpuinfo = ""
+    info = {}
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        info.setdefault(key.strip(), value.strip())
+    flags = set(info.get("flags", "").split())
+    units = [name for flag, name in (("avx512f", "AVX-512"), ("avx512_bf16", "AVX-512 BF16"), ("amx_bf16", "AMX"))
+             if flag in flags]
+    model = info.get("model name", platform.processor() or "unknown CPU")
+    if "cpu family" in info:
+        model += f" (family {info['cpu family']}, model {info.get('model', '?')})"
+    return (f"{model}, {platform.machine()}, {', '.join(units) or 'no AVX-512'}{'' if 'amx_bf16' in flags else ', no AMX'}, "
+            f"{len(os.sched_getaffinity(0))} of {os.cpu_count()} cores")
 
 
 def load_average() -> str:

@@ -20,7 +20,6 @@ import argparse
 import contextlib
 import datetime
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -31,7 +30,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from tools.bench_common import write_table  # noqa: E402
+from tools.bench_common import machine, write_table  # noqa: E402
 from tools.bench_sampler import bandwidths  # noqa: E402
 
 WAYS = {"xla": {"QRR_CPU_KERNELS": "0"}, "per-op": {"QRR_CPU_LAYER_KERNEL": "0"},
@@ -138,7 +137,7 @@ def main(argv=None):
                       f"{read_gbs:.1f} GB/s", flush=True)
     header = (f"\n### Decode step alone, three ways — {datetime.date.today()}\n\n"
               f"`python tools/bench_decode_step.py {' '.join(sys.argv[1:] if argv is None else argv)}`  \n"
-              f"Machine: {platform.machine()}, {len(os.sched_getaffinity(0))} of {os.cpu_count()} cores, "
+              f"Machine: {machine()}, "
               f"jax {jax.__version__}; model {args.model}; {args.steps} greedy steps after a 64-token prefill, "
               f"{args.pairs} rounds.\n\n"
               "| dtype | batch | way | median ms/step | weight GB/s | time / layer kernel's (paired median) | "

@@ -34,7 +34,6 @@ import argparse
 import dataclasses
 import datetime
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -47,7 +46,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:  # tools.bench_common and configs.* live at the repository root
     sys.path.insert(0, str(REPO_ROOT))
 
-from tools.bench_common import CompileClock, load_average, write_table  # noqa: E402
+from tools.bench_common import CompileClock, load_average, machine, write_table  # noqa: E402
 
 
 @dataclasses.dataclass(frozen=True)
@@ -303,7 +302,7 @@ def markdown_table(argv, args, shape: BenchShape, peak, n_params, ours, trl, loa
     rows = [("ours (JAX)", ours)] + ([("TRL GRPOTrainer (torch)", trl)] if trl else [])
     header = (f"\n### GRPO step time: ours vs TRL — {datetime.date.today()}\n\n"
               f"`{' '.join(['python tools/bench_grpo.py', *argv])}`  \n"
-              f"Machine: {platform.machine()}, {os.cpu_count()} cores, load average {load}, peak float32 matmul "
+              f"Machine: {machine()}, load average {load}, peak float32 matmul "
               f"{peak:.0f} GFLOP/s; jax {jax.__version__} ({jax.default_backend()}), torch threads {torch_threads}.  \n"
               f"Model {args.model} (N = {n_params / 1e6:.1f}M), {shape.prompts} prompts x G={shape.group}, "
               f"<= {shape.new_tokens} new tokens, k3 KL {args.kl}, token-mean (TRL loss_type=dapo), 1 update/step "

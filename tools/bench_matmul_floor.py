@@ -17,11 +17,19 @@ run on; pin with taskset to compare with `tools/bench_sampler.py` pinned the sam
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
 from common.config import get_preset
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:  # tools.bench_common lives at the repository root
+    sys.path.insert(0, str(REPO_ROOT))
+
+from tools.bench_common import machine  # noqa: E402
 
 STEPS = 16
 
@@ -156,6 +164,7 @@ def main(argv=None):
     import torch
     torch.set_num_threads(len(os.sched_getaffinity(0)))
     config = get_preset(args.preset)
+    print(f"Machine: {machine()}\n")
     if args.prefill_rows:
         print(f"| dtype | product at {args.prefill_rows} rows | ours GFLOP/s | XLA GFLOP/s | torch GFLOP/s |\n"
               "|---|---|---|---|---|")

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -35,7 +34,7 @@ if str(REPO_ROOT) not in sys.path:  # tools.bench_common lives at the repository
     sys.path.insert(0, str(REPO_ROOT))
 
 from agent_safety.backends.base import ChatBackend, ChatRequest, ChatResult  # noqa: E402
-from tools.bench_common import CompileClock, load_average, write_table  # noqa: E402
+from tools.bench_common import CompileClock, load_average, machine, write_table  # noqa: E402
 
 ATTACKS = ("none", "HI-Traits")
 SCRIPTED_VERDICT = "VERDICT: SAFE"
@@ -153,7 +152,7 @@ def markdown_table(argv, args, results: dict, load: str, max_batch: int) -> str:
         "OFF (no questionnaire; judge = constant scripted reply)"
     header = (f"\n### PsySafe dialogues per hour: batched vs one at a time — {datetime.date.today()}\n\n"
               f"`{' '.join(['python tools/bench_psysafe.py', *argv])}`  \n"
-              f"Machine: {platform.machine()}, {os.cpu_count()} cores, load average {load}; jax {jax.__version__} "
+              f"Machine: {machine()}, load average {load}; jax {jax.__version__} "
               f"({jax.default_backend()}).  \n"
               f"Model {args.model} (JaxBackend, float32, max_batch {max_batch}); AutoGen-style system, "
               f"{args.dialogues} dialogues (builtin tasks x attacks {', '.join(ATTACKS)}), {args.rounds} round(s), "

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import platform
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -31,7 +30,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:  # tools.bench_common lives at the repository root
     sys.path.insert(0, str(REPO_ROOT))
 
-from tools.bench_common import write_table  # noqa: E402
+from tools.bench_common import machine, write_table  # noqa: E402
 
 
 def copy_rate_gbs(nbytes: int = 1 << 30, repeats: int = 5, threads: int | None = None) -> float:
@@ -161,7 +160,7 @@ def main(argv=None):
                   f"compile {compile_s:.1f}s", flush=True)
     header = (f"\n### Sampler decode throughput — {datetime.date.today()}\n\n"
               f"`python tools/bench_sampler.py {' '.join(sys.argv[1:] if argv is None else argv)}`  \n"
-              f"Machine: {platform.machine()}, {len(os.sched_getaffinity(0))} of {os.cpu_count()} cores, "
+              f"Machine: {machine()}, "
               f"jax {jax.__version__} ({jax.default_backend()}), torch {torch.__version__}; "
               f"memory bandwidth probed before and after "
               f"each of our timings: copy rate {min(p[0] for p in probes):.1f}–{max(p[0] for p in probes):.1f} GB/s "
