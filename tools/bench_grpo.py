@@ -327,6 +327,14 @@ def markdown_table(argv, args, shape: BenchShape, peak, n_params, ours, trl, loa
     return header + "".join(lines) + footer
 
 
+def missing_peer_modules() -> list[str]:
+    """The modules TRL's side of the benchmark imports that this environment lacks (the `bench` extra has them),
+    checked before our side runs for minutes."""
+    import importlib.util
+
+    return [name for name in ("trl", "datasets", "accelerate") if importlib.util.find_spec(name) is None]
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -348,6 +356,9 @@ def main(argv=None):
         shape = BenchShape(args.prompts, args.group, args.new_tokens, args.micro_batch)
     except ValueError as e:
         parser.error(str(e))
+    if not args.skip_trl and (missing := missing_peer_modules()):
+        parser.error(f"the peer needs {', '.join(missing)}, not installed: pip install -e '.[bench]' "
+                     "(or --skip-trl to time ours alone)")
 
     import torch
 

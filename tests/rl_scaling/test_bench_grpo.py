@@ -93,3 +93,18 @@ def test_table_ratio_and_flop_share_from_hand_numbers(bench):
     assert "2.50x in tokens/s, 3.00x in time per step" in table
     # 8 N tokens / s / peak: 8e6 * 1000 / 10 s / 1e11 FLOP/s = 0.8%.
     assert "| ours (JAX) | 10.0 | 1000 | 100 |" in table and "| 0.8% |" in table
+
+
+def test_a_missing_peer_is_named_before_our_side_runs(bench, monkeypatch, capsys):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "datasets" else real(name, *a))
+    assert "datasets" in bench.missing_peer_modules()
+    started = []
+    monkeypatch.setattr(bench, "peak_matmul_gflops", lambda *a, **k: started.append(1) or 1.0)
+    with pytest.raises(SystemExit):
+        bench.main([])
+    err = capsys.readouterr().err
+    assert "datasets" in err and "pip install -e '.[bench]'" in err
+    assert not started  # nothing of ours ran before the error
