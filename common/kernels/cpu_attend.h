@@ -176,14 +176,10 @@ inline void Softmax(float* sc, const bool* mask, int64_t n, int64_t stride) {
 // attention over 128 slots from ~9 to ~7 ms a step (bfloat16 cache). Up to kPrefetchSlotBytes a call, well inside L2.
 // Only the first part of a run waits on this sweep; the parts after it were fed by the part before (LineFeed).
 constexpr int64_t kPrefetchSlotBytes = 512 * 1024;
+// The sweep is a LineFeed's lines, all asked for at once.
 template <typename E>
 void PrefetchVisible(const E* keys, const E* values, int64_t h, int64_t S, int64_t lo, int64_t hi) {
-  constexpr int64_t kLine = 64 / sizeof(E);  // elements a cache line
-  for (int64_t d = 0; d < h; ++d)
-    for (int64_t s = lo; s <= hi + kLine / 2; s += kLine)  // the line of hi too, wherever the row starts
-      PrefetchLine(keys + d * S + std::min(s, hi));
-  const char* end = reinterpret_cast<const char*>(values + (hi + 1) * h);
-  for (const char* p = reinterpret_cast<const char*>(values + lo * h); p < end; p += 64) PrefetchLine(p);
+  LineFeed(keys, values, h, S, lo, hi).Rest();
 }
 
 // The visible range [lo, hi] of a mask over S slots; lo > hi when none is visible.
