@@ -42,13 +42,15 @@ def machine(cpuinfo: str | None = None) -> str:
     for line in cpuinfo.splitlines():
         key, _, value = line.partition(":")
         info.setdefault(key.strip(), value.strip())
+    from common.kernels.cpu_build import AMX_FLAGS
+
     flags = set(info.get("flags", "").split())
-    units = [name for flag, name in (("avx512f", "AVX-512"), ("avx512_bf16", "AVX-512 BF16"), ("amx_bf16", "AMX"))
-             if flag in flags]
+    amx = AMX_FLAGS <= flags  # as the kernels decide it
+    units = [name for flag, name in (("avx512f", "AVX-512"), ("avx512_bf16", "AVX-512 BF16")) if flag in flags]
     model = info.get("model name", platform.processor() or "unknown CPU")
     if "cpu family" in info:
         model += f" (family {info['cpu family']}, model {info.get('model', '?')})"
-    return (f"{model}, {platform.machine()}, {', '.join(units) or 'no AVX-512'}{'' if 'amx_bf16' in flags else ', no AMX'}, "
+    return (f"{model}, {platform.machine()}, {', '.join(units) or 'no AVX-512'}, {'AMX' if amx else 'no AMX'}, "
             f"{len(os.sched_getaffinity(0))} of {os.cpu_count()} cores")
 
 

@@ -51,10 +51,16 @@ def _cpu_signature() -> str:
     return platform.machine() + flags
 
 
+# The /proc/cpuinfo flags the kernels need (AVX-512 F and BF16: the instructions they are written in), and those of
+# the AMX tiles that run many-row bfloat16 products where the CPU has them (cpu_amx.h).
+KERNEL_FLAGS = frozenset({"avx512f", "avx512_bf16"})
+AMX_FLAGS = frozenset({"amx_tile", "amx_bf16"})
+
+
 def supported_cpu() -> bool:
-    """x86-64 with AVX-512 F and BF16: the instructions the kernels are written in."""
+    """x86-64 with KERNEL_FLAGS."""
     flags = set(_cpu_signature().split())
-    return platform.machine() in ("x86_64", "AMD64") and {"avx512f", "avx512_bf16"} <= flags
+    return platform.machine() in ("x86_64", "AMD64") and KERNEL_FLAGS <= flags
 
 
 def library_path() -> Path:
@@ -127,8 +133,8 @@ def amx() -> bool:
 
 
 def cpu_has_amx() -> bool:
-    """The CPU says it has AMX tiles with bfloat16 products (amx_tile, amx_bf16 in /proc/cpuinfo)."""
-    return {"amx_tile", "amx_bf16"} <= set(_cpu_signature().split())
+    """The CPU says it has AMX tiles with bfloat16 products (AMX_FLAGS in /proc/cpuinfo)."""
+    return AMX_FLAGS <= set(_cpu_signature().split())
 
 
 def local_cpu() -> bool:
