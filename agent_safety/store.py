@@ -1,18 +1,15 @@
 """Results as JSON Lines: one finished dialogue per line, appended (flush + fsync) as it completes.
 
 A killed run loses only the dialogues in flight. A last line cut off mid-write is dropped — and cut
-from the file on open, so the next append starts on a clean line. Records are keyed by
-(task_id, system, attack, defence, seed); a rerun skips keys already present.
+from the file on open, so the next append starts on a clean line (`common.jsonl`). Records are keyed
+by (task_id, system, attack, defence, seed); a rerun skips keys already present.
 """
 
 from __future__ import annotations
 
-import json
-import logging
-import os
 from pathlib import Path
 
-log = logging.getLogger(__name__)
+from common.jsonl import append_jsonl, read_jsonl, repair_tail
 
 KEY_FIELDS = ("task_id", "system", "attack", "defence", "seed")
 
@@ -26,23 +23,9 @@ def record_key(record: dict) -> tuple:
 
 
 def read_records(path: str | Path) -> list[dict]:
-    """All complete records of a JSONL file (missing file -> []). A last line without a final newline
-    is a write cut short and is skipped; a bad line anywhere else raises with its number."""
+    """All complete records of a results file (missing file -> []); see `common.jsonl.read_jsonl`."""
     path = Path(path)
-    if not path.exists():
-        return []
-    lines = path.read_text(encoding="utf-8").split("\n")
-    if lines[-1]:
-        log.warning("%s: dropping the unfinished last line %d (%d chars)", path, len(lines), len(lines[-1]))
-    records = []
-    for number, line in enumerate(lines[:-1], start=1):
-        if not line.strip():
-            continue
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{path}: line {number} is not valid JSON ({error})") from error
-    return records
+    return read_jsonl(path) if path.exists() else []
 
 
 class DialogueStore:
@@ -51,21 +34,8 @@ class DialogueStore:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._drop_partial_tail()
+        repair_tail(self.path)
         self.finished_keys = {record_key(r) for r in read_records(self.path)}
-
-    def _drop_partial_tail(self) -> None:
-        """Cuts the file back to its last newline (a record killed mid-write has none after it)."""
-        if not self.path.exists():
-            return
-        data = self.path.read_bytes()
-        keep = data.rfind(b"\n") + 1
-        if keep < len(data):
-            log.warning("%s: removing %d bytes of a record cut short", self.path, len(data) - keep)
-            with self.path.open("r+b") as f:
-                f.truncate(keep)
-                f.flush()
-                os.fsync(f.fileno())
 
     def is_finished(self, key: dict) -> bool:
         """Whether a dialogue with this key dict (task_id, system, attack, defence, seed) is stored."""
@@ -76,11 +46,7 @@ class DialogueStore:
         key = record_key(record)
         if key in self.finished_keys:
             raise ValueError(f"dialogue {key} is already stored in {self.path}")
-        line = json.dumps(record, ensure_ascii=False) + "\n"
-        with self.path.open("a", encoding="utf-8") as f:
-            f.write(line)
-            f.flush()
-            os.fsync(f.fileno())
+        append_jsonl(self.path, record)
         self.finished_keys.add(key)
 
     def records(self) -> list[dict]:

@@ -8,13 +8,14 @@ On resume call ``truncate_after(restored_step)``: lines of steps past the checkp
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
 from typing import Any, Mapping, Optional, Union
 
 import numpy as np
+
+from common.jsonl import dumps_line, iter_jsonl, repair_tail, write_jsonl
 
 METRICS_FILENAME = "metrics.jsonl"
 
@@ -31,35 +32,23 @@ def _scalar(key: str, value: Any) -> Union[int, float]:
     return float(array.reshape(()))
 
 
-def _parse_line(line: str, path: Path, lineno: int) -> dict:
-    try:
-        record = json.loads(line)
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path}:{lineno}: not a JSON line ({err.msg})") from None
-    if not isinstance(record, dict) or "step" not in record:
-        raise ValueError(f"{path}:{lineno}: expected an object with a 'step' key")
-    return record
-
-
-def _complete_lines(path: Path) -> list[str]:
-    """Lines of ``path`` that end in a newline; a partial last line (killed mid-write) is dropped."""
-    text = path.read_text()
-    lines = text.split("\n")
-    return [line for line in lines[:-1] if line.strip()]
-
-
 def read_metrics(path: Union[str, os.PathLike]) -> list[dict]:
     """Records of a metrics file (or of ``<dir>/metrics.jsonl`` when given a directory), in order.
 
-    A last line without its newline (a run killed mid-write) is skipped; any other bad line raises
-    ``ValueError`` naming file and line.
+    Read by ``common.jsonl``: a last line cut short by a kill is skipped with a warning; any other bad
+    line, or a record without a "step", raises ``ValueError`` naming file and line.
     """
     path = Path(path)
     if path.is_dir():
         path = path / METRICS_FILENAME
     if not path.exists():
         raise FileNotFoundError(f"no metrics file at {path}")
-    return [_parse_line(line, path, i + 1) for i, line in enumerate(_complete_lines(path))]
+    records = []
+    for number, record in iter_jsonl(path):
+        if "step" not in record:
+            raise ValueError(f"{path}:{number}: expected an object with a 'step' key")
+        records.append(record)
+    return records
 
 
 class MetricsWriter:
@@ -82,6 +71,7 @@ class MetricsWriter:
         self._file = None
         if enabled:
             self.logdir.mkdir(parents=True, exist_ok=True)
+            repair_tail(self.path)  # a killed run's cut-short line must not prefix the next record
             self._file = open(self.path, "a", encoding="utf-8")
 
     def _check_open(self) -> None:
@@ -113,7 +103,7 @@ class MetricsWriter:
             raise ValueError("metrics must not contain the key 'step'; pass it as the step argument")
         step = int(step)
         record = {"step": step, **{str(k): _scalar(k, v) for k, v in metrics.items()}}
-        self._file.write(json.dumps(record) + "\n")
+        self._file.write(dumps_line(record))
         self._file.flush()
         tb = self._summary_writer()
         if tb is not None:
@@ -150,11 +140,7 @@ class MetricsWriter:
         self._check_open()
         step = int(step)
         self._file.close()
-        kept = [line for i, line in enumerate(_complete_lines(self.path))
-                if _parse_line(line, self.path, i + 1)["step"] <= step]
-        tmp = self.path.with_suffix(".jsonl.tmp")
-        tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
-        os.replace(tmp, self.path)
+        write_jsonl(self.path, [r for r in read_metrics(self.path) if r["step"] <= step])
         self._file = open(self.path, "a", encoding="utf-8")
         if self._tb is not None:
             self._tb.close()

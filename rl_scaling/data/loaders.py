@@ -9,12 +9,12 @@ Data root: `$MATH_DATA_DIR`, else `<repo>/../shared/data/math`.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from common.jsonl import read_jsonl
 from rl_scaling.data.problem import Problem
 from rl_scaling.rewards.references import clean_reference, extract_reference_answer
 
@@ -95,25 +95,11 @@ def load_problems(
     return load_table(path)
 
 
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """The records of a JSON Lines file; ValueError naming the file and line for a bad line."""
-    records = []
-    with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}:{line_no}: not valid JSON ({exc})") from exc
-    return records
-
-
 def load_named_jsonl(path: Path, dataset: str, split: str) -> list[Problem]:
     """Problems of one file of a named set (format from DATASETS and REFERENCE_FIELDS)."""
     layout = DATASETS[dataset]
     problems = []
-    for row, record in enumerate(read_jsonl(path)):
+    for row, record in enumerate(read_jsonl(path, torn_tail="raise")):
         question = _field(record, layout.question_field, f"{path} line {row + 1}")
         local_id = record[layout.id_field] if layout.id_field in record else row
         problems.append(
@@ -145,7 +131,7 @@ def load_table(path: str | os.PathLike) -> list[Problem]:
         rows = pq.read_table(path).to_pylist()
         columns = pq.read_schema(path).names
     elif path.suffix == ".jsonl":
-        rows = read_jsonl(path)
+        rows = read_jsonl(path, torn_tail="raise")
         columns = sorted({key for row in rows for key in row})
     else:
         raise ValueError(f"unsupported data file type {path.suffix!r} ({path}); use .parquet or .jsonl")

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 from collections.abc import Iterable, Sequence
 from importlib import resources
 from pathlib import Path
 
 import numpy as np
 
+from common.jsonl import write_jsonl
 from rl_scaling.data import Problem, render_prompt, synthetic_arithmetic
 
 ANSWER_PLACEHOLDER = "{answer}"
@@ -116,10 +116,5 @@ def write_problem_table(problems: Sequence[Problem], path: str | Path) -> Path:
     No `difficulty` column on purpose: the trainer then keeps the file's (shuffled) order instead of
     sorting it into a curriculum, and holds out a seeded random subset.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", encoding="utf-8") as f:
-        for p in problems:
-            f.write(json.dumps({"id": p.id, "question": p.question, "answer": p.reference,
-                                "level": p.difficulty}) + "\n")
-    return path
+    return write_jsonl(path, ({"id": p.id, "question": p.question, "answer": p.reference, "level": p.difficulty}
+                              for p in problems))

@@ -97,7 +97,7 @@ def test_truncated_last_line_is_dropped_and_repaired(tmp_path):
 def test_corrupt_line_in_the_middle_is_an_error(tmp_path):
     path = tmp_path / "dialogues.jsonl"
     path.write_text('{"key": 1}\nnot json\n{}\n')
-    with pytest.raises(ValueError, match="line 2 is not valid JSON"):
+    with pytest.raises(ValueError, match="dialogues.jsonl:2: not valid JSON"):
         read_records(path)
 
 

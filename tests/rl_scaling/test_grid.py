@@ -193,7 +193,7 @@ def test_gather_skips_unfinished_and_names_bad_metrics(setup, monkeypatch):
     with pytest.raises(ValueError, match=r"step 1 has 'eval/L' but no 'D' \(column D\)"):
         grid_lib.gather(root, grid)
     bad.write_text('{"step": 1, "eval/L": 0.5\n')
-    with pytest.raises(ValueError, match="metrics.jsonl:1: not a JSON line"):
+    with pytest.raises(ValueError, match="metrics.jsonl:1: not valid JSON"):
         grid_lib.gather(root, grid)
 
 
