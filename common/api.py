@@ -77,6 +77,8 @@ def load_pretrained(path: str | Path, dtype: str = "float32", mesh: Mesh | None 
         model = load_hf_decoder(path, dtype=dtype, param_dtype=param_dtype, mesh=mesh,
                                 config=ModelConfig.from_hf_json(path))
         tokenizer = load_tokenizer(path)
+    from common.vocab import fit_tokenizer
+    tokenizer = fit_tokenizer(tokenizer, model.config.vocab_size, path)  # no id beyond the embedding
     if mesh is not None:
         _MESHES[model] = mesh
     return model, tokenizer
