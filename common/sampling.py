@@ -2,14 +2,23 @@
 
 Shapes: logits [B, V] float32. Which filters are active is static (part of the compile key); their
 values (temperature, top_p) are traced, so changing them does not recompile.
+
+Finite logits give finite log-probabilities: logits are shifted by their row's maximum before the temperature
+divides them, so no temperature can overflow them to inf (where inf - inf would be NaN). NaN logits (an
+upstream failure: an id outside the embedding, a diverged model) give NaN log-probabilities, which
+`check_logprobs_not_nan` refuses.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
+
+from typing import Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 NEG_INF = -1e30
 
@@ -24,8 +33,8 @@ class SamplingMode:
 
     @classmethod
     def from_params(cls, temperature: float, top_k: int, top_p: float) -> "SamplingMode":
-        if temperature < 0:
-            raise ValueError(f"temperature must be >= 0, got {temperature}")
+        if not (temperature >= 0 and math.isfinite(temperature)):
+            raise ValueError(f"temperature must be finite and >= 0, got {temperature}")
         if top_k < 0:
             raise ValueError(f"top_k must be >= 0 (0 = off), got {top_k}")
         if not 0.0 < top_p <= 1.0:
@@ -41,14 +50,18 @@ def top_p_mask(sorted_logits: jax.Array, top_p: jax.Array) -> jax.Array:
     return mass_before < top_p
 
 
-def truncated_logits(logits: jax.Array, temperature: jax.Array, mode: SamplingMode,
-                     top_p: jax.Array) -> tuple[jax.Array, jax.Array | None]:
-    """Scaled, filtered logits to sample from. Returns (candidate logits [B, k], candidate ids [B, k] or
-    None when the candidates are the whole vocabulary)."""
-    scaled = logits / temperature
+def scaled_logits(logits: jax.Array, temperature: jax.Array) -> jax.Array:
+    """(logits - row max) / temperature, [B, V]: at most 0, and 0 at the row's maximum, so softmax and
+    log-softmax over it stay finite at any temperature (logits / 1e-38 would overflow to inf)."""
+    return (logits - jnp.max(logits, axis=-1, keepdims=True)) / temperature
+
+
+def truncated_logits(scaled: jax.Array, mode: SamplingMode, top_p: jax.Array) -> tuple[jax.Array, jax.Array | None]:
+    """scaled [B, V] (`scaled_logits`) filtered to the candidates to sample from. Returns (candidate logits
+    [B, k], candidate ids [B, k] or None when the candidates are the whole vocabulary)."""
     ids = None
     if mode.top_k:
-        k = min(mode.top_k, logits.shape[-1])
+        k = min(mode.top_k, scaled.shape[-1])
         scaled, ids = jax.lax.top_k(scaled, k)  # sorted descending
     if mode.use_top_p:
         if ids is None:
@@ -94,9 +107,22 @@ def sample_tokens(logits: jax.Array, keys: jax.Array, temperature: jax.Array, to
         tokens = first_argmax(logits)
         logp = jax.nn.log_softmax(logits, axis=-1)
     else:
-        candidates, ids = truncated_logits(logits, temperature, mode, top_p)
+        scaled = scaled_logits(logits, temperature)
+        candidates, ids = truncated_logits(scaled, mode, top_p)
         choice = categorical(keys, candidates)
         tokens = choice if ids is None else jnp.take_along_axis(ids, choice[:, None], axis=-1)[:, 0]
         tokens = tokens.astype(jnp.int32)
-        logp = jax.nn.log_softmax(logits / temperature, axis=-1)
+        # log_softmax without its own max: the row's maximum of `scaled` is 0, so the sum is in [1, V]
+        logp = scaled - jnp.log(jnp.sum(jnp.exp(scaled), axis=-1, keepdims=True))
     return tokens, jnp.take_along_axis(logp, tokens[:, None], axis=-1)[:, 0]
+
+
+def check_logprobs_not_nan(logprobs: Sequence[Sequence[float]]) -> None:
+    """Raise FloatingPointError naming the sequences with a NaN log-probability (per sequence, those of its
+    generated tokens). Finite logits never give one (`sample_tokens`): it means NaN or infinite logits upstream,
+    whose tokens are meaningless."""
+    bad = [i for i, row in enumerate(logprobs) if np.isnan(np.asarray(row, np.float64)).any()]
+    if bad:
+        raise FloatingPointError(
+            f"sequence(s) {bad[:8]} of {len(logprobs)} got NaN log-probabilities: the model's logits were NaN or "
+            f"infinite (an id outside the embedding? diverged parameters?)")

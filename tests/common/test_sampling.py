@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from common.sampling import SamplingMode, first_argmax, sample_tokens
+from common.sampling import SamplingMode, check_logprobs_not_nan, first_argmax, sample_tokens
 
 LOGITS = np.array([2.0, 1.5, 1.0, 0.5, 0.0, -0.5, -1.0, -3.0], np.float32)
 
@@ -88,7 +88,9 @@ def test_greedy_takes_argmax_with_untempered_logprob():
 @pytest.mark.parametrize("kwargs", [dict(temperature=-1.0, top_k=0, top_p=1.0),
                                     dict(temperature=1.0, top_k=-2, top_p=1.0),
                                     dict(temperature=1.0, top_k=0, top_p=0.0),
-                                    dict(temperature=1.0, top_k=0, top_p=1.5)])
+                                    dict(temperature=1.0, top_k=0, top_p=1.5),
+                                    dict(temperature=float("nan"), top_k=0, top_p=1.0),
+                                    dict(temperature=float("inf"), top_k=0, top_p=1.0)])
 def test_bad_sampling_parameters_are_rejected(kwargs):
     with pytest.raises(ValueError):
         SamplingMode.from_params(**kwargs)
@@ -101,3 +103,29 @@ def test_first_argmax_equals_numpy_argmax_with_ties():
     np.testing.assert_array_equal(np.asarray(first_argmax(jnp.asarray(logits))), logits.argmax(-1))
     big = rs.standard_normal((4, 49152)).astype(np.float32)
     np.testing.assert_array_equal(np.asarray(first_argmax(jnp.asarray(big))), big.argmax(-1))
+
+
+@pytest.mark.parametrize("top_k,top_p", [(0, 1.0), (3, 1.0), (0, 0.9), (5, 0.8)])
+@pytest.mark.parametrize("temperature", [1e-37, 1e-30, 1e-3, 1.0, 50.0])
+def test_logprobs_are_finite_at_any_temperature(temperature, top_k, top_p):
+    """Finite logits give a finite log-probability at every valid setting; at a tiny temperature, logits / T
+    once overflowed to inf: the log-probability was NaN (inf - inf) and the draw took the last candidate."""
+    rs = np.random.RandomState(0)
+    logits = (rs.standard_normal((64, 97)) * 40.0).astype(np.float32)
+    logits[0] = 0.0  # a flat row
+    logits[1, :50] = -3e38  # the most negative logits float32 holds
+    keys = jax.random.split(jax.random.key(5), 64)
+    mode = SamplingMode.from_params(temperature, top_k, top_p)
+    tokens, logp = sample_tokens(jnp.asarray(logits), keys, jnp.float32(temperature), jnp.float32(top_p), mode)
+    logp = np.asarray(logp)
+    assert np.isfinite(logp).all() and (logp <= 0).all()
+    if temperature <= 1e-30:  # the draw is the argmax, with probability ~1 (each row's maximum is unique)
+        rows = np.arange(2, 64)
+        np.testing.assert_array_equal(np.asarray(tokens)[rows], logits[rows].argmax(-1))
+        np.testing.assert_array_equal(logp[rows], 0.0)
+
+
+def test_nan_logprobs_are_refused_naming_the_sequences():
+    check_logprobs_not_nan([[-0.5, -1.0], [], [-np.inf]])
+    with pytest.raises(FloatingPointError, match=r"sequence\(s\) \[1, 3\] of 4 got NaN log-probabilities"):
+        check_logprobs_not_nan([[-0.5], [-1.0, float("nan")], [0.0], [np.nan]])
