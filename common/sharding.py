@@ -8,7 +8,7 @@ A mesh axis is dropped from a dimension it does not divide (SmolLM2's 9 heads on
 KV heads on tensor=4): that dimension is then replicated over that axis instead of failing to compile.
 The fused q/k/v kernel is split over `kv_heads` (each shard holds whole groups: a kv head with its query
 heads), so where tensor does not divide the kv heads the query projection is replicated too;
-`configs/mesh_presets.py` picks tensor degrees that divide both head counts.
+`common/mesh_presets.py` picks tensor degrees that divide both head counts.
 """
 
 from __future__ import annotations

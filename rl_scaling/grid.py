@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib.util
 import itertools
 import json
 import pathlib
@@ -46,6 +45,7 @@ import numpy as np
 import tqdm
 
 from common import config as model_configs
+from common.config_file import load_config
 from common.metrics_writer import METRICS_FILENAME as METRICS_FILE
 from common.metrics_writer import read_metrics
 from rl_scaling import accounting
@@ -78,16 +78,8 @@ class Run:
 
 
 def load_grid_config(path):
-    """Import `path` and return its get_config() (a ConfigDict); raises naming missing keys."""
-    path = pathlib.Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"grid config not found: {path}")
-    spec = importlib.util.spec_from_file_location(f"_grid_{path.stem}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    if not hasattr(module, "get_config"):
-        raise ValueError(f"{path}: a grid config must define get_config()")
-    grid = module.get_config()
+    """get_config() of the grid config file at `path` (a ConfigDict); raises naming missing keys."""
+    grid = load_config(path)
     missing = [k for k in REQUIRED_GRID_KEYS if k not in grid]
     if missing:
         raise ValueError(f"{path}: grid config lacks key(s) {missing}; keys found: {sorted(grid)}")

@@ -8,15 +8,10 @@ Rerunning with the same --workdir resumes from its latest checkpoint. SIGTERM / 
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:  # config files import configs.* from the repository root
-    sys.path.insert(0, str(REPO_ROOT))
-
-from absl import app, flags, logging  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
+from absl import app, flags, logging
+from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "GRPO config file (configs/grpo/*.py)", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "run directory: metrics, TensorBoard logs, checkpoints")

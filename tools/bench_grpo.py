@@ -42,11 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:  # tools.bench_common and configs.* live at the repository root
-    sys.path.insert(0, str(REPO_ROOT))
-
-from tools.bench_common import CompileClock, load_average, machine, write_table  # noqa: E402
+from bench_common import CompileClock, load_average, machine, write_table  # beside this script
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,10 +93,10 @@ def step_flops(n_params: int, tokens: float) -> float:
 
 def grpo_bench_config(model: str, shape: BenchShape, kl_coef: float, old_logprobs: str, num_steps: int,
                       seed: int = 0):
-    """`configs/grpo/base.py` narrowed to the benchmark setting (one optimiser update per step)."""
-    from configs.grpo import base
+    """The default GRPO config narrowed to the benchmark setting (one optimiser update per step)."""
+    from rl_scaling.grpo.defaults import default_config
 
-    c = base.get_config()
+    c = default_config()
     c.seed = seed
     c.num_steps = num_steps
     c.model.path = model

@@ -26,15 +26,10 @@ import datetime
 import os
 import sys
 import time
-from pathlib import Path
 from typing import Sequence
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:  # tools.bench_common lives at the repository root
-    sys.path.insert(0, str(REPO_ROOT))
-
-from agent_safety.backends.base import ChatBackend, ChatRequest, ChatResult  # noqa: E402
-from tools.bench_common import CompileClock, load_average, machine, write_table  # noqa: E402
+from agent_safety.backends.base import ChatBackend, ChatRequest, ChatResult
+from bench_common import CompileClock, load_average, machine, write_table  # beside this script
 
 ATTACKS = ("none", "HI-Traits")
 SCRIPTED_VERDICT = "VERDICT: SAFE"
@@ -171,8 +166,6 @@ def markdown_table(argv, args, results: dict, load: str, max_batch: int) -> str:
 
 
 def main(argv=None):
-    import sys
-
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="smollm2-135m-instruct")

@@ -6,7 +6,7 @@
 --dry-run prints every command (docs/pod_guide.md walks through the same ones); without it each step
 is run in order and the tool stops at the first failure. On a TPU slice every worker runs the same
 command with QRR_DISTRIBUTED=auto (common.distributed.initialize finds the other workers), the mesh
-degrees and micro-batch come from configs/mesh_presets.py and the memory plan, and the run directory is
+degrees and micro-batch come from common/mesh_presets.py (the memory plan's choices), and the run directory is
 a Cloud Storage bucket mounted at the same path on every worker (gcsfuse), so checkpoints written by all
 hosts land in one place and a restarted job resumes from them.
 """
@@ -20,11 +20,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
+from common.mesh_presets import SIZES, MeshPreset, get_mesh_preset, layout
 
-from configs.mesh_presets import SIZES, MeshPreset, get_mesh_preset, micro_batch  # noqa: E402
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 CODE_TARBALL = "/tmp/qrr-code.tar.gz"
 DATA_TARBALL = "/tmp/qrr-data.tar.gz"
@@ -58,15 +56,14 @@ def jax_version() -> str:
 
 def run_overrides(preset: MeshPreset, size: str, config: str, model_dir: str, workdir: str,
                   sets: list[str]) -> list[str]:
-    """`python -m rl_scaling.train` arguments: config, workdir, the preset's mesh, the memory plan's micro-batch
-    and remat (configs/mesh_presets.PLANNED_MICRO_BATCH), bfloat16 compute, then the user's --set overrides
-    (last wins)."""
-    degrees = preset.degrees(size)
-    micro, remat = micro_batch(preset, size)
+    """`python -m rl_scaling.train` arguments: config, workdir, the size's layout on the preset (mesh, the memory
+    plan's micro-batch and remat: common.mesh_presets.layout), bfloat16 compute, then the user's --set
+    overrides (last wins)."""
+    plan = layout(preset, size)
     args = [f"--config={config}", f"--workdir={workdir}", f"--config.model.path={model_dir}",
-            "--config.model.dtype=bfloat16", f"--config.model.remat={remat}",
-            f"--config.grpo.micro_batch_size={micro}"]
-    args += [f"--config.mesh.{axis}={n}" for axis, n in zip(("data", "fsdp", "tensor"), degrees)]
+            "--config.model.dtype=bfloat16", f"--config.model.remat={plan.remat}",
+            f"--config.grpo.micro_batch_size={plan.micro_batch}"]
+    args += [f"--config.mesh.{axis}={n}" for axis, n in plan.mesh.items()]
     return args + [f"--config.{s}" for s in sets]
 
 
@@ -168,7 +165,7 @@ def render(steps: list[Step]) -> str:
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", default="configs/grpo/base.py", help="GRPO config file, relative to the repository")
-    p.add_argument("--preset", required=True, help="mesh preset (configs/mesh_presets.py), e.g. v5p-64, 8xh100")
+    p.add_argument("--preset", required=True, help="mesh preset (common/mesh_presets.py), e.g. v5p-64, 8xh100")
     p.add_argument("--size", required=True, choices=SIZES)
     p.add_argument("--variant", default="instruct", choices=("base", "instruct"))
     p.add_argument("--name", default="grpo", help="TPU VM / run name")

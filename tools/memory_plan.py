@@ -4,7 +4,7 @@
     python tools/memory_plan.py --sizes qwen2_5_7b --presets v5p-64,v5e-64
     python tools/memory_plan.py --check --sizes qwen2_5_72b --presets v5e-64   # exit 1 if it cannot fit
 
-For each (size, slice): the mesh degrees from configs/mesh_presets.py, the micro-batch and remat chosen so
+For each (size, slice): the mesh degrees from common/mesh_presets.py, the micro-batch and remat chosen so
 that the update fits (the analytic estimate picks the candidate, the compiler confirms it), then
 `jit(make_update_fn(...)).lower(<ShapeDtypeStructs with shardings>).compile()` for the slice's real chips
 (TPU: libtpu topologies on this CPU host; GPU presets compile only on such a host, otherwise analytic
@@ -23,11 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
-
-from common.aot.topology import prepare_libtpu_env  # noqa: E402  (no JAX import)
+from common.aot.topology import prepare_libtpu_env  # (no JAX import)
 
 prepare_libtpu_env()
 
@@ -38,26 +34,14 @@ from common.aot.estimate import JobShape, estimate_memory  # noqa: E402
 from common.aot.fits import (DEFAULT_HEADROOM, MemoryPlanError, check_fits,  # noqa: E402
                              largest_fitting_rollout_batch)
 from common.aot.table import gib_text, markdown, peaks, row_total, sampler_batch, verdict  # noqa: E402
-from configs.mesh_presets import RECOMMENDED, SIZES, get_mesh_preset  # noqa: E402
+from common.config_file import load_config  # noqa: E402
+from common.mesh_presets import RECOMMENDED, SIZES, get_mesh_preset  # noqa: E402
 
 DEFAULT_CONFIG = "configs/grpo/base.py"
 DEFAULT_OUT = "docs/memory_plan.md"
 DEFAULT_CACHE = "artifacts/memory_plan"
 PER_DEVICE_MICRO_BATCHES = (2, 1)
 NO_REMAT_MARGIN = 0.6
-
-
-def load_grpo_config(path: str | Path) -> ml_collections.ConfigDict:
-    """`get_config()` of a GRPO config file (configs/grpo/*.py)."""
-    import importlib.util
-
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"no GRPO config file at {path}")
-    spec = importlib.util.spec_from_file_location(f"_memory_plan_cfg_{path.stem}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
 
 
 def plan_config(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -272,7 +256,7 @@ def main(argv=None) -> int:
     from common.config import get_preset
     from rl_scaling.grpo.setup import job_shape
 
-    cfg = plan_config(load_grpo_config(args.config))
+    cfg = plan_config(load_config(args.config))
     cache_dir = Path(args.cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
     cache = ProgramCache(None if args.fresh else cache_dir)

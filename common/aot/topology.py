@@ -74,7 +74,7 @@ def tpu_devices(topology: str, chip_config: str | None = None) -> list:
 
 
 def preset_devices(preset) -> list:
-    """Devices for a `configs.mesh_presets.MeshPreset`: the TPU topology for TPU presets; for others, this
+    """Devices for a `common.mesh_presets.MeshPreset`: the TPU topology for TPU presets; for others, this
     host's devices when they are of the preset's platform and count (compiling on the machine itself)."""
     if preset.platform == "tpu":
         return tpu_devices(preset.topology, preset.chip_config)

@@ -1,7 +1,8 @@
-"""Qwen2.5-1.5b with the RL scaling study's recipe. `--config=configs/grpo/qwen2_5_1_5b.py:tpu,instruct`."""
+"""Qwen2.5-1.5B with the RL scaling study's recipe (`rl_scaling.grpo.defaults.paper_recipe`):
+`--config=configs/grpo/qwen2_5_1_5b.py:tpu,instruct` (hardware tpu | gpu, variant base | instruct)."""
 
-from configs.grpo.paper_recipe import recipe
+from rl_scaling.grpo.defaults import paper_recipe
 
 
 def get_config(arg: str = ""):
-    return recipe("1_5b", arg)
+    return paper_recipe("qwen2_5_1_5b", arg)

@@ -8,11 +8,11 @@ tokens (64 problems x 2 samples; before inverse-CDF sampling, 0c4be84, drew othe
     python -m rl_scaling.train --config=configs/grpo/smollm2_demo.py --workdir=runs/smollm2_demo
 """
 
-from configs.grpo import base
+from rl_scaling.grpo.defaults import default_config
 
 
 def get_config():
-    c = base.get_config()
+    c = default_config()
     c.num_steps = 12
     c.model.path = "smollm2-135m-instruct"
     c.data.source = "synthetic"

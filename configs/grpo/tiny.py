@@ -2,11 +2,11 @@
 under a second per step on a CPU. For tests and smoke runs; the learning rate is high enough that the reward
 rises within ~20 steps."""
 
-from configs.grpo import base
+from rl_scaling.grpo.defaults import default_config
 
 
 def get_config():
-    c = base.get_config()
+    c = default_config()
     c.num_steps = 40
     c.model.init = "random"
     c.model.preset = "tiny"

@@ -9,11 +9,11 @@ sizes drift away (L rises); at 2e-4 the smallest still improves about as fast as
 `model.path` (each size's pretrained checkpoint) and `data.source` (the problem table it wrote).
 """
 
-from configs.grpo import base
+from rl_scaling.grpo.defaults import default_config
 
 
 def get_config():
-    c = base.get_config()
+    c = default_config()
     c.num_steps = 60
     c.model.init = "pretrained"
     c.model.path = ""  # set per run by the study: <out>/checkpoints/<size>

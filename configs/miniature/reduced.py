@@ -3,7 +3,7 @@
 
 import ml_collections
 
-from configs.miniature import study
+from rl_scaling.miniature.defaults import default_study_config
 
 
 def _shape(d, f, layers):
@@ -12,7 +12,7 @@ def _shape(d, f, layers):
 
 
 def get_config():
-    c = study.get_config()
+    c = default_study_config()
     c.name = "miniature-reduced"
     c.corpus.size = 2_000
     c.corpus.wrong_answer_rate = 0.0

@@ -1,66 +1,12 @@
 """The full CPU miniature of the RL scaling study (docs/miniature.md): 5 sizes, ~25k to ~1M non-embedding
-parameters (40x), pretrained briefly on synthetic arithmetic with worked answers, then GRPO with one recipe.
+parameters (40x), pretrained briefly on synthetic arithmetic with worked answers, then GRPO with one recipe
+(the settings: `rl_scaling.miniature.defaults`).
 
-    python -m rl_scaling.miniature --out runs/miniature
+    python tools/miniature.py --out runs/miniature
 """
 
-import ml_collections
-
-
-def _shape(d, f, layers, heads, kv, head_dim):
-    return {"hidden_size": d, "intermediate_size": f, "num_layers": layers, "num_heads": heads,
-            "num_kv_heads": kv, "head_dim": head_dim}
+from rl_scaling.miniature.defaults import default_study_config
 
 
 def get_config():
-    c = ml_collections.ConfigDict()
-    c.name = "miniature"
-    # rl_scaling.data.synthetic_arithmetic levels: 0 copy ('What is 7?'), 1 single-digit a + b.
-    c.levels = (0, 1)
-
-    c.corpus = ml_collections.ConfigDict()
-    c.corpus.size = 20_000  # documents
-    c.corpus.seed = 1
-    # Noisy pretraining data: this share of worked answers is wrong (one digit changed), so a pretrained
-    # model puts probability on wrong answers that RL can remove.
-    c.corpus.wrong_answer_rate = 0.3
-    # Levels whose held-out GRPO questions are removed from the corpus. Levels 0 and 1 are closed sets of
-    # 10 and 100 questions (every question is also a training question), so none here.
-    c.corpus.exclude_heldout_levels = ()
-
-    # GRPO problems per level: level 0 gets 1 in 10, about its share of the 110 distinct questions, so no
-    # single copy question weighs more than ~1 % of held-out L.
-    c.pool = ml_collections.ConfigDict({"per_level": (200, 1800), "seed": 2})
-    c.tokenizer = ml_collections.ConfigDict({"vocab_size": 64})
-
-    # The family: (d, F, layers, heads, kv heads, head dim); N from 24.9k to 986k.
-    c.family = ml_collections.ConfigDict({
-        "s1": _shape(32, 96, 2, 4, 2, 8),
-        "s2": _shape(48, 144, 2, 4, 2, 12),
-        "s3": _shape(64, 192, 3, 4, 2, 16),
-        "s4": _shape(96, 288, 4, 6, 2, 16),
-        "s5": _shape(128, 384, 5, 8, 4, 16),
-    })
-
-    c.pretrain = ml_collections.ConfigDict()
-    c.pretrain.steps = 300
-    c.pretrain.batch_size = 64
-    c.pretrain.lr = 3e-3  # at hidden size lr_reference_width; lr * 64 / d for the others (1/width rule)
-    c.pretrain.lr_reference_width = 64  # 0 = the same lr for every size
-    c.pretrain.warmup_steps = 20
-    c.pretrain.weight_decay = 0.0
-    c.pretrain.loss_on = "answer"  # "answer" | "all"
-    c.pretrain.seed = 0
-
-    c.grid = "configs/miniature/grid.py"
-    # GRPO seeds of every size (the pretrained checkpoints are shared); the fit averages L over seeds first.
-    c.seeds = (0, 1, 2)
-    c.grpo_config = "configs/miniature/grpo.py"
-    c.grpo_overrides = ml_collections.ConfigDict()  # extra trainer overrides for every run
-
-    c.fit = ml_collections.ConfigDict()
-    c.fit.xs = ("C", "D")
-    c.fit.protocols = ("full", "inter")
-    c.fit.objective = "linear"
-    c.fit.bootstrap = 50  # draws over seeds for the uncertainty of K_max and N_0 (0 = off; needs >= 2 seeds)
-    return c
+    return default_study_config()

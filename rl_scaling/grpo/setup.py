@@ -171,7 +171,7 @@ def policy_config(cfg):
 
 
 def check_mesh_preset(cfg) -> None:
-    """When the config names a slice (`mesh_preset`, see configs/mesh_presets.py), fails before any work
+    """When the config names a slice (`mesh_preset`, see common/mesh_presets.py), fails before any work
     if the run's memory does not fit its chips (analytic estimate; `tools/memory_plan.py` compiles)."""
     name = cfg.get("mesh_preset", "")
     if not name:
@@ -181,7 +181,7 @@ def check_mesh_preset(cfg) -> None:
         raise ValueError(f"mesh_preset={name!r} needs a model whose config can be read before loading "
                          f"(an HF or checkpoint directory, or model.init='random'); got {cfg.model.path!r}")
     from common.aot.fits import check_fits
-    from configs.mesh_presets import get_mesh_preset
+    from common.mesh_presets import get_mesh_preset
 
     preset = get_mesh_preset(name)
     degrees = tuple(int(cfg.mesh.get(a, 1)) for a in ("data", "fsdp", "tensor"))

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import importlib.util
 import json
 import os
 import re
@@ -30,6 +29,7 @@ import ml_collections
 from tqdm.auto import tqdm
 
 from common.checkpoint.orbax_io import is_checkpoint_dir, save_checkpoint
+from common.config_file import load_config
 from rl_scaling import fit as fit_cli
 from rl_scaling import grid as grid_lib
 from rl_scaling.grpo.setup import load_pool, split_train_heldout
@@ -132,11 +132,7 @@ class StageClock:
 # ---- stage 1: data -----------------------------------------------------------------------------------
 def load_grpo_config(cfg, out: Layout) -> ml_collections.ConfigDict:
     """The GRPO recipe config with the study's trainer overrides and pool applied (for the held-out split)."""
-    path = repo_path(cfg.grpo_config)
-    spec = importlib.util.spec_from_file_location(f"_grpo_{path.stem}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    grpo = module.get_config()
+    grpo = load_config(repo_path(cfg.grpo_config))
     grpo.unlock()
     for key, value in flatten(cfg.grpo_overrides):
         _set_dotted(grpo, key, value)

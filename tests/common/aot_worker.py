@@ -5,6 +5,7 @@ must be configured before JAX starts (common.aot.topology.prepare_libtpu_env).""
 import dataclasses
 import json
 import sys
+from pathlib import Path
 
 from common.aot.topology import prepare_libtpu_env
 
@@ -14,14 +15,14 @@ import jax  # noqa: E402
 
 from common.aot.topology import tpu_devices  # noqa: E402
 from common.config import get_preset  # noqa: E402
+from common.config_file import load_config  # noqa: E402
 from common.sharding import make_mesh  # noqa: E402
-from configs.grpo.tiny import get_config  # noqa: E402
 from rl_scaling.grpo.setup import job_shape  # noqa: E402
 from tools.memory_plan import compile_sampler, compile_update  # noqa: E402
 
 PROMPT, RESPONSE = 16, 16
 
-cfg = get_config()
+cfg = load_config(Path(__file__).resolve().parents[2] / "configs/grpo/tiny.py")
 cfg.grpo.max_response_len = RESPONSE
 devices = tpu_devices(sys.argv[1] if len(sys.argv) > 1 else "v5e:2x2")
 mesh = make_mesh({"fsdp": 4}, devices)

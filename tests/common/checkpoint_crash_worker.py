@@ -8,8 +8,9 @@ With --no-crash it runs (resuming from WORKDIR's latest checkpoint) to step 2 no
 
 import os
 import sys
+from pathlib import Path
 
-from configs.grpo.tiny import get_config
+from common.config_file import load_config
 from rl_scaling.grpo import checkpoints
 from rl_scaling.grpo.trainer import GRPOTrainer
 
@@ -24,7 +25,7 @@ if "--no-crash" not in sys.argv:
 
     checkpoints.save_params = save_params_then_die
 
-cfg = get_config()
+cfg = load_config(Path(__file__).resolve().parents[2] / "configs/grpo/tiny.py")
 cfg.num_steps = 2
 cfg.checkpoint.every = 1
 cfg.eval.every = 0

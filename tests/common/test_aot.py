@@ -1,4 +1,4 @@
-"""Ahead-of-time memory planning (common.aot, configs/mesh_presets.py, tools/memory_plan.py): mesh presets,
+"""Ahead-of-time memory planning (common.aot, common/mesh_presets.py, tools/memory_plan.py): mesh presets,
 the analytic breakdown against hand counts and the published parameter counts, abstract shardings against
 what the trainer really builds, `check_fits`, and a real compile of the tiny model for a TPU v5e 2x2 slice."""
 
@@ -17,7 +17,8 @@ from common.aot.estimate import JobShape, estimate_memory, param_bytes_per_devic
 from common.aot.fits import MemoryPlanError, check_fits
 from common.aot.topology import INSTALL_HINT, libtpu_importable
 from common.config import get_preset
-from configs.mesh_presets import PRESETS, RECOMMENDED, SIZES, check_layout, get_mesh_preset, mesh_shape
+from common.config_file import load_config
+from common.mesh_presets import PRESETS, RECOMMENDED, SIZES, check_layout, get_mesh_preset, layout
 from tests.multiprocess import REPO_ROOT
 
 GiB = 2**30
@@ -53,13 +54,13 @@ def test_every_layout_uses_the_whole_slice_and_divides_what_it_splits(preset):
 
 def test_layouts_by_hand():
     # fsdp over the whole slice for small models; tensor 8 (8 KV heads) for 32B/72B.
-    assert mesh_shape("v5p-64", "qwen2_5_0_5b") == {"data": 1, "fsdp": 32, "tensor": 1}
-    assert mesh_shape("v5p-128", "qwen2_5_72b") == {"data": 1, "fsdp": 8, "tensor": 8}
-    assert mesh_shape("v5e-16", "qwen2_5_7b") == {"data": 1, "fsdp": 4, "tensor": 4}  # 4 KV heads
+    assert layout("v5p-64", "qwen2_5_0_5b").mesh == {"data": 1, "fsdp": 32, "tensor": 1}
+    assert layout("v5p-128", "qwen2_5_72b").mesh == {"data": 1, "fsdp": 8, "tensor": 8}
+    assert layout("v5e-16", "qwen2_5_7b").mesh == {"data": 1, "fsdp": 4, "tensor": 4}  # 4 KV heads
     # 896 = 7 x 128 and 151936 = 1187 x 128: fsdp stops at 128 on 256 chips, the rest is data.
-    assert mesh_shape("v5e-256", "qwen2_5_0_5b") == {"data": 2, "fsdp": 128, "tensor": 1}
+    assert layout("v5e-256", "qwen2_5_0_5b").mesh == {"data": 2, "fsdp": 128, "tensor": 1}
     # 3B has 2 KV heads: the 16 GiB row asks tensor=2, never 4.
-    assert mesh_shape("v5e-64", "qwen2_5_3b") == {"data": 1, "fsdp": 32, "tensor": 2}
+    assert layout("v5e-64", "qwen2_5_3b").mesh == {"data": 1, "fsdp": 32, "tensor": 2}
     assert check_layout(get_preset("qwen2_5_0_5b"), (1, 1, 4)) == ["tensor=4 does not divide the 2 KV heads",
                                                                    "tensor=4 does not divide the 14 query heads"]
 
@@ -130,10 +131,9 @@ def test_check_fits_names_smaller_sampler_batches_for_the_kv_cache():
 
 
 def test_trainer_refuses_a_named_preset_that_cannot_fit():
-    from configs.grpo.tiny import get_config
     from rl_scaling.grpo.setup import check_mesh_preset
 
-    cfg = get_config()
+    cfg = load_config(REPO_ROOT / "configs/grpo/tiny.py")
     cfg.mesh_preset = "v5e-4"
     cfg.model.preset = "qwen2_5_72b"
     cfg.model.tokenizer = ""

@@ -136,7 +136,7 @@ def launch_dry_run():
 
 
 def test_launch_dry_run_starts_every_worker_with_the_preset_mesh(launch_dry_run):
-    from configs.mesh_presets import get_mesh_preset
+    from common.mesh_presets import get_mesh_preset
 
     lines = launch_dry_run.splitlines()
     create = next(line for line in lines if "tpu-vm create" in line)

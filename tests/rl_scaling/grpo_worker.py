@@ -7,6 +7,7 @@ evaluation. Resumes from WORKDIR's latest checkpoint, as `python -m rl_scaling.t
 """
 
 import sys
+from pathlib import Path
 
 from common.distributed import initialize
 
@@ -14,12 +15,12 @@ initialize()  # before anything touches a device
 
 import jax  # noqa: E402
 
-from configs.grpo.tiny import get_config  # noqa: E402
+from common.config_file import load_config  # noqa: E402
 from rl_scaling.grpo.trainer import GRPOTrainer  # noqa: E402
 
 
 def worker_config(num_steps: int):
-    cfg = get_config()
+    cfg = load_config(Path(__file__).resolve().parents[2] / "configs/grpo/tiny.py")
     cfg.num_steps = num_steps
     cfg.mesh.data, cfg.mesh.fsdp, cfg.mesh.tensor = 1, -1, 1
     cfg.checkpoint.every = 2

@@ -204,7 +204,7 @@ def test_bad_grids(setup, tmp_path):
                     "    return ml_collections.ConfigDict({'sizes': ('a',)})\n")
     with pytest.raises(ValueError, match=r"lacks key\(s\) \['base_config', 'variants', 'seeds'\]"):
         grid_lib.load_grid_config(path)
-    with pytest.raises(FileNotFoundError, match="grid config not found"):
+    with pytest.raises(FileNotFoundError, match="no config file at"):
         grid_lib.load_grid_config(tmp_path / "missing.py")
     clash = ml_collections.ConfigDict({**grid.to_dict(), "settings": {"size": (1, 2)}})
     with pytest.raises(ValueError, match="setting 'size' clashes"):

@@ -150,11 +150,11 @@ def test_kill_9_and_resume_equals_uninterrupted_run(uninterrupted, tmp_path):
 
 
 def test_downstream_sets_are_the_real_benchmark_files_cut_to_the_limit(qwen2_tok):
-    from configs.grpo import tiny
+    from common.config_file import load_config
     from rl_scaling.data import load_problems
     from rl_scaling.grpo.setup import load_downstream_sets
 
-    cfg = tiny.get_config()
+    cfg = load_config(REPO / "configs/grpo/tiny.py")
     cfg.data.max_prompt_len = 1024
     cfg.eval.downstream = "gsm8k, amc23"
     cfg.eval.downstream_limit = 3

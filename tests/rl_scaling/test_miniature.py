@@ -7,22 +7,18 @@ import json
 import math
 import os
 import re
-import sys
 
 import numpy as np
 import pytest
 
+from common.config_file import load_config
 from rl_scaling import grid as grid_lib
 from rl_scaling.miniature import corpus, family, pretrain, report, study
 from rl_scaling.miniature import tokenizer as tok_lib
 from rl_scaling.scaling import table as table_lib
 
 REPO = study.REPO_ROOT
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
-from configs.miniature import reduced as reduced_config  # noqa: E402
-from configs.miniature import study as study_config  # noqa: E402
+STUDY_CONFIG, REDUCED_CONFIG = REPO / "configs/miniature/study.py", REPO / "configs/miniature/reduced.py"
 
 QUESTION = re.compile(r"^What is (.+)\?$")
 
@@ -130,7 +126,7 @@ def test_family_counts_match_hand_arithmetic_and_the_real_decoder():
 
     from common.model import abstract_decoder
 
-    shapes = study_config.get_config().family
+    shapes = load_config(STUDY_CONFIG).family
     configs = family.family_configs(shapes, vocab_size=64, eos_token_id=2)
     counts = family.param_counts(configs)
     # s1: q 32*32, k+v 2*32*16, o 32*32, biases 32+16+16, MLP 3*32*96, 2 norms 2*32; 2 layers + final norm.
@@ -210,18 +206,18 @@ def test_pretraining_learns_the_corpus():
 
 # ---- study wiring -----------------------------------------------------------------------------------
 def test_study_config_is_checked():
-    cfg = study_config.get_config()
+    cfg = load_config(STUDY_CONFIG)
     del cfg["pretrain"]
     with pytest.raises(KeyError, match="pretrain"):
         study.check_study_config(cfg)
-    cfg = study_config.get_config()
+    cfg = load_config(STUDY_CONFIG)
     cfg.family = {"a": dict(cfg.family["s1"]), "b": dict(cfg.family["s2"])}
     with pytest.raises(ValueError, match="inter"):
         study.check_study_config(cfg)
 
 
 def test_grid_gets_the_family_pool_and_checkpoints(tmp_path):
-    cfg = reduced_config.get_config()
+    cfg = load_config(REDUCED_CONFIG)
     layout = study.Layout(tmp_path)
     grid = study.load_grid(cfg, layout)
     assert tuple(grid.sizes) == ("r1", "r2", "r3")
@@ -241,7 +237,7 @@ def test_grid_gets_the_family_pool_and_checkpoints(tmp_path):
 def test_corpus_leaves_out_the_trainers_heldout_questions(tmp_path):
     from rl_scaling.grpo.setup import load_pool, split_train_heldout
 
-    cfg = reduced_config.get_config()
+    cfg = load_config(REDUCED_CONFIG)
     cfg.corpus.exclude_heldout_levels = (1,)
     layout = study.Layout(tmp_path)
     docs = study.write_data(cfg, layout)
@@ -262,9 +258,8 @@ def test_children_see_one_device(monkeypatch):
 
 
 def test_seeds_and_bootstrap_reach_the_grid_and_the_fits(tmp_path):
-    from configs.miniature import study as full_config
     layout = study.Layout(tmp_path)
-    full, reduced = full_config.get_config(), reduced_config.get_config()
+    full, reduced = load_config(STUDY_CONFIG), load_config(REDUCED_CONFIG)
     assert tuple(study.load_grid(full, layout).seeds) == (0, 1, 2)
     assert "--bootstrap" in study.fit_argv(full, layout, "C", "full")
     assert tuple(study.load_grid(reduced, layout).seeds) == (0,)
@@ -297,7 +292,7 @@ def test_reduced_miniature_end_to_end(tmp_path):
     rl_scaling.train, gathered, fitted (full and inter, C and D), reported. ~70 s on 2 idle cores."""
     from common import load_pretrained
 
-    cfg = reduced_config.get_config()
+    cfg = load_config(REDUCED_CONFIG)
     result = study.run_study(cfg, tmp_path)
     layout = study.Layout(tmp_path)
 

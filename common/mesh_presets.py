@@ -1,15 +1,28 @@
-"""Named machine slices and how each Qwen2.5 size is laid out on them.
+"""Named machine slices, and how each Qwen2.5 size is laid out on them: the one place for both.
 
 A preset is one slice of accelerators (a Cloud TPU slice such as `v5p-64`, or a GPU host such as
 `8xh100`): JAX device count, HBM per device, host count, the libtpu topology used for ahead-of-time
-compilation, and the gcloud names used to create it. `preset.degrees(size)` gives the mesh degrees
-(data, fsdp, tensor) of a model preset (`common.config.PRESETS`) on that slice:
+compilation, and the gcloud names used to create it. `layout(preset, size)` gives a model preset
+(`common.config.PRESETS`) on that slice everything a run's config takes from the hardware:
 
 * tensor: from the per-size row of the slice's HBM class (bigger models and smaller chips split heads
   over more devices); always a divisor of the model's KV heads and query heads, since the rules table in
   `common.sharding` silently replicates a dimension that a mesh axis does not divide;
 * fsdp: the rest of the slice, shrunk (and `data` grown) until it divides the hidden size and the
-  vocabulary rows, for the same reason.
+  vocabulary rows, for the same reason;
+* the gradient micro-batch (sequences per device x data x fsdp, so every device holds whole sequences),
+  remat, and the sequences per sampler call that fit: the compiled memory plan's choices on each size's
+  first slice (`PLANS`), one sequence per device with remat elsewhere.
+
+Configs (`configs/grpo/*.py` through `rl_scaling.grpo.defaults.paper_recipe`) and tools (`tools/launch.py`,
+`tools/memory_plan.py`) choose a preset; none of them keeps numbers of its own.
+
+Which numbers, where two copies disagreed: the paper recipe's config held tensor 2 for 14B and 4 for 32B
+and global micro-batches of 16 down to 2 sequences. Those layouts were never compiled, and a micro-batch
+smaller than data x fsdp (8 sequences over 32 chips for 7B) is replicated on every chip, not split. The
+rows of docs/memory_plan.md were compiled by libtpu for the real chips at the degrees of this module
+(14B on v5p-64 at tensor 4: 44.2 GiB update, 62.5 GiB sampler; 32B on v5p-128 at tensor 8: 51.7 / 45.9
+GiB, of 95 GiB) at two sequences per device (one for 72B), so those are the numbers kept.
 
 Device counts: a v4 / v5p "-N" name counts TensorCores (N/2 chips, one JAX device per megacore chip);
 v5e / v6e names count chips. TPU `hbm_bytes` are the chip's HBM; H100 is the 80 GB SXM part.
@@ -58,10 +71,10 @@ class MeshPreset:
 
         if size not in SIZES:
             raise KeyError(f"no layout for model {size!r} on {self.name}; sizes with layouts: {SIZES}")
-        return layout(get_preset(size), self.num_devices, self.tensor_by_size[SIZES.index(size)])
+        return split_devices(get_preset(size), self.num_devices, self.tensor_by_size[SIZES.index(size)])
 
 
-def layout(model, num_devices: int, tensor: int) -> tuple[int, int, int]:
+def split_devices(model, num_devices: int, tensor: int) -> tuple[int, int, int]:
     """(data, fsdp, tensor): `tensor` lowered to a divisor of the device count and of both head counts;
     fsdp the largest divisor of the remaining devices that divides the hidden size and the vocabulary rows
     (over tensor x fsdp); data the rest."""
@@ -109,16 +122,50 @@ _ALL = [
 ]
 PRESETS: dict[str, MeshPreset] = {p.name: p for p in _ALL}
 
-# The slice each size is planned on first (docs/memory_plan.md; tools/launch.py's default).
-RECOMMENDED: dict[str, str] = {
-    "qwen2_5_0_5b": "v5e-16",
-    "qwen2_5_1_5b": "v5p-8",
-    "qwen2_5_3b": "v5p-16",
-    "qwen2_5_7b": "v5p-64",
-    "qwen2_5_14b": "v5p-64",
-    "qwen2_5_32b": "v5p-128",
-    "qwen2_5_72b": "v5p-256",  # on v5p-128 the paper recipe's update needs ~100 GiB per chip at one sequence each
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """What the compiled memory plan (docs/memory_plan.md, `tools/memory_plan.py`) chose for a size on the
+    slice it is planned on first. A `rollout_chunk` below a step's 512 prompts x 8 = 4096 sequences means
+    the step's rollouts fit only in sampler calls of that many."""
+
+    slice: str
+    per_device_micro_batch: int  # sequences per device in a gradient micro-batch
+    remat: bool
+    rollout_chunk: int  # sequences per sampler call that fit
+
+
+PLANS: dict[str, Plan] = {
+    "qwen2_5_0_5b": Plan("v5e-16", 2, True, 2048),
+    "qwen2_5_1_5b": Plan("v5p-8", 2, True, 1024),
+    "qwen2_5_3b": Plan("v5p-16", 2, True, 2048),
+    "qwen2_5_7b": Plan("v5p-64", 2, True, 4096),
+    "qwen2_5_14b": Plan("v5p-64", 2, True, 2048),
+    "qwen2_5_32b": Plan("v5p-128", 2, True, 2048),
+    # Analytic only (compiling it needs more host memory than the plan's machine had); on v5p-128 the
+    # update needs ~100 GiB per chip at one sequence each.
+    "qwen2_5_72b": Plan("v5p-256", 1, True, 4096),
 }
+# The slice each size is planned on first (tools/launch.py's and tools/memory_plan.py's default).
+RECOMMENDED: dict[str, str] = {size: plan.slice for size, plan in PLANS.items()}
+
+
+@dataclasses.dataclass(frozen=True)
+class Layout:
+    """A size on a slice: mesh degrees, gradient micro-batch (global: sequences over the whole mesh), remat,
+    and the sequences per sampler call that fit (None where no plan was compiled)."""
+
+    data: int
+    fsdp: int
+    tensor: int
+    micro_batch: int
+    remat: bool
+    rollout_chunk: int | None
+
+    @property
+    def mesh(self) -> dict[str, int]:
+        """The `mesh` config block."""
+        return {"data": self.data, "fsdp": self.fsdp, "tensor": self.tensor}
 
 
 def get_mesh_preset(name: str) -> MeshPreset:
@@ -128,10 +175,15 @@ def get_mesh_preset(name: str) -> MeshPreset:
         raise KeyError(f"unknown mesh preset {name!r}; known: {sorted(PRESETS)}") from None
 
 
-def mesh_shape(preset: str | MeshPreset, size: str) -> dict[str, int]:
-    """The `mesh` config block ({"data": .., "fsdp": .., "tensor": ..}) of `size` on `preset`."""
+def layout(preset: str | MeshPreset, size: str) -> Layout:
+    """How `size` runs on `preset`: the planned micro-batch and rollout chunk on its planned slice, one
+    sequence per device with remat (the safest) elsewhere."""
     preset = get_mesh_preset(preset) if isinstance(preset, str) else preset
-    return dict(zip(("data", "fsdp", "tensor"), preset.degrees(size)))
+    data, fsdp, tensor = preset.degrees(size)
+    plan = PLANS.get(size)
+    if plan is not None and plan.slice == preset.name:
+        return Layout(data, fsdp, tensor, plan.per_device_micro_batch * data * fsdp, plan.remat, plan.rollout_chunk)
+    return Layout(data, fsdp, tensor, data * fsdp, True, None)
 
 
 def check_layout(model, degrees: tuple[int, int, int]) -> list[str]:
@@ -146,18 +198,3 @@ def check_layout(model, degrees: tuple[int, int, int]) -> list[str]:
     if model.vocab_size % (fsdp * tensor):
         problems.append(f"fsdp x tensor = {fsdp * tensor} does not divide the {model.vocab_size} vocabulary rows")
     return problems
-
-
-# Sequences per device in a gradient micro-batch, and remat, that the compiled memory plan chose for the
-# recommended slices (docs/memory_plan.md). Elsewhere: one sequence per device with remat, the safest.
-PLANNED_MICRO_BATCH: dict[tuple[str, str], tuple[int, bool]] = {
-}
-
-
-def micro_batch(preset: str | MeshPreset, size: str) -> tuple[int, bool]:
-    """(grpo.micro_batch_size, model.remat) for `size` on `preset`: the planned sequences per device times
-    data x fsdp (the devices a micro-batch is split over)."""
-    preset = get_mesh_preset(preset) if isinstance(preset, str) else preset
-    per_device, remat = PLANNED_MICRO_BATCH.get((size, preset.name), (1, True))
-    data, fsdp, _ = preset.degrees(size)
-    return per_device * data * fsdp, remat

@@ -1,0 +1,140 @@
+"""Every GRPO setting with its default, and the RL scaling study's recipe: what config files start from.
+
+`default_config()` is the record of what a run can change; `configs/grpo/*.py` start from it and change
+what differs, and `--config.<key>=<value>` overrides on the command line (e.g.
+`--config.grpo.group_size=16`). `paper_recipe(size, arg)` is the study's recipe (../shared/spec/rl_scaling.md),
+the same hyper-parameters for every Qwen2.5 size, laid out as `common.mesh_presets` plans that size.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from common.mesh_presets import RECOMMENDED, layout
+
+# The slice a "gpu" recipe is laid out for: one 8-GPU host.
+GPU_HOST = "8xh100"
+
+
+def default_config() -> ml_collections.ConfigDict:
+    """Every GRPO setting with its default."""
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+    c.num_steps = 100  # 0 = one pass over the data stream
+
+    c.model = ml_collections.ConfigDict()
+    c.model.path = "smollm2-135m-instruct"  # HF dir, GGUF file, our checkpoint dir, or a known name
+    c.model.init = "pretrained"  # "pretrained" | "random" (a fresh decoder from model.preset)
+    c.model.preset = ""  # common.config preset for init="random" (e.g. "tiny")
+    c.model.tokenizer = ""  # "" = the checkpoint's; "char" = the character tokenizer (tiny models)
+    c.model.dtype = "float32"  # compute dtype
+    c.model.param_dtype = "float32"
+    c.model.remat = False  # recompute activations in the backward pass (saves memory)
+
+    c.mesh = ml_collections.ConfigDict({"data": 1, "fsdp": -1, "tensor": 1})
+
+    c.data = ml_collections.ConfigDict()
+    c.data.source = "synthetic"  # "synthetic" | gsm8k | aime24 | amc23 | minerva_math | a .jsonl/.parquet path
+    c.data.split = "train"
+    c.data.synthetic_level = 1
+    c.data.synthetic_size = 4096
+    c.data.heldout_size = 64
+    c.data.curriculum = True  # easy-to-hard order (needs difficulties), never shuffled
+    c.data.reuse_tau = 0  # > 0: a difficulty-stratified subset repeated tau times (data-reuse study)
+    c.data.template = "step_by_step_boxed"  # rl_scaling/data/prompts.yaml
+    c.data.chat = True  # apply the tokenizer's chat template
+    c.data.max_prompt_len = 2048  # longer prompts are dropped (and counted)
+    c.data.num_epochs = 0  # 0 = repeat the stream forever
+
+    c.grpo = ml_collections.ConfigDict()
+    c.grpo.prompts_per_step = 512
+    c.grpo.group_size = 8
+    c.grpo.mini_batch_prompts = 128  # prompts per optimiser update (PPO mini-batch)
+    c.grpo.micro_batch_size = 8  # sequences per gradient-accumulation micro-batch
+    c.grpo.max_response_len = 4096
+    c.grpo.temperature = 1.0
+    c.grpo.top_p = 1.0
+    c.grpo.top_k = 0
+    c.grpo.eps_low = 0.2
+    c.grpo.eps_high = 0.2
+    c.grpo.kl_coef = 0.001
+    c.grpo.kl_estimator = "k3"
+    c.grpo.aggregation = "token-mean"
+    c.grpo.normalize_std = True
+    c.grpo.mask_truncated = False
+    c.grpo.old_logprobs = "recompute"  # "recompute" (a forward pass) | "sampler"
+    # True: rollouts plan their prefill (common/prefill_plan.py): a prompt's G copies share its prefill,
+    # prompts of other lengths go in their own groups. Less prefill compute, more compiled shapes; the
+    # memory plan (tools/memory_plan.py) compiles the one-program path that False always takes.
+    c.grpo.adaptive_prefill = False
+
+    c.reward = ml_collections.ConfigDict({"correctness": 1.0})  # reward name -> weight
+    c.reward_timeout_s = 5.0
+
+    c.optim = ml_collections.ConfigDict()
+    c.optim.lr = 1e-6
+    c.optim.weight_decay = 0.1
+    c.optim.grad_clip = 1.0
+    c.optim.schedule = "constant"
+    c.optim.warmup_steps = 0
+    c.optim.b1 = 0.9
+    c.optim.b2 = 0.999
+
+    c.eval = ml_collections.ConfigDict()
+    c.eval.every = 10  # steps; 0 = only before and after training
+    c.eval.num_samples = 1  # pass@1 averaged over this many samples per problem
+    c.eval.temperature = 0.7
+    c.eval.max_new_tokens = 0  # 0 = grpo.max_response_len
+    c.eval.downstream = ""  # comma-separated dataset names evaluated at the end
+    c.eval.downstream_limit = 0  # problems per downstream set; 0 = all
+
+    c.checkpoint = ml_collections.ConfigDict()
+    c.checkpoint.every = 10
+    c.checkpoint.keep = 2
+    c.log_every = 1
+    return c
+
+
+def parse_recipe_arg(arg: str) -> tuple[str, str]:
+    """(hardware, variant) of a recipe argument "tpu|gpu,base|instruct" (default "tpu,instruct")."""
+    parts = [p for p in (arg or "tpu,instruct").split(",") if p]
+    hardware = next((p for p in parts if p in ("tpu", "gpu")), "tpu")
+    variant = next((p for p in parts if p in ("base", "instruct")), "instruct")
+    unknown = set(parts) - {"tpu", "gpu", "base", "instruct"}
+    if unknown:
+        raise ValueError(f"unknown config argument(s) {sorted(unknown)}; use tpu|gpu and base|instruct")
+    return hardware, variant
+
+
+def paper_recipe(size: str, arg: str = "") -> ml_collections.ConfigDict:
+    """The study's recipe for Qwen2.5 `size` (a `common.mesh_presets.SIZES` name, e.g. "qwen2_5_7b").
+
+    `arg` is what follows the colon of `--config=configs/grpo/qwen2_5_7b.py:tpu,instruct`: hardware `tpu`
+    (laid out for the size's planned slice, `common.mesh_presets.RECOMMENDED`) or `gpu` (one 8-GPU host),
+    and variant `base` or `instruct`. fsdp stays -1 (the rest of whatever slice runs it); tensor degree,
+    micro-batch and remat come from the layout. The data set is yours to point at: a .parquet with
+    `problem`, `answer` and `difficulty` or `pass_rate` columns (`--config.data.source=/path/problems.parquet`);
+    GSM8K's train split is the offline stand-in.
+    """
+    hardware, variant = parse_recipe_arg(arg)
+    plan = layout(RECOMMENDED[size] if hardware == "tpu" else GPU_HOST, size)
+    # The defaults are the paper's algorithm and batch: 512 prompts x G=8 per step, 4 optimiser updates of
+    # 128 prompts, responses up to 4096 tokens, PPO clip 0.2, k3 KL at 0.001, token-mean loss, AdamW at a
+    # constant 1e-6 (weight decay 0.1, clip 1.0). The recipe adds the model, data, evaluation and layout.
+    c = default_config()
+    c.num_steps = 0  # one epoch of the data stream (~105 steps on the paper's 54k problems)
+    name = size.removeprefix("qwen2_5_").replace("_", ".").upper()
+    c.model.path = f"checkpoints/Qwen2.5-{name}" + ("-Instruct" if variant == "instruct" else "")
+    c.model.dtype = "bfloat16"
+    c.model.remat = plan.remat
+    c.mesh = {"data": 1, "fsdp": -1, "tensor": plan.tensor}
+    c.grpo.micro_batch_size = plan.micro_batch
+    c.data.source = "gsm8k"
+    c.data.heldout_size = 500
+    c.data.chat = variant == "instruct"
+    c.data.num_epochs = 1
+    c.eval.every = 1
+    c.eval.downstream = "gsm8k,aime24,amc23,minerva_math"
+    c.checkpoint.every = 5
+    c.checkpoint.keep = 3
+    return c
