@@ -1,11 +1,8 @@
-"""Builds the report (markdown tables + PNG plots) from a run's JSONL.
-
-    python -m agent_safety.report --workdir=DIR   # reads DIR/dialogues.jsonl, writes DIR/report.md, DIR/plots/
-"""
+"""Builds the report (markdown tables + PNG plots) from a run's JSONL: DIR/dialogues.jsonl -> DIR/report.md,
+DIR/plots/ (the command: `python tools/psysafe_report.py --workdir=DIR`)."""
 
 from __future__ import annotations
 
-import argparse
 import math
 from pathlib import Path
 
@@ -32,7 +29,7 @@ def write_report(workdir: str | Path) -> Path:
     workdir = Path(workdir)
     results = workdir / RESULTS_FILE
     if not results.exists():
-        raise FileNotFoundError(f"no results file {results}; run `python -m agent_safety.run` first")
+        raise FileNotFoundError(f"no results file {results}; run `python tools/psysafe.py` first")
     records = read_records(results)
     rows = summary_rows(records)
     plots = [plot_pdr(rows, workdir / "plots" / "pdr.png"), plot_jdr(rows, workdir / "plots" / "jdr_by_round.png"),
@@ -46,13 +43,3 @@ def write_report(workdir: str | Path) -> Path:
     report = workdir / REPORT_FILE
     report.write_text("\n".join(text), encoding="utf-8")
     return report
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Rebuild the PsySafe report from a run's JSONL.")
-    parser.add_argument("--workdir", required=True, help="run directory holding dialogues.jsonl")
-    print(write_report(parser.parse_args(argv).workdir))
-
-
-if __name__ == "__main__":
-    main()

@@ -1,11 +1,9 @@
-"""Runs a PsySafe experiment grid and writes the report.
-
-    python -m agent_safety.run --config=configs/psysafe/scripted.py --workdir=DIR [--config.x=y ...]
+"""Runs a PsySafe experiment grid and writes the report (the command: `python tools/psysafe.py`).
 
 Grid: tasks x systems x attacks x defences x seeds. Dialogues are advanced `batch_size` at a time in
 lockstep; each is appended to DIR/dialogues.jsonl the moment it finishes, so a rerun of the same command
 skips finished dialogues and a killed run loses only those in flight. DIR/report.md and DIR/plots/ are
-written at the end (rebuild them any time with `python -m agent_safety.report --workdir=DIR`).
+written at the end (rebuild them any time with `python tools/psysafe_report.py --workdir=DIR`).
 """
 
 from __future__ import annotations
@@ -107,24 +105,3 @@ def run_experiment(config, workdir: str | Path, agents: ChatBackend | None = Non
                          for key, task, spec in todo[start:start + config.batch_size]]
                 run_dialogues(chunk, agents, judge, settings, on_finished=save)
     return write_report(workdir)
-
-
-def main(argv) -> None:
-    from absl import flags
-
-    from common.compile_cache import enable_compilation_cache
-
-    del argv
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    enable_compilation_cache()
-    print(run_experiment(flags.FLAGS.config, flags.FLAGS.workdir))
-
-
-if __name__ == "__main__":
-    from absl import app, flags
-    from ml_collections import config_flags
-
-    config_flags.DEFINE_config_file("config", None, "path to a configs/psysafe/*.py file", lock_config=True)
-    flags.DEFINE_string("workdir", None, "run directory (results, report, plots)")
-    flags.mark_flags_as_required(["config", "workdir"])
-    app.run(main)

@@ -56,7 +56,7 @@ def jax_version() -> str:
 
 def run_overrides(preset: MeshPreset, size: str, config: str, model_dir: str, workdir: str,
                   sets: list[str]) -> list[str]:
-    """`python -m rl_scaling.train` arguments: config, workdir, the size's layout on the preset (mesh, the memory
+    """`tools/train_grpo.py` arguments: config, workdir, the size's layout on the preset (mesh, the memory
     plan's micro-batch and remat: common.mesh_presets.layout), bfloat16 compute, then the user's --set
     overrides (last wins)."""
     plan = layout(preset, size)
@@ -87,7 +87,7 @@ def tpu_steps(a, preset: MeshPreset) -> list[Step]:
              f"sudo mkdir -p {MOUNT}; sudo chown $USER {MOUNT}; "
              f"gcsfuse --implicit-dirs --rename-dir-limit=1000000 {a.bucket} {MOUNT}")
     start = (f"cd {REMOTE_REPO} && QRR_DISTRIBUTED=auto MATH_DATA_DIR={REMOTE_DATA} setsid nohup "
-             f".venv/bin/python -m rl_scaling.train {train} > {LOG} 2>&1 < /dev/null &")
+             f".venv/bin/python tools/train_grpo.py {train} > {LOG} 2>&1 < /dev/null &")
     return [
         Step("Check that the run fits the slice's memory (on your machine, no TPU needed)", (
             f"JAX_PLATFORMS=cpu python tools/memory_plan.py --check --no-compile --config={a.config} "
@@ -132,13 +132,13 @@ def gpu_steps(a, preset: MeshPreset) -> list[Step]:
             f".venv/bin/hf download {hf_repo(a.size, a.variant)} --local-dir {model_dir}")),
         Step("Or the same inside Docker (the CUDA libraries come from the jax[cuda12] wheels)", (
             "docker run --gpus all --ipc=host -v \"$PWD\":/qrr -v \"$(realpath ../shared/data/math)\":/data/math -w /qrr "
-            f"python:3.11 bash -c {shlex.quote(f'pip install -e . jax[cuda12]=={jax_version()} && MATH_DATA_DIR=/data/math XLA_PYTHON_CLIENT_MEM_FRACTION=0.92 python -m rl_scaling.train {train}')}",)),
+            f"python:3.11 bash -c {shlex.quote(f'pip install -e . jax[cuda12]=={jax_version()} && MATH_DATA_DIR=/data/math XLA_PYTHON_CLIENT_MEM_FRACTION=0.92 python tools/train_grpo.py {train}')}",)),
         Step("Start the run (rerun to resume from the latest checkpoint)", (
-            f"mkdir -p runs && XLA_PYTHON_CLIENT_MEM_FRACTION=0.92 nohup .venv/bin/python -m rl_scaling.train {train} "
+            f"mkdir -p runs && XLA_PYTHON_CLIENT_MEM_FRACTION=0.92 nohup .venv/bin/python tools/train_grpo.py {train} "
             f"> {workdir}.log 2>&1 &",)),
         Step("Several GPU hosts: the same command on each, with its process id", (
             "QRR_COORDINATOR=<host0>:8476 QRR_NUM_PROCESSES=<hosts> QRR_PROCESS_ID=<0..hosts-1> "
-            f".venv/bin/python -m rl_scaling.train {train}",)),
+            f".venv/bin/python tools/train_grpo.py {train}",)),
         Step("Follow it", (f"tensorboard --logdir={workdir}",)),
     ]
 

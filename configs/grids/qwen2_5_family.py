@@ -1,9 +1,9 @@
 """The paper's main grid: every Qwen2.5 dense size, base and instruct, 3 seeds (42 runs).
 
-    python -m rl_scaling.grid run --print --grid configs/grids/qwen2_5_family.py --root runs/family
-    python -m rl_scaling.grid gather --grid configs/grids/qwen2_5_family.py --root runs/family \
+    python tools/grid.py run --print --grid configs/grids/qwen2_5_family.py --root runs/family
+    python tools/grid.py gather --grid configs/grids/qwen2_5_family.py --root runs/family \
         --out runs/family/table.parquet
-    python -m rl_scaling.fit --metrics runs/family/table.parquet --variant base --x C \
+    python tools/fit_scaling_law.py --metrics runs/family/table.parquet --variant base --x C \
         --protocol inter --out runs/family/fit_base_c --paper-bounds
 
 Table sizes N are the non-embedding parameter counts of the common.config presets.

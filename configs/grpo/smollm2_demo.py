@@ -5,7 +5,7 @@ additions, chat template, evaluated on held-out problems before and after. Measu
 tokens (64 problems x 2 samples; before inverse-CDF sampling, 0c4be84, drew other tokens: 0.539 -> 0.867, and
 9 min 18 s pinned to one core on 2026-11-25, peak RSS 7.0 GB).
 
-    python -m rl_scaling.train --config=configs/grpo/smollm2_demo.py --workdir=runs/smollm2_demo
+    python tools/train_grpo.py --config=configs/grpo/smollm2_demo.py --workdir=runs/smollm2_demo
 """
 
 from rl_scaling.grpo.defaults import default_config

@@ -1,5 +1,5 @@
 """The miniature's GRPO grid: every size of the family, one variant, the recipe of
-configs/miniature/grpo.py. `python -m rl_scaling.miniature` fills in what depends on its output
+configs/miniature/grpo.py. `tools/miniature.py` fills in what depends on its output
 directory and family: sizes, seeds (the study's `seeds`), param_counts (non-embedding N), data.source and
 each run's model.path.
 """

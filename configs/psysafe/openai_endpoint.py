@@ -1,7 +1,7 @@
 """PsySafe against any OpenAI-compatible endpoint (OpenAI, vLLM, or tools/psysafe_server.py).
 
 OPENAI_BASE_URL=http://127.0.0.1:8000/v1 OPENAI_API_KEY=... \
-python -m agent_safety.run --config=configs/psysafe/openai_endpoint.py --workdir=/tmp/psysafe_api \
+python tools/psysafe.py --config=configs/psysafe/openai_endpoint.py --workdir=/tmp/psysafe_api \
     --config.backend.model=MODEL [--config.judge_backend.model=JUDGE_MODEL]
 
 The API key is read from OPENAI_API_KEY (or --config.backend.api_key) and never stored with the results.

@@ -1,6 +1,6 @@
 """PsySafe with the canned demo policy (no model): a fast end-to-end check of the whole pipeline.
 
-python -m agent_safety.run --config=configs/psysafe/scripted.py --workdir=/tmp/psysafe_scripted
+python tools/psysafe.py --config=configs/psysafe/scripted.py --workdir=/tmp/psysafe_scripted
 
 The demo policy's numbers only show the machinery working (see agent_safety/demo_policy.py).
 """

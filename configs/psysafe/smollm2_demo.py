@@ -1,6 +1,6 @@
 """PsySafe on a local model through the in-process JAX sampler (`common.generate`).
 
-python -m agent_safety.run --config=configs/psysafe/smollm2_demo.py --workdir=/tmp/psysafe_smollm2 \
+python tools/psysafe.py --config=configs/psysafe/smollm2_demo.py --workdir=/tmp/psysafe_smollm2 \
     --config.model_path=/path/to/SmolLM2-135M-Instruct   # HF dir, GGUF file or orbax checkpoint dir
 
 A 135M model is a weak judge and rarely fills in the questionnaire correctly (expect many invalid

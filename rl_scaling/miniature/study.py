@@ -8,9 +8,9 @@ where it stopped (the grid runner resumes its runs the same way).
     <out>/tokenizer/                  sentencepiece model + transformers tokenizer
     <out>/checkpoints/<size>/         pretrained checkpoints (common.checkpoint format, tokenizer inside)
     <out>/pretrain/<size>.json        N, shape, loss curve, seconds of each pretraining
-    <out>/runs/<run_id>/              one GRPO run per size and seed (rl_scaling.grid)
-    <out>/table.csv                   variant, size, seed, step, C, D, L, ... (rl_scaling.grid gather)
-    <out>/fits/<X>_<protocol>/        fit.json and plots (rl_scaling.fit)
+    <out>/runs/<run_id>/              one GRPO run per size and seed (rl_scaling.grid.run)
+    <out>/table.csv                   variant, size, seed, step, C, D, L, ... (rl_scaling.grid.gather)
+    <out>/fits/<X>_<protocol>/        fit.json and plots (rl_scaling.scaling.fit_table)
     <out>/timings.json                wall seconds and load averages per stage
     <out>/report.md                   the summary (rl_scaling.miniature.report)
 """
@@ -30,12 +30,14 @@ from tqdm.auto import tqdm
 
 from common.checkpoint.orbax_io import is_checkpoint_dir, save_checkpoint
 from common.config_file import load_config
-from rl_scaling import fit as fit_cli
-from rl_scaling import grid as grid_lib
+from rl_scaling.grid.expand import flatten, load_grid_config
+from rl_scaling.grid.gather import gather
+from rl_scaling.grid.run import LOG_FILE, run_grid
 from rl_scaling.grpo.setup import load_pool, split_train_heldout
 from rl_scaling.miniature import corpus, family, pretrain
 from rl_scaling.miniature import tokenizer as tokenizer_lib
 from rl_scaling.scaling import table as table_lib
+from rl_scaling.scaling.fit_table import FitRequest, fit_table
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 REQUIRED_KEYS = ("levels", "corpus", "pool", "tokenizer", "family", "pretrain", "grid", "grpo_config", "fit")
@@ -214,7 +216,7 @@ def pretrain_family(cfg, out: Layout, docs, tokenizer) -> dict[str, dict]:
 # ---- stage 4: the GRPO grid ----------------------------------------------------------------------------
 def load_grid(cfg, out: Layout) -> ml_collections.ConfigDict:
     """The grid config (configs/miniature/grid.py) completed with this study's sizes, N and paths."""
-    grid = grid_lib.load_grid_config(repo_path(cfg.grid))
+    grid = load_grid_config(repo_path(cfg.grid))
     grid.unlock()
     grid.base_config = str(repo_path(cfg.grpo_config))
     grid.sizes = tuple(cfg.family.keys())
@@ -228,17 +230,6 @@ def load_grid(cfg, out: Layout) -> ml_collections.ConfigDict:
     grid.overrides = _nest(overrides)
     grid.templated_overrides = {"model": {"path": str(out.out / "checkpoints" / "{model}")}}
     return grid
-
-
-def flatten(tree, prefix: str = "") -> list[tuple[str, object]]:
-    """Nested mapping -> [("a.b", value), ...] (the trainer's --config.a.b=value keys)."""
-    items = []
-    for key, value in tree.items():
-        if hasattr(value, "items"):
-            items.extend(flatten(value, f"{prefix}{key}."))
-        else:
-            items.append((f"{prefix}{key}", value))
-    return items
 
 
 def _nest(flat: dict) -> dict:
@@ -266,39 +257,37 @@ def single_device_children():
 
 
 def run_grpo_grid(cfg, out: Layout) -> dict:
-    """Every unfinished GRPO run, one after another (rl_scaling.grid); raises if one fails."""
+    """Every unfinished GRPO run, one after another (rl_scaling.grid.run); raises if one fails."""
     grid = load_grid(cfg, out)
     with single_device_children():
-        summary = grid_lib.run_grid(grid, out.runs)
+        summary = run_grid(grid, out.runs)
     if summary["failed"]:
-        logs = [str(out.runs / run_id / grid_lib.LOG_FILE) for run_id in summary["failed"]]
+        logs = [str(out.runs / run_id / LOG_FILE) for run_id in summary["failed"]]
         raise RuntimeError(f"GRPO run(s) failed {summary['failed']}; logs: {logs}")
     return summary
 
 
 # ---- stages 5-6: table and fits ------------------------------------------------------------------------
 def gather_table(cfg, out: Layout) -> Path:
-    table = grid_lib.gather(out.runs, load_grid(cfg, out))
+    table = gather(out.runs, load_grid(cfg, out))
     return table_lib.write_metrics_table(table, out.table)
 
 
-def fit_argv(cfg, out: Layout, x: str, protocol: str) -> list[str]:
-    """The `python -m rl_scaling.fit` arguments of one fit."""
-    argv = ["--metrics", str(out.table), "--x", x, "--protocol", protocol, "--out",
-            str(out.fit_dir(x, protocol)), "--objective", cfg.fit.objective, "--no-tensorboard"]
-    if cfg.fit.get("bootstrap", 0) and len(cfg.seeds) > 1:  # uncertainty needs seeds to draw from
-        argv += ["--bootstrap", str(cfg.fit.bootstrap)]
-    return argv
+def fit_request(cfg, out: Layout, x: str, protocol: str) -> FitRequest:
+    """One fit of the study's table (what `tools/fit_scaling_law.py` does from the command line)."""
+    # Uncertainty needs seeds to draw from.
+    replicates = cfg.fit.get("bootstrap", 0) if len(cfg.seeds) > 1 else 0
+    return FitRequest(metrics=out.table, x=x, out=out.fit_dir(x, protocol), protocol=protocol,
+                      objective=cfg.fit.objective, bootstrap=replicates, tensorboard=False)
 
 
 def run_fits(cfg, out: Layout) -> dict[tuple[str, str], dict]:
-    """Every (X, protocol) fit of cfg.fit through rl_scaling.fit; returns {(X, protocol): fit.json dict}."""
+    """Every (X, protocol) fit of cfg.fit; returns {(X, protocol): fit.json dict}."""
     reports = {}
     for x in cfg.fit.xs:
         for protocol in cfg.fit.protocols:
-            argv = fit_argv(cfg, out, x, protocol)
-            reports[(x, protocol)] = fit_cli.run(fit_cli.parse_args(argv))
-            tqdm.write(f"$ python -m rl_scaling.fit {' '.join(argv)}")
+            reports[(x, protocol)] = fit_table(fit_request(cfg, out, x, protocol))
+            tqdm.write(f"[miniature] fit of L vs {x}, protocol {protocol}: {out.fit_dir(x, protocol)}")
             tqdm.write(format_fit(reports[(x, protocol)]))
     return reports
 

@@ -1,4 +1,4 @@
-"""Entry point of one grading worker process: `python -m rl_scaling.rewards.grading_worker`.
+"""One grading worker process (started by rl_scaling.rewards.worker_pool): `serve()` is its whole program.
 
 Protocol (one JSON object per line): the parent writes `{"id": int, "response": str, "reference":
 str|number}` to stdin; the worker answers `{"id": int, "score": 0.0|1.0}` on its private result pipe
@@ -46,8 +46,10 @@ def main() -> None:
         results.write(json.dumps({"id": task["id"], "score": score}) + "\n")
 
 
-if __name__ == "__main__":
+
+def serve() -> None:
+    """main(), leaving quietly when the parent has gone away (nothing to report to)."""
     try:
         main()
     except (BrokenPipeError, KeyboardInterrupt):
-        os._exit(0)  # the parent has gone away; nothing to report to
+        os._exit(0)

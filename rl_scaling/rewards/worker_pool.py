@@ -4,7 +4,7 @@ Why not `concurrent.futures.ProcessPoolExecutor`: a task stuck in sympy (`9^{9^{
 cancelled there. Here each worker holds one task at a time; when a task passes its bound the worker is
 killed (SIGKILL), the task scores 0.0 and a fresh worker is started in the background.
 
-Workers are fresh interpreters (`python -m rl_scaling.rewards.grading_worker`, the equivalent of the
+Workers are fresh interpreters running `rl_scaling.rewards.grading_worker.serve` (the equivalent of the
 'spawn' start method without re-importing the caller's `__main__`), so a parent that has JAX loaded is
 never forked; they start lazily on the first task and are killed at interpreter exit. Calls are
 thread-safe (one batch at a time) and work from any thread: no signals are used.
@@ -17,16 +17,15 @@ import collections
 import json
 import os
 import selectors
+import shlex
 import subprocess
 import sys
 import threading
 import time
 import weakref
 from collections.abc import Sequence
-from pathlib import Path
 
-WORKER_MODULE = "rl_scaling.rewards.grading_worker"
-_REPO_ROOT = Path(__file__).resolve().parents[2]
+WORKER_COMMAND = (sys.executable, "-c", "from rl_scaling.rewards.grading_worker import serve; serve()")
 
 
 def default_num_workers() -> int:
@@ -45,10 +44,9 @@ class _Worker:
 
     def __init__(self) -> None:
         env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_REPO_ROOT), env.get("PYTHONPATH")) if p)
         env["JAX_PLATFORMS"] = "cpu"  # should anything import JAX, it must not claim an accelerator
         self.process = subprocess.Popen(
-            [sys.executable, "-m", WORKER_MODULE],
+            list(WORKER_COMMAND),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             env=env,
@@ -219,7 +217,7 @@ class GradingPool:
         code = worker.process.poll()
         self.close()
         raise RuntimeError(
-            f"grading worker `{sys.executable} -m {WORKER_MODULE}` did not start within "
+            f"grading worker `{shlex.join(WORKER_COMMAND)}` did not start within "
             f"{self.startup_timeout_s} s (exit code {code}); its error is on stderr above"
         )
 

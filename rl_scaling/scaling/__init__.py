@@ -7,10 +7,11 @@
   alternative.py  the appendix form's fit (multi-start least squares)
   protocols.py    full / inter-model / intra-model protocols and prediction errors
   bootstrap.py    bootstrap over seeds of K_max and N_0
-  report.py       fit.json written and read back
+  report.py       fit.json written and read back, and summarised
+  fit_table.py    a metrics table -> fit.json and the figures (one fit, end to end)
   plots.py        the figures
   planner.py      which size for a compute/data budget
   synthetic.py    tables drawn from a known law (tests, demos)
 
-Command lines: python -m rl_scaling.fit, python -m rl_scaling.plan, python -m rl_scaling.grid.
+Commands: tools/fit_scaling_law.py, tools/plan_size.py, tools/grid.py.
 """

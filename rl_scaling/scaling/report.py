@@ -90,3 +90,27 @@ def load_fit_report(path) -> tuple[fit_lib.SaturatingFit, dict]:
         e0={float(n): float(e) for n, e in report["e0"].items()},
         objective=report["objective"], r2_linear=r2.get("L"), r2_log=r2.get("log_L"))
     return fitted, report
+
+
+def summary_text(rep: dict) -> str:
+    """A few human-readable lines of a fit.json dict."""
+    lines = [f"{rep['protocol']} fit of L vs {rep['x']} ({rep['variant']}, objective "
+             f"{rep['objective']}): K_max = {rep['k_max']:.4g}, N_0 = {rep['n0']:.4g}, "
+             f"R2(L) = {rep['r2']['L']:.4f}, R2(ln L) = {rep['r2']['log_L']:.4f}"]
+    free = rep.get("free_k", {}).get("k", {})
+    for n, e in rep["e0"].items():
+        extra = f"  free k = {free[n]:.4f}" if n in free else ""
+        lines.append(f"  N = {float(n):.4g}: k = {rep['k'][n]:.4f}  E = {e:.4f}{extra}")
+    if "prediction" in rep:
+        pred = rep["prediction"]
+        lines.append(f"held-out prediction: RMSE(L) = {pred['rmse']:.4g}, "
+                     f"MAPE(L) = {100 * pred['mape']:.2f} % over {pred['held_out_points']} points")
+    if "bootstrap" in rep:
+        b = rep["bootstrap"]
+        for name, label in (("k_max", "K_max"), ("n0", "N_0")):
+            v = b[name]
+            lines.append(f"bootstrap over seeds ({b['replicates']} draws, "
+                         f"{100 * b['level']:.0f} %): {label} sd {v['std']:.3g}, "
+                         f"percentile [{v['low']:.4g}, {v['high']:.4g}], "
+                         f"t [{v['t_low']:.4g}, {v['t_high']:.4g}]")
+    return "\n".join(lines)

@@ -128,7 +128,7 @@ def test_sigkill_mid_run_then_rerun(tmp_path):
     overrides = ["--config.tasks.limit_per_kind=3", "--config.systems=('autogpt',)",
                  "--config.attacks=('none','HI')", "--config.defences=('none',)", "--config.batch_size=2",
                  "--config.backend.delay_s=0.02"]
-    cmd = [sys.executable, "-m", "agent_safety.run", f"--config={REPO / 'configs/psysafe/scripted.py'}",
+    cmd = [sys.executable, str(REPO / "tools/psysafe.py"), f"--config={REPO / 'configs/psysafe/scripted.py'}",
            f"--workdir={tmp_path}", *overrides]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     results = tmp_path / "dialogues.jsonl"

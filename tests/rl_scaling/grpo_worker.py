@@ -3,7 +3,7 @@
     python tests/rl_scaling/grpo_worker.py WORKDIR NUM_STEPS
 
 The tiny config with fsdp over every device of the job, a checkpoint every 2 steps, no periodic
-evaluation. Resumes from WORKDIR's latest checkpoint, as `python -m rl_scaling.train` does.
+evaluation. Resumes from WORKDIR's latest checkpoint, as `tools/train_grpo.py` does.
 """
 
 import sys

@@ -86,7 +86,7 @@ def _downstream_file(workdir) -> Path:
 
 
 def _run_tiny(workdir, *overrides, wait=True):
-    cmd = [sys.executable, "-m", "rl_scaling.train", "--config=configs/grpo/tiny.py", f"--workdir={workdir}",
+    cmd = [sys.executable, "tools/train_grpo.py", "--config=configs/grpo/tiny.py", f"--workdir={workdir}",
            f"--config.eval.downstream={_downstream_file(workdir)}", "--config.eval.downstream_limit=16",
            *overrides]
     env = {**os.environ, "XLA_FLAGS": ""}  # one CPU device: the tiny config runs unsharded

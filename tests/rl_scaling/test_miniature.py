@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from common.config_file import load_config
-from rl_scaling import grid as grid_lib
+from rl_scaling.grid.expand import expand_grid
+from rl_scaling.grid.run import build_command
 from rl_scaling.miniature import corpus, family, pretrain, report, study
 from rl_scaling.miniature import tokenizer as tok_lib
 from rl_scaling.scaling import table as table_lib
@@ -223,8 +224,8 @@ def test_grid_gets_the_family_pool_and_checkpoints(tmp_path):
     assert tuple(grid.sizes) == ("r1", "r2", "r3")
     counts = family.param_counts(family.family_configs(cfg.family, 64, 2))
     assert dict(grid.param_counts) == {k: float(v) for k, v in counts.items()}
-    run = grid_lib.expand_grid(grid)[0]
-    argv = grid_lib.build_command(grid, run, layout.runs)
+    run = expand_grid(grid)[0]
+    argv = build_command(grid, run, layout.runs)
     assert f"--config={REPO / 'configs/miniature/grpo.py'}" in argv
     assert f"--config.model.path={tmp_path / 'checkpoints' / 'r1'}" in argv
     assert f"--config.data.source={layout.pool}" in argv
@@ -261,9 +262,9 @@ def test_seeds_and_bootstrap_reach_the_grid_and_the_fits(tmp_path):
     layout = study.Layout(tmp_path)
     full, reduced = load_config(STUDY_CONFIG), load_config(REDUCED_CONFIG)
     assert tuple(study.load_grid(full, layout).seeds) == (0, 1, 2)
-    assert "--bootstrap" in study.fit_argv(full, layout, "C", "full")
+    assert study.fit_request(full, layout, "C", "full").bootstrap == full.fit.bootstrap > 0
     assert tuple(study.load_grid(reduced, layout).seeds) == (0,)
-    assert "--bootstrap" not in study.fit_argv(reduced, layout, "C", "full")  # one seed: nothing to draw
+    assert study.fit_request(reduced, layout, "C", "full").bootstrap == 0  # one seed: nothing to draw
 
 
 def test_report_shows_the_bootstrap_interval_when_there_is_one():
@@ -289,7 +290,7 @@ def test_report_curve_summary_and_rank_correlation_by_hand():
 @pytest.mark.slow
 def test_reduced_miniature_end_to_end(tmp_path):
     """configs/miniature/reduced.py: 3 sizes pretrained, 4 GRPO steps each through the grid runner and
-    rl_scaling.train, gathered, fitted (full and inter, C and D), reported. ~70 s on 2 idle cores."""
+    tools/train_grpo.py, gathered, fitted (full and inter, C and D), reported. ~70 s on 2 idle cores."""
     from common import load_pretrained
 
     cfg = load_config(REDUCED_CONFIG)

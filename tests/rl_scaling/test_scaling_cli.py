@@ -1,19 +1,34 @@
-"""Command lines (fit, plan) end to end, and the planner on a case computed by hand."""
+"""The commands tools/fit_scaling_law.py and tools/plan_size.py end to end, and the planner on a case computed
+by hand."""
 
 import json
 import math
 import struct
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from rl_scaling import fit as fit_cli
-from rl_scaling import plan as plan_cli
 from rl_scaling.scaling import fit, planner, report, synthetic, table
+from tests.load_file import load_module
+
+TOOLS = Path(__file__).resolve().parents[2] / "tools"
 
 SIZES = [1e5, 3e5, 1e6, 3e6, 1e7]
+
+
+@pytest.fixture(scope="module")
+def fit_cli():
+    yield load_module(TOOLS / "fit_scaling_law.py", "fit_scaling_law")
+    sys.modules.pop("fit_scaling_law", None)
+
+
+@pytest.fixture(scope="module")
+def plan_cli():
+    yield load_module(TOOLS / "plan_size.py", "plan_size")
+    sys.modules.pop("plan_size", None)
 
 
 def png_size(path) -> tuple[int, int]:
@@ -41,7 +56,7 @@ def metrics(tmp_path_factory):
     return table.write_metrics_table(merged, tmp_path_factory.mktemp("m") / "metrics.parquet")
 
 
-def test_fit_cli_writes_fit_json_and_plots(metrics, tmp_path, capsys):
+def test_fit_cli_writes_fit_json_and_plots(fit_cli, metrics, tmp_path, capsys):
     out = tmp_path / "fit"
     code = fit_cli.main(["--metrics", str(metrics), "--x", "D", "--protocol", "inter",
                          "--variant", "base", "--select", "tau=1", "--out", str(out),
@@ -64,10 +79,10 @@ def test_fit_cli_writes_fit_json_and_plots(metrics, tmp_path, capsys):
     assert "K_max = " in printed and "MAPE" in printed
 
 
-def test_fit_cli_as_a_module_and_fit_json_reads_back(metrics, tmp_path):
+def test_fit_cli_as_a_script_and_fit_json_reads_back(metrics, tmp_path):
     out = tmp_path / "fit"
     done = subprocess.run(
-        [sys.executable, "-m", "rl_scaling.fit", "--metrics", str(metrics), "--x", "C",
+        [sys.executable, str(TOOLS / "fit_scaling_law.py"), "--metrics", str(metrics), "--x", "C",
          "--protocol", "intra", "--variant", "instruct", "--out", str(out), "--no-alternative",
          "--no-tensorboard"],
         capture_output=True, text=True, timeout=120)
@@ -85,13 +100,13 @@ def test_fit_cli_as_a_module_and_fit_json_reads_back(metrics, tmp_path):
     (["--variant", "base", "--select", "tau=1", "--protocol", "inter", "--select", "size=1e5"],
      "at least 3 sizes"),
 ])
-def test_fit_cli_bad_input_errors(metrics, tmp_path, capsys, args, message):
+def test_fit_cli_bad_input_errors(fit_cli, metrics, tmp_path, capsys, args, message):
     code = fit_cli.main(["--metrics", str(metrics), "--x", "D", "--out", str(tmp_path), *args])
     assert code == 2
     assert message in capsys.readouterr().err
 
 
-def test_fit_cli_missing_column(tmp_path, capsys):
+def test_fit_cli_missing_column(fit_cli, tmp_path, capsys):
     path = tmp_path / "t.csv"
     path.write_text("variant,size,seed,step,C,L\nbase,1,0,1,1.0,0.5\n")
     assert fit_cli.main(["--metrics", str(path), "--x", "D", "--out", str(tmp_path)]) == 2
@@ -124,7 +139,7 @@ def test_planner_refuses_what_it_cannot_know():
         planner.plan_budget(HAND_FIT, 0.0)
 
 
-def test_plan_cli(tmp_path, capsys):
+def test_plan_cli(plan_cli, tmp_path, capsys):
     rep = {"k_max": 0.5, "n0": 1e6, "e0": {"1000000": 2.0, "4000000": 4.0}, "x": "C",
            "objective": "log", "protocol": "full", "r2": {"L": 1.0, "log_L": 1.0}}
     path = tmp_path / "fit.json"

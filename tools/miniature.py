@@ -1,24 +1,24 @@
-"""The miniature study in one command (see rl_scaling/miniature/__init__.py).
+"""The whole RL scaling study in miniature on a CPU, in one command (rl_scaling.miniature.study).
 
-    python -m rl_scaling.miniature --out runs/miniature [--config configs/miniature/study.py] \
+    python tools/miniature.py --out runs/miniature [--config configs/miniature/study.py] \
         [--config.pretrain.steps=200 ...]
+    python tools/miniature.py --config configs/miniature/reduced.py --out /tmp/mini   # ~1 min
 
 Rerunning with the same --out resumes: finished stages and finished GRPO runs are skipped.
 """
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from absl import app, flags, logging
+from ml_collections import config_flags
 
-from absl import app, flags, logging  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
+STUDY_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "miniature" / "study.py"
 
-_CONFIG = config_flags.DEFINE_config_file("config", str(REPO_ROOT / "configs/miniature/study.py"),
-                                          "study config file (configs/miniature/*.py)", lock_config=True)
+_CONFIG = config_flags.DEFINE_config_file("config", str(STUDY_CONFIG), "study config file (configs/miniature/*.py)",
+                                          lock_config=True)
 _OUT = flags.DEFINE_string("out", None, "output directory (data, checkpoints, runs, table, fits, report)")
 
 

@@ -1,9 +1,10 @@
 """GRPO training from a config file.
 
-    python -m rl_scaling.train --config=configs/grpo/tiny.py --workdir=runs/tiny
-    python -m rl_scaling.train --config=configs/grpo/smollm2_demo.py --config.num_steps=5 --workdir=runs/demo
+    python tools/train_grpo.py --config=configs/grpo/tiny.py --workdir=runs/tiny
+    python tools/train_grpo.py --config=configs/grpo/smollm2_demo.py --config.num_steps=5 --workdir=runs/demo
 
 Rerunning with the same --workdir resumes from its latest checkpoint. SIGTERM / SIGINT checkpoint and stop.
+The trainer is rl_scaling.grpo.trainer.GRPOTrainer; the config's keys are rl_scaling.grpo.defaults'.
 """
 
 from __future__ import annotations

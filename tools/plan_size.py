@@ -1,6 +1,6 @@
 """Which model size gives the lowest predicted error for a compute (or data) budget?
 
-    python -m rl_scaling.plan --fit runs/fit_c/fit.json --budget 1e21 --x C [--sizes 0.5e9,1.5e9]
+    python tools/plan_size.py --fit runs/fit_c/fit.json --budget 1e21 --x C [--sizes 0.5e9,1.5e9]
 
 Without --sizes the candidates are the fitted sizes; other sizes get E(N) interpolated in ln N
 between fitted sizes (outside the fitted range: refused). See rl_scaling/scaling/planner.py.
@@ -23,9 +23,8 @@ def _sizes(text: str) -> list[float]:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m rl_scaling.plan",
-                                description=__doc__.split("\n")[0])
-    p.add_argument("--fit", required=True, help="fit.json written by python -m rl_scaling.fit")
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--fit", required=True, help="fit.json written by tools/fit_scaling_law.py")
     p.add_argument("--budget", required=True, type=float, help="FLOPs (x=C) or prompts (x=D)")
     p.add_argument("--x", required=True, choices=("C", "D"), help="the budget's kind")
     p.add_argument("--sizes", type=_sizes, default=None, help="candidate parameter counts")
