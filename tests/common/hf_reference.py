@@ -19,12 +19,14 @@ TINY_CASES = {
 
 
 def make_hf_model(case: str, directory, *, vocab=256, hidden_per_head=16, layers=2, seed=0,
-                  weight_std=0.15):
+                  weight_std=0.15, embed_std=None, rms_norm_eps=1e-6):
+    """embed_std: the embedding's standard deviation (default weight_std); a small one gives RMSNorm inputs
+    whose mean square is close to rms_norm_eps, where the epsilon matters."""
     arch, heads, kv_heads, tied, theta = TINY_CASES[case]
     common = dict(vocab_size=vocab, hidden_size=heads * hidden_per_head, intermediate_size=3 * hidden_per_head * 2,
                   num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=kv_heads,
                   head_dim=hidden_per_head, rope_theta=theta, tie_word_embeddings=tied,
-                  max_position_embeddings=512, rms_norm_eps=1e-6)
+                  max_position_embeddings=512, rms_norm_eps=rms_norm_eps)
     torch.manual_seed(seed)
     if arch == "qwen2":
         model = Qwen2ForCausalLM(Qwen2Config(**common))
@@ -34,6 +36,8 @@ def make_hf_model(case: str, directory, *, vocab=256, hidden_per_head=16, layers
         for name, p in model.named_parameters():
             if "norm" in name:
                 p.copy_(1.0 + 0.1 * torch.randn_like(p))
+            elif "embed_tokens" in name and embed_std is not None:
+                p.normal_(0.0, embed_std)
             else:
                 p.normal_(0.0, weight_std)
     model.eval()

@@ -153,6 +153,7 @@ def test_grpo_checkpoint_to_transformers_gives_the_same_logits(crashed_run, tmp_
     from common import load_pretrained
     from common.checkpoint.hf_export import save_hf
     from rl_scaling.grpo.checkpoints import latest_step_dir
+    from tests.common.hf_reference import rel_err
 
     step_dir = latest_step_dir(crashed_run)
     model, tokenizer = load_pretrained(step_dir)  # what agent_safety calls
@@ -162,4 +163,5 @@ def test_grpo_checkpoint_to_transformers_gives_the_same_logits(crashed_run, tmp_
     hf = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "hf", torch_dtype=torch.float32)
     with torch.no_grad():
         theirs = hf(torch.as_tensor(ids, dtype=torch.long)).logits.numpy()
-    np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-4)
+    # float32 agrees to 5e-7 relative; RMSNorm with a doubled epsilon: 3e-4
+    assert rel_err(ours, theirs) <= 1e-5

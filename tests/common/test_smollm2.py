@@ -30,7 +30,8 @@ def ours(smollm2_dir):
 def test_logits_match_transformers(ours, hf_model):
     model, tokenizer = ours
     ids = np.asarray([tokenizer(PROMPTS[2], add_special_tokens=False)["input_ids"][:16]])
-    assert rel_err(model(ids), hf_logits(hf_model, ids)) <= 1e-4
+    # 30 layers of real weights agree to 4.5e-6 relative in float32; RMSNorm with a doubled epsilon: 4e-4
+    assert rel_err(model(ids), hf_logits(hf_model, ids)) <= 2e-5
 
 
 def test_greedy_generation_matches_transformers_batch_of_ragged_prompts(ours, hf_model):
