@@ -3,7 +3,7 @@
 Shapes: logits [B, V] float32. Which filters are active is static (part of the compile key); their
 values (temperature, top_p) are traced, so changing them does not recompile.
 
-Finite logits give finite log-probabilities: logits are shifted by their row's maximum before the temperature
+Finite logits never give a NaN log-probability: logits are shifted by their row's maximum before the temperature
 divides them, so no temperature can overflow them to inf (where inf - inf would be NaN). NaN logits (an
 upstream failure: an id outside the embedding, a diverged model) give NaN log-probabilities, which
 `check_logprobs_not_nan` refuses.
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-
 from typing import Sequence
 
 import jax
