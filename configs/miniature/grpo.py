@@ -5,8 +5,9 @@ token-mean loss, 4 optimiser updates per step, AdamW with weight decay 0.1, clip
 held-out pass@1 at temperature 0.7), scaled down to a CPU: 32 prompts x 8 samples per step, short
 responses, and a learning rate for models of 25k-1M parameters: 2e-4 after a 20-update warm-up. Without
 the warm-up Adam's first, sign-like updates wreck the small pretrained models; at 5e-4 the two largest
-sizes drift away (L rises); at 2e-4 the smallest still improves about as fast as at 5e-4. The study (`tools/miniature.py`) sets
-`model.path` (each size's pretrained checkpoint) and `data.source` (the problem table it wrote).
+sizes drift away (L rises); at 2e-4 the smallest still improves about as fast as at 5e-4. The study
+(`tools/miniature.py`) sets `model.path` (each size's pretrained checkpoint) and `data.source` (the problem
+table it wrote).
 """
 
 from rl_scaling.grpo.defaults import default_config

@@ -135,7 +135,7 @@ def write_report(layout, cfg, records: dict, fits: dict, timings: dict) -> Path:
              f"documents ({cfg.corpus.wrong_answer_rate:.0%} wrong answers), GRPO recipe `{cfg.grpo_config}`",
              "", "## Family and curves", "", *family_table(records, curves), "",
              "L = 1 − held-out pass@1; C in FLOPs (6·N·tokens); D in prompts.", "",
-             "## Fits (`rl_scaling.scaling.fit_table`, as `tools/fit_scaling_law.py` runs it)", "", *fit_table(fits), "",
+             "## Fits (`tools/fit_scaling_law.py`)", "", *fit_table(fits), "",
              "## The paper's findings in this miniature", "", *finding_checks(fits, curves), "",
              "## Plots", ""]
     for (x, protocol) in fits:
