@@ -48,11 +48,13 @@ def resolve_model_path(path: str | Path) -> Path:
 
 
 def load_pretrained(path: str | Path, dtype: str = "float32", mesh: Mesh | None = None,
-                    param_dtype: str | None = None):
+                    param_dtype: str | None = None, attention: str = "auto"):
     """(model, tokenizer) from an HF directory, a GGUF file, one of our orbax checkpoints, or a known
     model name ("smollm2-135m-instruct"). `dtype` is the compute dtype; parameters are stored in
     `param_dtype` (default: `dtype`). `mesh`: a Mesh with axes data/fsdp/tensor; each parameter is placed
-    with its sharding as it is read."""
+    with its sharding as it is read. `attention`: the attention backend (`common.attention.select_backend`:
+    "auto" picks the best installed one for this platform and mesh; "xla" the reference)."""
+    from common.attention import select_backend
     from common.checkpoint.hf_import import load_hf_decoder
     from common.checkpoint.orbax_io import is_checkpoint_dir, load_checkpoint
     from common.config import ModelConfig
@@ -79,6 +81,7 @@ def load_pretrained(path: str | Path, dtype: str = "float32", mesh: Mesh | None 
         tokenizer = load_tokenizer(path)
     from common.vocab import fit_tokenizer
     tokenizer = fit_tokenizer(tokenizer, model.config.vocab_size, path)  # no id beyond the embedding
+    model.backend = select_backend(attention, mesh=mesh)
     if mesh is not None:
         _MESHES[model] = mesh
     return model, tokenizer

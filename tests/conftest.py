@@ -48,3 +48,12 @@ def qwen2_tok():
     from common.tokenizer import qwen2_tokenizer
 
     return qwen2_tokenizer()
+
+
+def pytest_report_header(config):
+    """Which attention backend "auto" gives this run (the suite holds for the "xla" reference alone: .ci/run
+    runs it with the CPU kernels package uninstalled)."""
+    from common.attention import available_backends, select_backend
+
+    return f"attention backends installed: {available_backends()[1:]}; 'auto' here (one device): " \
+           f"{select_backend('auto').name}"

@@ -29,8 +29,8 @@ class CompileClock:
 
 
 def machine(cpuinfo: str | None = None) -> str:
-    """The host as a table header names it: the CPU's model, the vector and matrix units the decode kernels pick
-    between (AVX-512 BF16 tiles, AMX tiles), the cores this process may use. The same code runs at very different
+    """The host as a table header names it: the CPU's model, the vector and matrix units the CPU decode kernels
+    pick between (AVX-512 BF16 tiles, AMX tiles), the cores this process may use. The same code runs at very different
     speeds on the hosts these benchmarks have met (docs/benchmarks.md), so every table says which it was.
     cpuinfo: the text of /proc/cpuinfo (read here when None)."""
     if cpuinfo is None:
@@ -42,10 +42,8 @@ def machine(cpuinfo: str | None = None) -> str:
     for line in cpuinfo.splitlines():
         key, _, value = line.partition(":")
         info.setdefault(key.strip(), value.strip())
-    from common.kernels.cpu_build import AMX_FLAGS
-
     flags = set(info.get("flags", "").split())
-    amx = AMX_FLAGS <= flags  # as the kernels decide it
+    amx = {"amx_tile", "amx_bf16"} <= flags  # tiles with bfloat16 products (what cpu_kernels/src/amx.h needs)
     units = [name for flag, name in (("avx512f", "AVX-512"), ("avx512_bf16", "AVX-512 BF16")) if flag in flags]
     model = info.get("model name", platform.processor() or "unknown CPU")
     if "cpu family" in info:
@@ -60,7 +58,8 @@ def load_average() -> str:
 
 
 def write_table(table: str, out: str | None) -> None:
-    """Prints the markdown table, and appends it to `out` when given (docs/benchmarks.md)."""
+    """Prints the markdown table, and appends it to `out` when given (a results file of your own: the tables of
+    docs/benchmarks.md are replaced by hand, see its "How to rerun")."""
     print(table)
     if out:
         with open(out, "a") as f:

@@ -3,13 +3,13 @@
     python tools/bench_decode_step.py                    # SmolLM2-135M-Instruct, float32 + bfloat16, batch 1/8/32
     python tools/bench_decode_step.py --dtypes bfloat16 --batches 1 --pairs 12
 
-The three ways (chosen when each program is traced):
-  xla        XLA:CPU's own ops (QRR_CPU_KERNELS=0);
-  per-op     our CPU kernels op by op: packed weight products, attention, cache writes (QRR_CPU_LAYER_KERNEL=0);
-  layer      each decoder layer of the step as one kernel call (common/kernels/cpu_layer.cc), in either dtype
-             (QRR_CPU_LAYER_KERNEL=all; by default only where it measured faster: cpu_layer.FASTER).
-Each program runs `--steps` greedy decode steps after a 64-token prefill (not timed), with the weights packed
-ahead as the sampler keeps them. This VM's speed moves by 10-50 % within minutes, so the tool reports the
+The three ways (attention backends, `common.attention`):
+  xla        the reference: XLA:CPU's own ops;
+  per-op     the "cpu" backend with the kernels op by op: packed weight products, decode attention
+             (cpu_kernels.backend.CpuKernels(layer_kernel=False));
+  layer      the "cpu" backend as shipped: each decoder layer of the step as one kernel call (cpu_kernels/src/layer.cc).
+Each program runs `--steps` greedy decode steps after a 64-token prefill (not timed), with the weights prepared
+ahead as the sampler keeps them. Needs the kernels package (`pip install -e ./cpu_kernels`). This VM's speed moves by 10-50 % within minutes, so the tool reports the
 median of the paired ratios (another way's time over the layer kernel's in the same round) besides the
 medians, and the copy and read bandwidth probed before and after (tools/bench_sampler.py).
 """
@@ -17,78 +17,62 @@ medians, and the copy and read bandwidth probed before and after (tools/bench_sa
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime
-import os
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
-
-from tools.bench_common import machine, write_table  # noqa: E402
-from tools.bench_sampler import bandwidths  # noqa: E402
-
-WAYS = {"xla": {"QRR_CPU_KERNELS": "0"}, "per-op": {"QRR_CPU_LAYER_KERNEL": "0"},
-        "layer": {"QRR_CPU_LAYER_KERNEL": "all"}}
+from bench_common import machine, write_table
+from bench_sampler import bandwidths
 
 
-@contextlib.contextmanager
-def environment(values: dict):
-    saved = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+def ways() -> dict:
+    """{way: attention backend}."""
+    from common.attention import XlaAttention
+    from cpu_kernels.backend import CpuKernels
+
+    return {"xla": XlaAttention(), "per-op": CpuKernels(layer_kernel=False), "layer": CpuKernels()}
 
 
 def step_programs(model, batch: int, steps: int, prompt_len: int = 64):
-    """{way: zero-argument callable running `steps` decode steps}, each traced and compiled under its way."""
+    """{way: zero-argument callable running `steps` decode steps}, each compiled for its backend."""
     import jax
     import jax.numpy as jnp
     from flax import nnx
 
-    from common.kernels import cpu_build
-    from common.model import KVCache
+    from common.kv_cache import KVCache
 
-    graphdef, state = nnx.split(model)
     vocab = model.config.vocab_size
     prompt = jnp.asarray(np.random.default_rng(0).integers(vocab // 10, vocab // 2, (batch, prompt_len)), jnp.int32)
+    programs = {}  # each returns the last step's tokens
+    for way, backend in ways().items():
+        model.backend = backend
+        graphdef, state = nnx.split(model)
+        prepared = backend.prepare(model) if backend.uses_prepared(batch, model.dtype) else None
 
-    def prefill(state, packed: bool):
-        m = nnx.merge(graphdef, state)
-        cache = KVCache.zeros(m.config, batch, prompt_len + steps + 1, m.dtype)
-        panels = m.decode_panels() if packed else None
-        logits, cache = m.forward(prompt, cache=cache, panels=panels)
-        return jnp.argmax(logits[:, -1:], -1).astype(jnp.int32), cache, panels
-
-    def decode(state, token, cache, panels):
-        m = nnx.merge(graphdef, state)
-
-        def step(_, carry):
-            token, cache = carry
-            logits, cache = m.forward(token, cache=cache, panels=panels)
+        def prefill(state, prepared, graphdef=graphdef, backend=backend):
+            m = nnx.merge(graphdef, state)
+            cache = KVCache.zeros(m.config, batch, prompt_len + steps + 1, m.dtype)
+            hidden, cache = backend.cached_forward(m, prepared, prompt, cache, prefill=True)
+            logits = backend.logits(m, prepared, hidden[:, -1:])
             return jnp.argmax(logits, -1).astype(jnp.int32), cache
 
-        return jax.lax.fori_loop(0, steps, step, (token, cache))[0]
+        def decode(state, prepared, token, cache, graphdef=graphdef, backend=backend):
+            m = nnx.merge(graphdef, state)
 
-    programs = {}  # each returns the last step's tokens
-    for way, env in WAYS.items():
-        with environment(env):
-            packed = cpu_build.usable()
-            args = jax.jit(prefill, static_argnums=1)(state, packed)
-            run = jax.jit(decode)
-            run(state, *args).block_until_ready()  # traced and compiled here, under `env`
-        programs[way] = lambda run=run, args=args: np.asarray(run(state, *args))
+            def step(_, carry):
+                token, cache = carry
+                hidden, cache = backend.cached_forward(m, prepared, token, cache)
+                return jnp.argmax(backend.logits(m, prepared, hidden), -1).astype(jnp.int32), cache
+
+            return jax.lax.fori_loop(0, steps, step, (token, cache))[0]
+
+        args = jax.jit(prefill)(state, prepared)
+        run = jax.jit(decode)
+        run(state, prepared, *args).block_until_ready()  # compiled here
+        programs[way] = lambda run=run, state=state, prepared=prepared, args=args: np.asarray(
+            run(state, prepared, *args))
     return programs
 
 
@@ -106,14 +90,17 @@ def main(argv=None):
 
     from common import load_pretrained
     from common.api import resolve_model_path
-    from common.kernels import cpu_build
 
-    if not cpu_build.available():
-        sys.exit("the CPU kernels are not available here: nothing to compare")
+    try:
+        from cpu_kernels import build
+    except ImportError:
+        sys.exit("the kernels package is not installed (pip install -e ./cpu_kernels): nothing to compare")
+    if not build.available():
+        sys.exit("the CPU kernels cannot be built here: nothing to compare")
     path = resolve_model_path(args.model)
     rows = []
     for dtype in args.dtypes.split(","):
-        model, _ = load_pretrained(path, dtype=dtype)
+        model, _ = load_pretrained(path, dtype=dtype, attention="xla")
         weight_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(
             __import__("flax").nnx.state(model, __import__("flax").nnx.Param)))
         for batch in map(int, args.batches.split(",")):

@@ -5,9 +5,9 @@
 
 A step of a decoder reads every weight matrix once, then the tied head. This runs exactly that chain of
 products, with no attention, sampling or loop bookkeeping, at the batch sizes the sampler benchmark uses:
-jitted in JAX (XLA:CPU) as our decoder does it (per layer: fused q/k/v, o, fused gate/up, down, through the
-decoder's own sampling product `common.model.product`: float32 accumulation, our CPU kernels over weights
-packed once ahead, as the sampler keeps them, where it uses them), and eagerly
+jitted in JAX (XLA:CPU) as our decoder samples (per layer: fused q/k/v, o, fused gate/up, down, accumulated in
+float32: on the CPU kernels' panels packed once ahead, as the "cpu" backend keeps them, where it uses them;
+else the decoder's own sampling product `common.model.product`), and eagerly
 in torch as transformers does it (q, k, v, o, gate, up, down). When the chain alone is as
 fast in torch as in XLA, no sampler on XLA can be much faster than transformers at that batch; at batch 1 the
 chain's weight bytes per second is the most a decode step can reach. Both use every core the process may
@@ -19,17 +19,12 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
 from common.config import get_preset
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:  # tools.bench_common lives at the repository root
-    sys.path.insert(0, str(REPO_ROOT))
-
-from tools.bench_common import machine  # noqa: E402
+from bench_common import machine
 
 STEPS = 16
 
@@ -48,11 +43,22 @@ def fused_layer_shapes(config) -> list[tuple[int, int]]:
     return [(d, q + 2 * kv), (q, d), (d, 2 * F), (F, d)]
 
 
+def _cpu_kernels():
+    """The kernels package (its products, forward and backend modules) where installed and built, else None."""
+    try:
+        import cpu_kernels.backend
+        import cpu_kernels.forward
+        import cpu_kernels.products
+        from cpu_kernels import build
+    except ImportError:
+        return None
+    return cpu_kernels if build.available() else None
+
+
 def xla_ms_per_step(config, batch: int, dtype: str) -> tuple[float, int]:
     import jax
     import jax.numpy as jnp
 
-    from common.kernels import cpu_products
     from common.model import product
 
     dt = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[dtype]
@@ -63,22 +69,32 @@ def xla_ms_per_step(config, batch: int, dtype: str) -> tuple[float, int]:
     head = jnp.asarray(rng.standard_normal((config.vocab_size, config.hidden_size), np.float32) * 0.02, dt)
     nbytes = sum(w.nbytes for layer in weights for w in layer) + head.nbytes
 
-    # as the sampler: the weights packed for our CPU kernels once per parameter version, where they are routed
-    routed = cpu_products.routed(batch, dt)
-    pack = jax.jit(lambda weights, head: ([[cpu_products.pack(w) for w in layer] for layer in weights],
-                                          cpu_products.pack(head, transposed=True)))
-    packed, head_packed = pack(weights, head) if routed else ([[None] * 4 for _ in weights], None)
+    # as the sampler: the weights packed for the CPU kernels once per parameter version, where the backend uses them
+    kernels = _cpu_kernels()
+    on_kernels = kernels is not None and kernels.backend.CpuKernels().uses_prepared(batch, dt)
+    if on_kernels:
+        pack = jax.jit(lambda weights, head: ([[kernels.products.pack(w) for w in layer] for layer in weights],
+                                              kernels.products.pack(head, transposed=True)))
+        packed, head_packed = pack(weights, head)
+    else:
+        packed, head_packed = [[None] * 4 for _ in weights], None
+
+    def mul(x, w, panels, transposed=False, out_dtype=None):  # x [M, c] . w as the sampler does it
+        if panels is None:
+            return product(x, w, 1, sampling=True, transposed=transposed, out_dtype=out_dtype)
+        n = w.shape[0] if transposed else w.shape[1]
+        return kernels.forward.packed_product(x, panels, 1, (n,), out_dtype or x.dtype)
 
     @jax.jit
     def run(weights, head, x, packed, head_packed):
         def step(_, x):
             for (qkv, o, gate_up, down), (pq, po, pg, pd) in zip(weights, packed):
-                y = product(x, qkv, 1, sampling=True, panels=pq)
-                x = x + product(y[:, :q_width] + y[:, q_width:].sum(), o, 1, sampling=True, panels=po)
-                h = product(x, gate_up, 1, sampling=True, panels=pg)
-                x = x + product(jax.nn.silu(h[:, :F]) * h[:, F:], down, 1, sampling=True, panels=pd)
+                y = mul(x, qkv, pq)
+                x = x + mul(y[:, :q_width] + y[:, q_width:].sum(), o, po)
+                h = mul(x, gate_up, pg)
+                x = x + mul(jax.nn.silu(h[:, :F]) * h[:, F:], down, pd)
                 x = x / (1 + jnp.abs(x).mean())
-            logits = product(x, head, 1, sampling=True, transposed=True, out_dtype=jnp.float32, panels=head_packed)
+            logits = mul(x, head, head_packed, transposed=True, out_dtype=jnp.float32)
             return x + (logits[:, :x.shape[1]] * 1e-3).astype(x.dtype)
         return jax.lax.fori_loop(0, STEPS, step, x)
 
@@ -117,12 +133,15 @@ def torch_ms_per_step(config, batch: int, dtype: str) -> float:
 
 def prefill_gflops(config, rows: int, dtype: str) -> list[tuple[tuple[int, int], float, float, float]]:
     """Each of a layer's fused products at `rows` rows (a prefill's batch x length), alone and warm: GFLOP/s of
-    ours (weights packed ahead, `cpu_products.packed_matmul`), XLA's `x @ w` and torch's, best of 5 each."""
+    ours (weights packed ahead, `cpu_kernels.products.packed_matmul`), XLA's `x @ w` and torch's, best of 5 each."""
     import jax
     import jax.numpy as jnp
     import torch
 
-    from common.kernels import cpu_products
+    kernels = _cpu_kernels()
+    if kernels is None:
+        sys.exit("--prefill-rows measures the CPU kernels' products: install them (pip install -e ./cpu_kernels)")
+    cpu_products = kernels.products
 
     def best(fn) -> float:
         fn()
@@ -173,7 +192,7 @@ def main(argv=None):
                 print(f"| {dtype} | [{args.prefill_rows}, {k}] x [{k}, {n}] | {ours:.0f} | {xla:.0f} | {theirs:.0f} |",
                       flush=True)
         return
-    print("| dtype | batch | ours ms/step (XLA + our CPU kernels) | torch ms/step | our weight GB/s |\n"
+    print("| dtype | batch | ours ms/step (XLA, with the CPU kernels where installed) | torch ms/step | our weight GB/s |\n"
           "|---|---|---|---|---|")
     for dtype in args.dtypes.split(","):
         for batch in map(int, args.batches.split(",")):

@@ -22,15 +22,10 @@ import os
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import numpy as np
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:  # tools.bench_common lives at the repository root
-    sys.path.insert(0, str(REPO_ROOT))
-
-from tools.bench_common import machine, write_table  # noqa: E402
+from bench_common import machine, write_table
 
 
 def copy_rate_gbs(nbytes: int = 1 << 30, repeats: int = 5, threads: int | None = None) -> float:
@@ -120,6 +115,8 @@ def main(argv=None):
     parser.add_argument("--prompt-len", type=int, default=64)
     parser.add_argument("--new-tokens", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--attention", default="auto",
+                        help="attention backend (common.attention): auto (the default of load_pretrained), xla, cpu")
     parser.add_argument("--out", help="append the markdown table to this file")
     args = parser.parse_args(argv)
 
@@ -129,12 +126,12 @@ def main(argv=None):
 
     from common import load_pretrained
     from common.api import resolve_model_path
-    from common.kernels import cpu_build
 
     path = resolve_model_path(args.model)
     rows, probes = [], []
     for dtype in args.dtypes.split(","):
-        model, tokenizer = load_pretrained(path, dtype=dtype)
+        model, tokenizer = load_pretrained(path, dtype=dtype, attention=args.attention)
+        backend = model.backend.name
         weight_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(
             __import__("flax").nnx.state(model, __import__("flax").nnx.Param)))
         torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]
@@ -167,8 +164,7 @@ def main(argv=None):
               f"(bytes copied per second), "
               f"read {min(p[1] for p in probes):.1f}–{max(p[1] for p in probes):.1f} GB/s; "
               f"model {args.model}; prompts {args.prompt_len} tokens, "
-              f"{args.new_tokens} new tokens, greedy; our CPU decode kernels "
-              f"{'on' if cpu_build.enabled() and cpu_build.available() else 'off'}.\n\n"
+              f"{args.new_tokens} new tokens, greedy; attention backend {backend} (--attention {args.attention}).\n\n"
               "| dtype | batch | ours tok/s | transformers tok/s | ratio | our weight GB/s | share of the copy-rate "
               "limit | share of the read-rate limit | copy / read GB/s then | compile s |\n"
               "|---|---|---|---|---|---|---|---|---|---|\n")

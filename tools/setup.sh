@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Sets up a fresh machine: a virtualenv in .venv with the project (editable) and its test extra.
-# bash tools/setup.sh [--tpu-aot]
+# Sets up a fresh machine: a virtualenv in .venv with the project (editable) and its test extra, and on an
+# x86-64 CPU with AVX-512 BF16 the CPU decode kernels (cpu_kernels/, the "cpu" attention backend).
+# bash tools/setup.sh [--tpu-aot] [--no-cpu-kernels]
 # Idempotent: a second run only checks what is installed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,7 +17,14 @@ if [[ " $* " == *" --tpu-aot "* ]] && [ ! -d artifacts/libtpu/libtpu ]; then
   LIBTPU=$(.venv/bin/python -c 'from importlib import metadata; print(next(r.split(";")[0] for r in metadata.requires("jax") if r.startswith("libtpu")).replace(" ", ""))')
   .venv/bin/python -m pip install -q --no-deps --target artifacts/libtpu "$LIBTPU"
 fi
-# The CPU decode kernels (common/kernels/*.cc), built now rather than on first use; without a
-# compiler the decoder uses XLA's products.
-.venv/bin/python -m common.kernels.cpu_build || echo "CPU decode kernels not built: XLA's ops will be used"
+# The CPU decode kernels: an optional package (cpu_kernels/) that registers the "cpu" attention backend, for
+# CPUs that run them; built now rather than on first use. Without them "auto" picks the "xla" reference.
+if [[ " $* " == *" --no-cpu-kernels "* ]]; then
+  echo "CPU decode kernels not installed (--no-cpu-kernels): the xla attention backend will be used"
+elif [ "$(uname -m)" = x86_64 ] && grep -qw avx512_bf16 /proc/cpuinfo 2>/dev/null; then
+  .venv/bin/python -m pip install -q -e ./cpu_kernels
+  .venv/bin/python -m cpu_kernels.build || echo "CPU decode kernels not built: the xla attention backend will be used"
+else
+  echo "this CPU has no AVX-512 BF16: the CPU decode kernels are not installed, the xla attention backend will be used"
+fi
 echo "set up: $(.venv/bin/python -c 'import jax, flax, transformers; print("jax", jax.__version__, "flax", flax.__version__, "transformers", transformers.__version__)')"

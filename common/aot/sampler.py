@@ -1,5 +1,5 @@
-"""The sampler's program (prefill + `while_loop` decode over a static KV cache, `common.sampler._decode_loop`)
-with abstract inputs, ready to compile for a mesh."""
+"""The sampler's program (prefill + `while_loop` decode over a static KV cache,
+`common.sampler.prefill_and_decode`) with abstract inputs, ready to compile for a mesh."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from flax import nnx
 from jax.sharding import Mesh
 
 from common.aot.abstract import abstract_array
-from common.sampler import _decode_loop
+from common.sampler import prefill_and_decode
 from common.sampling import SamplingMode
 
 
@@ -21,7 +21,7 @@ def decode_program(graphdef, *, cache_length: int, pad_id: int = 0, temperature:
 
     def run(state, *args):
         model = nnx.merge(graphdef, state)
-        return _decode_loop(model, *args, mode=mode, cache_length=cache_length, pad_id=pad_id)
+        return prefill_and_decode(model, *args, mode=mode, cache_length=cache_length, pad_id=pad_id)
 
     return jax.jit(run)
 

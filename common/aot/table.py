@@ -111,7 +111,7 @@ def markdown(rows: list[dict], command: str, headroom: float, recipe: str, libtp
         "- **update** = `compiled.memory_analysis()` of the GRPO update step (`make_update_fn`): arguments "
         "(parameters + optimiser state + batch) / temporaries (activations, gradients, scratch) / outputs "
         "(new parameters + optimiser state: the step does not donate its inputs) / total.",
-        "- **sampler** = compiled total of the prefill + decode program (`common.sampler._decode_loop`) at "
+        "- **sampler** = compiled total of the prefill + decode program (`common.sampler.prefill_and_decode`) at "
         "the sampler batch shown: parameters + KV cache + scratch. When the configured batch cannot fit, "
         "the largest power-of-two chunk that does is compiled instead.",
         "- **analytic** = parameters / optimiser state / gradients (accumulated + one micro-batch's) / KV "

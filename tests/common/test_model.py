@@ -81,17 +81,16 @@ def _dot_types(fn, *args):
     return found
 
 
-def test_sampling_products_accumulate_in_float32_training_ones_stay_in_compute_dtype(monkeypatch):
-    """Under a KV cache (prefill and decode) a bfloat16 product returns float32 and is rounded once: XLA:CPU
-    runs those in its fast kernels (docs/benchmarks.md). Without a cache (training) products stay bfloat16,
-    so their transposes do too."""
+def test_sampling_products_accumulate_in_float32_training_ones_stay_in_compute_dtype():
+    """Under a KV cache (prefill and decode) a bfloat16 product returns float32 and is rounded once. Without a
+    cache (training) products stay bfloat16, so their transposes do too."""
     import jax.numpy as jnp
     from flax import nnx
 
     from common.config import get_preset
-    from common.model import Decoder, KVCache
+    from common.kv_cache import KVCache
+    from common.model import Decoder
 
-    monkeypatch.setenv("QRR_CPU_KERNELS", "0")  # XLA's products (tests/common/test_cpu_products.py: ours)
     model = Decoder(get_preset("tiny"), dtype="bfloat16", param_dtype="bfloat16", rngs=nnx.Rngs(0))
     cfg = model.config
     for T in (1, 5):  # a decode step (fused products) and a prefill (one product per part)

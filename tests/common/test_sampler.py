@@ -133,3 +133,39 @@ def test_errors(sampler):
         sampler.sample([[1], []], max_new_tokens=4)
     with pytest.raises(ValueError, match="max_new_tokens"):
         sampler.sample([[1]], max_new_tokens=0)
+
+
+def test_the_sampler_refuses_ids_outside_the_vocabulary_and_nan_logits():
+    model = Decoder(get_preset("tiny"), rngs=nnx.Rngs(0))  # 512 rows
+    with pytest.raises(ValueError, match=r"pad id 151643 is outside .*vocab_size 512"):
+        Sampler(model, max_cache_length=64, pad_id=151643)
+    sampler = Sampler(model, max_cache_length=64)
+    with pytest.raises(ValueError, match=r"prompt 1 holds token id 512, outside .*vocab_size 512"):
+        sampler.sample([[1, 2], [3, 512]], max_new_tokens=4)
+    assert np.isfinite(np.concatenate(sampler.sample([[1, 2], [3, 4, 5]], max_new_tokens=4).logprobs)).all()
+    model.final_norm[...] = model.final_norm[...] * np.nan
+    sampler.update_params(model)
+    with pytest.raises(FloatingPointError, match=r"sequence\(s\) \[0, 1\] of 2 got NaN"):
+        sampler.sample([[1, 2], [3, 4, 5]], max_new_tokens=4)
+
+
+def test_the_sampler_is_a_rollout_that_takes_parameters_per_call():
+    """The Rollout protocol: parameters go in with each call and nothing is set on the sampler."""
+    import jax
+
+    from common.rollout import Rollout
+
+    model = Decoder(get_preset("tiny"), rngs=nnx.Rngs(1))
+    sampler = Sampler(model, max_cache_length=64)
+    assert isinstance(sampler, Rollout)
+    state = nnx.state(model)
+    other = jax.tree.map(lambda a: a * 2, state)
+    held = sampler.state
+    mine = sampler.generate(state, PROMPTS, max_new_tokens=6)
+    theirs = sampler.generate(other, PROMPTS, max_new_tokens=6)
+    assert sampler.state is held  # generate leaves the sampler's own parameters alone
+    assert mine.token_ids == sampler.sample(PROMPTS, max_new_tokens=6).token_ids
+    assert theirs.token_ids != mine.token_ids
+    fresh = Sampler(Decoder(get_preset("tiny"), rngs=nnx.Rngs(1)), max_cache_length=64)
+    fresh.update_params(nnx.merge(nnx.graphdef(model), other))
+    assert fresh.sample(PROMPTS, max_new_tokens=6).token_ids == theirs.token_ids

@@ -1,18 +1,18 @@
-// One decoder layer of a decode step on the CPU, as one XLA FFI handler (common/kernels/cpu_layer.py).
+// One decoder layer of a decode step on the CPU, as one XLA FFI handler (cpu_kernels/layer.py).
 //
-// A decode step of a small model is ~20 short operations a layer: four weight products (cpu_products.cc), the
-// attention (cpu_attention.cc), two cache writes (cpu_memory.cc) and the norms, RoPE, bias, SwiGLU and
-// residual adds between them, each its own XLA thunk, each product waking a second thread. Here the whole
-// layer is one call: one team of threads (qrr::Team: the caller and XLA's intra-op threads, woken once per
-// call) runs the products and the attention in parallel and the small steps between them on the caller.
-// Every step rounds to the compute dtype where common/model.py's XLA path does (tests/common/test_cpu_layer.py).
+// A decode step of a small model is ~20 short operations a layer: four weight products (products.cc), the
+// attention (attention.cc), two cache writes and the norms, RoPE, bias, SwiGLU and residual adds between them,
+// each its own XLA thunk, each product waking a second thread. Here the whole layer is one call: one team of
+// threads (qrr::Team: the caller and XLA's intra-op threads, woken once per call) runs the products and the
+// attention in parallel and the small steps between them on the caller. Every step rounds to the compute dtype
+// where common/model.py's layer does (cpu_kernels/tests/test_layer.py).
 //
 //   DecodeLayer{F32,Bf16}(x [B, d], attn_norm [d], qkv panels, qkv_bias [K(G+2)h], o panels, mlp_norm [d],
 //                         gate_up panels, down panels, cos [B, h] f32, sin [B, h] f32,
-//                         k_cache [B, K, h, S], v_cache [B, K, S, h], index s32[], mask [B, S] pred;
+//                         k_cache [B, S, K, h], v_cache [B, S, K, h], index s32[], mask [B, S] pred;
 //                         attributes eps, intermediate F)
 //     -> (x + attention + MLP [B, d], k_cache, v_cache with slot `index` written; the caches in place)
-//   Panels as cpu_products.cc packs them: qkv for the [d, K(G+2)h] kernel (per kv head: G query heads, key,
+//   Panels as products.cc packs them: qkv for the [d, K(G+2)h] kernel (per kv head: G query heads, key,
 //   value), o [Hh, d], gate_up [d, 2F] (gate, then up), down [F, d].
 #include <immintrin.h>
 
@@ -23,10 +23,10 @@
 #include <functional>
 #include <vector>
 
-#include "cpu_amx.h"
-#include "cpu_attend.h"
-#include "cpu_threads.h"
-#include "cpu_tiles.h"
+#include "amx.h"
+#include "attend.h"
+#include "threads.h"
+#include "tiles.h"
 #include "xla/ffi/api/ffi.h"
 
 namespace ffi = xla::ffi;
@@ -36,9 +36,8 @@ namespace {
 using qrr::kPanel;
 
 constexpr int64_t kMaxHead = 1024;  // head_dim bound of the on-stack head buffers
-// Rows from which the attention feeds each part's successor while computing (qrr::LineFeed): on the 2-core VM of
-// docs/benchmarks.md (2026-12-02), a 128-token call at batch 32, two alternated rounds each way: float32 8.99-9.03 s
-// with it against 8.70-9.32 without, bfloat16 3.87-4.29 against 4.22-4.40; at batch 8 within the noise either way.
+// Rows from which the attention feeds each part's successor while computing (qrr::LineFeed): it paid at batch 32
+// and was within the noise at batch 8 (docs/benchmarks/history.md).
 constexpr int64_t kFeedRows = 16;
 
 // Vectors of 16 float32 lanes; `m` masks a tail. R<E> rounds to the compute dtype E and back (an intermediate
@@ -199,20 +198,20 @@ ffi::Error DecodeLayer(ffi::ThreadPool pool, ffi::Buffer<T> x, ffi::Buffer<T> at
                        ffi::ResultBuffer<T> v_out, float eps, int64_t intermediate) {
   const auto xd = x.dimensions(), kd = k_cache.dimensions(), vd = v_cache.dimensions();
   if (xd.size() != 2 || kd.size() != 4 || vd.size() != 4)
-    return ffi::Error::InvalidArgument("cpu_layer: x must be [B, d] and the caches 4-D");
-  const int64_t B = xd[0], d = xd[1], K = kd[1], h = kd[2], S = kd[3];
+    return ffi::Error::InvalidArgument("layer: x must be [B, d] and the caches 4-D");
+  const int64_t B = xd[0], d = xd[1], S = kd[1], K = kd[2], h = kd[3];
   const Packed<E> qkv = PackedOf<T, E>(qkv_w), o = PackedOf<T, E>(o_w), gate_up = PackedOf<T, E>(gate_up_w),
                   down = PackedOf<T, E>(down_w);
   const int64_t n_qkv = static_cast<int64_t>(qkv_bias.element_count()), G = n_qkv / (K * h) - 2, H = K * G;
   const int64_t F = intermediate;
-  if (kd[0] != B || vd[0] != B || vd[1] != K || vd[2] != S || vd[3] != h || G < 1 || n_qkv != K * (G + 2) * h ||
+  if (kd[0] != B || vd[0] != B || vd[1] != S || vd[2] != K || vd[3] != h || G < 1 || n_qkv != K * (G + 2) * h ||
       h > kMaxHead || attn_norm.element_count() != d || mlp_norm.element_count() != d ||
       cos.element_count() != B * h || sin.element_count() != B * h || mask.element_count() != B * S ||
       qkv.P * kPanel < n_qkv || qkv.Kp < d || o.Kp < H * h || o.P * kPanel < d || gate_up.Kp < d ||
       gate_up.P * kPanel < 2 * F || down.Kp < F || down.P * kPanel < d)
-    return ffi::Error::InvalidArgument("cpu_layer: shapes of x, the weights, the caches, cos/sin and mask disagree");
+    return ffi::Error::InvalidArgument("layer: shapes of x, the weights, the caches, cos/sin and mask disagree");
   const int64_t slot = *index.typed_data();
-  if (slot < 0 || slot >= S) return ffi::Error::InvalidArgument("cpu_layer: cache index outside the cache");
+  if (slot < 0 || slot >= S) return ffi::Error::InvalidArgument("layer: cache index outside the cache");
 
   const E* xp = reinterpret_cast<const E*>(x.typed_data());
   const E* bias = reinterpret_cast<const E*>(qkv_bias.typed_data());
@@ -261,12 +260,9 @@ ffi::Error DecodeLayer(ffi::ThreadPool pool, ffi::Buffer<T> x, ffi::Buffer<T> at
       BiasRope<E>(head, bias + col, cos_e + b * h, sin_e + b * h, h, part <= G);
       if (part < G) {
         Each16(h, [&](int64_t i, __mmask16 m) { StoreE(&q[(t * G + part) * h + i], LoadF(head + i, m), m); });
-      } else if (part == G) {
-        E* key = keys + t * h * S + slot;  // keys [h, S]: one slot down the head dims
-        for (int64_t i = 0; i < h; ++i) key[i * S] = To<E>(head[i]);
-      } else {
-        E* value = values + (t * S + slot) * h;
-        Each16(h, [&](int64_t i, __mmask16 m) { StoreE(value + i, LoadF(head + i, m), m); });
+      } else {  // the key (part G) or the value into slot `slot` of (row b, kv head k)
+        E* row = (part == G ? keys : values) + ((b * S + slot) * K + k) * h;
+        Each16(h, [&](int64_t i, __mmask16 m) { StoreE(row + i, LoadF(head + i, m), m); });
       }
     }
   };
@@ -278,10 +274,12 @@ ffi::Error DecodeLayer(ffi::ThreadPool pool, ffi::Buffer<T> x, ffi::Buffer<T> at
       heads(t);
       qrr::LineFeed next;
       const bool fed = feed && t + 1 < t1;
+      const int64_t ld = K * h;  // (row b, kv head k) at slot 0: first(t)
+      auto first = [&](int64_t u) { return ((u / K) * S * K + u % K) * h; };
       if (fed)
-        next = qrr::FeedOf<E>(keys + (t + 1) * h * S, values + (t + 1) * S * h, visible + ((t + 1) / K) * S, h, S);
-      qrr::AttendOne<E>(&q[t * G * h], keys + t * h * S, values + t * S * h, visible + (t / K) * S,
-                        &attn[t * G * h], G, h, S, qf, scores, feed && t > t0, fed ? &next : nullptr);
+        next = qrr::FeedOf<E>(keys + first(t + 1), values + first(t + 1), visible + ((t + 1) / K) * S, h, ld, S);
+      qrr::AttendOne<E>(&q[t * G * h], keys + first(t), values + first(t), visible + (t / K) * S,
+                        &attn[t * G * h], G, h, ld, S, qf, scores, feed && t > t0, fed ? &next : nullptr);
       const int64_t b = t / K, k = t % K;  // o's input: this part's heads, rounded to E
       Products<E>::ToRow(&attn[t * G * h], G * h, o_rows + b * o.Kp, k * G * h, k == K - 1 ? H * h : -1, o.Kp);
     }

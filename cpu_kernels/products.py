@@ -1,37 +1,21 @@
-"""Decode-step weight products on the CPU through our own kernels (cpu_products.cc), as XLA FFI calls.
+"""Decode-step weight products on the CPU through our own kernels (src/products.cc), as XLA FFI calls.
 
 A decode step multiplies a few rows by every weight matrix once. XLA:CPU reads a row-major weight on one
 thread and packs it again for every product, so a few rows ran far below the memory bandwidth (float32) or
 the compute peak (bfloat16 at 32 rows). Here every weight is packed once into panels of 32 columns (`pack`;
-`common.model.Decoder.decode_panels`, which the sampler calls once per parameter version and keeps: a second
+`cpu_kernels.backend.pack_weights`, which the sampler asks for once per parameter version and keeps: a second
 copy of the weights), and the kernels stream the panels over XLA's intra-op threads with the rows' accumulators in
-registers; bfloat16 through vdpbf16ps. They are used only where they measured faster (`routed`): under a KV
-cache (sampling), on the CPU backend outside a mesh, up to `ROWS_FASTER` rows, where the kernels could be
-built (`common.kernels.cpu_build`). The results agree with XLA's products to float32 rounding (tests/common/
-test_cpu_products.py).
+registers; bfloat16 through vdpbf16ps. The results agree with XLA's products to float32 rounding
+(cpu_kernels/tests/test_products.py).
 """
 
 from __future__ import annotations
 
-from common.kernels import cpu_build
+from cpu_kernels import build
 
 PANEL = 32  # columns per packed panel (kPanel in the source)
 _TARGETS = {"float32": "QrrPackedF32", "bfloat16": "QrrPackedBf16"}
 _PACK_TARGETS = {"float32": "QrrPackF32", "bfloat16": "QrrPackBf16"}
-
-
-def routed(rows: int, weight_dtype) -> bool:
-    """Whether a sampling product of `rows` rows with weights of `weight_dtype` runs on these kernels: on the
-    CPU backend, outside a mesh (a sharded product stays XLA's), for the rows where the kernels measured
-    faster than XLA's products (`ROWS_FASTER`)."""
-    import jax.numpy as jnp
-
-    return rows <= ROWS_FASTER.get(jnp.dtype(weight_dtype).name, 0) and cpu_build.usable()
-
-
-# Most rows at which the kernels were measured faster than XLA's products (docs/benchmarks.md, 2 cores: at every
-# batch from 1 to 128, in both dtypes, counting the packing; larger batches were not measured).
-ROWS_FASTER = {"float32": 128, "bfloat16": 128}
 
 
 def available_memory() -> int:
@@ -66,7 +50,7 @@ def pack(w, transposed: bool = False):
     dtype = jnp.dtype(w.dtype)
     if dtype.name not in _PACK_TARGETS:
         raise ValueError(f"the CPU kernels take float32 or bfloat16 weights, got {dtype.name}")
-    cpu_build.require()
+    build.require()
     N, K = w.shape if transposed else w.shape[::-1]
     P = -(-N // PANEL)
     shape = (P, (K + 1) // 2, PANEL, 2) if dtype == jnp.bfloat16 else (P, K, PANEL)
@@ -88,7 +72,7 @@ def packed_matmul(x, panels, n: int):
     packed_k = 2 * panels.shape[1] if pairs else panels.shape[1]
     if packed_k != K + (K % 2 if pairs else 0):
         raise ValueError(f"x [M={M}, K={K}] does not match the packed weight {panels.shape} ({dtype.name})")
-    cpu_build.require()
+    build.require()
     x = jnp.pad(x.astype(dtype), ((0, 0), (0, packed_k - K)))
     out = jax.ffi.ffi_call(_TARGETS[dtype.name], jax.ShapeDtypeStruct((M, panels.shape[0] * PANEL), jnp.float32),
                            vmap_method="sequential")(x, panels)

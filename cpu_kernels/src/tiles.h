@@ -1,6 +1,6 @@
-// The register tiles of a product with packed weights (shared by cpu_products.cc and cpu_layer.cc).
+// The register tiles of a product with packed weights (shared by products.cc and layer.cc).
 //
-// Weights are packed once into panels of 32 columns (cpu_products.cc: Pack): float32 [P, K, 32]; bfloat16
+// Weights are packed once into panels of 32 columns (products.cc: Pack): float32 [P, K, 32]; bfloat16
 // [P, K/2, 32, 2] with rows k and k+1 interleaved per column (the operand layout of vdpbf16ps).
 #pragma once
 
@@ -15,7 +15,7 @@ constexpr int64_t kPanel = 32;  // columns per panel: two 16-float registers
 constexpr int kTileRows = 8;    // rows whose accumulators (2 registers each) stay in registers at once
 // Tiles ask for panel bytes ahead of their loads into L2 (prefetcht1): two lines at `at + step * k` in each step
 // of their loop over k (a row pair in bfloat16). Without it a product of one row read its weights at ~75 % of a plain
-// read loop on the 2-core VM of docs/benchmarks.md (2026-12-02): the hardware prefetcher stops at each 4 KB page.
+// read loop on a 2-core VM (docs/benchmarks/history.md): the hardware prefetcher stops at each 4 KB page.
 // One pass over a panel (8 rows or fewer) asks kPrefetchBytes ahead of itself (8-32 KB measured alike); several
 // passes (more rows) each ask for their share of the next panel, whose first pass would otherwise wait on memory
 // while the later passes only compute.
@@ -25,7 +25,7 @@ struct Ahead {
   int64_t step;
 };
 // prefetcht1 of the line at p, as an instruction the compiler keeps: GCC 12 dropped two loops of _mm_prefetch
-// (cpu_attend.h: PrefetchVisible) once they were inlined together, a prefetch having no effect it must keep
+// (attend.h: PrefetchVisible) once they were inlined together, a prefetch having no effect it must keep
 inline void PrefetchLine(const void* p) { asm volatile("prefetcht1 %0" : : "m"(*static_cast<const char*>(p))); }
 inline void PrefetchL2(Ahead a, int64_t i) {
   _mm_prefetch(a.at + a.step * i, _MM_HINT_T1);

@@ -1,9 +1,9 @@
 // bfloat16 products of many rows on AMX tiles (Intel Sapphire Rapids and later), over the same packed panels as
-// the vector tiles of cpu_tiles.h.
+// the vector tiles of tiles.h.
 //
 // vdpbf16ps does 32 multiply-adds per instruction; one AMX tdpbf16ps does 16 x 16 x 32. From 16 rows on, a decode
 // step with bfloat16 weights is bound by those instructions, not by reading the weights (on the 2-core VM of
-// docs/benchmarks.md, 2026-12-02: 32 rows 50 -> 14 ms over SmolLM2's weight chain, 128 rows 194 -> 34 ms).
+// docs/benchmarks/history.md: 32 rows 50 -> 14 ms over SmolLM2's weight chain, 128 rows 194 -> 34 ms).
 //
 // A panel [K/2, 32, 2] (rows k, k+1 interleaved per column) is already the operand layout of tdpbf16ps: its columns
 // 0-15 and 16-31 are two B tiles of 16 pair-rows of 64 bytes, 128 bytes apart. x [M, K] row-major bfloat16 gives the
@@ -23,7 +23,7 @@
 #include <cstring>
 #include <type_traits>
 
-#include "cpu_tiles.h"
+#include "tiles.h"
 
 #if defined(__AMX_TILE__) && defined(__AMX_BF16__)
 #include <sys/syscall.h>
@@ -72,7 +72,7 @@ inline void ConfigureTiles(int64_t last) {
   _tile_loadconfig(&c);
 }
 
-// The 2 KB of panel one step of k reads (at b), kPrefetchBytes ahead, as the vector tiles ask (cpu_tiles.h)
+// The 2 KB of panel one step of k reads (at b), kPrefetchBytes ahead, as the vector tiles ask (tiles.h)
 inline void PrefetchStepAhead(const uint16_t* b) {
   for (int line = 0; line < 32; ++line) PrefetchLine(reinterpret_cast<const char*>(b) + kPrefetchBytes + 64 * line);
 }
@@ -178,7 +178,7 @@ inline void AmxPanelRange(const uint16_t* x, int64_t M, int64_t K, const uint16_
 }
 
 // y[:, 32p : 32(p+1)] = x[M, K] . panel p of w for p in [p0, p1): on the AMX tiles where they serve (bfloat16, see
-// AmxUsable), else on the vector tiles. The product kernels (cpu_products.cc, cpu_layer.cc) call this.
+// AmxUsable), else on the vector tiles. The product kernels (products.cc, layer.cc) call this.
 template <typename E>
 void ProductRange(const E* x, int64_t M, int64_t K, const E* w, int64_t p0, int64_t p1, float* y, int64_t ldy) {
   if constexpr (std::is_same_v<E, uint16_t>) {

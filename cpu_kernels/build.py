@@ -1,10 +1,10 @@
-"""Building and registering our CPU kernels (`SOURCES`) with XLA's FFI.
+"""Building and registering the CPU kernels (`SOURCES`) with XLA's FFI.
 
 The sources are compiled on first use with the system C++ compiler (`-O3 -march=native`) into one library in a
-cache directory keyed by the sources, jaxlib, the flags and the CPU; `python -m common.kernels.cpu_build` builds
-it ahead (tools/setup.sh does). They need an x86-64 CPU with AVX-512 BF16; elsewhere, or without a compiler,
-`available()` warns once and every caller keeps XLA's ops. QRR_CPU_KERNELS=0 turns the kernels off for
-programs traced after it is set; QRR_KERNEL_CACHE moves the cache.
+cache directory keyed by the sources, jaxlib, the flags and the CPU; `python -m cpu_kernels.build` builds it
+ahead (tools/setup.sh does). They need an x86-64 CPU with AVX-512 BF16; elsewhere, or without a compiler,
+`available()` warns once and the backend is not picked by "auto" (asked for by name, it fails).
+QRR_KERNEL_CACHE moves the build cache.
 """
 
 from __future__ import annotations
@@ -20,21 +20,12 @@ import tempfile
 import warnings
 from pathlib import Path
 
-HERE = Path(__file__).parent
-SOURCES = [HERE / "cpu_products.cc", HERE / "cpu_attention.cc", HERE / "cpu_memory.cc", HERE / "cpu_layer.cc"]
-HEADERS = [HERE / "cpu_threads.h", HERE / "cpu_tiles.h", HERE / "cpu_amx.h", HERE / "cpu_attend.h"]
+HERE = Path(__file__).parent / "src"
+SOURCES = [HERE / "products.cc", HERE / "attention.cc", HERE / "embedding.cc", HERE / "layer.cc"]
+HEADERS = [HERE / "threads.h", HERE / "tiles.h", HERE / "amx.h", HERE / "attend.h"]
 FLAGS = ["-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-w"]
 TARGETS = ["QrrPackedF32", "QrrPackedBf16", "QrrPackF32", "QrrPackBf16", "QrrDecodeAttentionF32",
-           "QrrDecodeAttentionBf16", "QrrWriteSlots", "QrrTakeRows", "QrrDecodeLayerF32", "QrrDecodeLayerBf16"]
-
-
-def enabled() -> bool:
-    return os.environ.get("QRR_CPU_KERNELS", "1") != "0"
-
-
-def usable() -> bool:
-    """The kernels may serve the program being traced: turned on, for the CPU backend outside a mesh, and built."""
-    return enabled() and local_cpu() and available()
+           "QrrDecodeAttentionBf16", "QrrTakeRows", "QrrDecodeLayerF32", "QrrDecodeLayerBf16"]
 
 
 def require() -> None:
@@ -52,7 +43,7 @@ def _cpu_signature() -> str:
 
 
 # The /proc/cpuinfo flags the kernels need (AVX-512 F and BF16: the instructions they are written in), and those of
-# the AMX tiles that run many-row bfloat16 products where the CPU has them (cpu_amx.h).
+# the AMX tiles that run many-row bfloat16 products where the CPU has them (src/amx.h).
 KERNEL_FLAGS = frozenset({"avx512f", "avx512_bf16"})
 AMX_FLAGS = frozenset({"amx_tile", "amx_bf16"})
 
@@ -126,7 +117,7 @@ _LIBRARY = None
 
 
 def amx() -> bool:
-    """Whether the kernels run bfloat16 products of many rows on AMX tiles here (common/kernels/cpu_amx.h): built
+    """Whether the kernels run bfloat16 products of many rows on AMX tiles here (src/amx.h): built
     for a CPU with AMX-BF16, the Linux kernel lends the tile registers, and QRR_CPU_AMX is not 0 (read once per
     process, by the first kernel that asks)."""
     return available() and bool(_LIBRARY.QrrAmxPermitted())
@@ -135,13 +126,6 @@ def amx() -> bool:
 def cpu_has_amx() -> bool:
     """The CPU says it has AMX tiles with bfloat16 products (AMX_FLAGS in /proc/cpuinfo)."""
     return AMX_FLAGS <= set(_cpu_signature().split())
-
-
-def local_cpu() -> bool:
-    """Tracing for the CPU backend outside a mesh (an ahead-of-time compile for TPU runs under one)."""
-    import jax
-
-    return jax.default_backend() == "cpu" and jax.sharding.get_abstract_mesh().empty
 
 
 if __name__ == "__main__":

@@ -1,10 +1,10 @@
-// Weight products of a decode step on the CPU, as XLA FFI handlers (common/kernels/cpu_products.py).
+// Weight products of a decode step on the CPU, as XLA FFI handlers (cpu_kernels/products.py).
 //
 // A decode step multiplies a few rows of activations by every weight matrix once. XLA:CPU reads a row-major
 // weight on one thread, packs it again for every product of a few rows, and turns a bfloat16 product with
 // one row into a float32 one over a converted copy of the weights. These kernels read weights that were
 // packed once into panels of 32 columns (`Pack` below, called once per parameter version by the sampler:
-// common.model.Decoder.decode_panels), so every product streams its weights contiguously, split over XLA's
+// cpu_kernels.backend.pack_weights), so every product streams its weights contiguously, split over XLA's
 // intra-op threads, with the rows' accumulators in registers. They accumulate in float32.
 //
 //   PackedF32:  y[M, 32P] = x[M, K] . w,  w [P, K, 32]         float32
@@ -17,8 +17,8 @@
 #include <cstring>
 #include <type_traits>
 
-#include "cpu_amx.h"
-#include "cpu_threads.h"
+#include "amx.h"
+#include "threads.h"
 #include "xla/ffi/api/ffi.h"
 
 namespace ffi = xla::ffi;
@@ -33,10 +33,10 @@ ffi::Error Packed(ffi::ThreadPool pool, ffi::Buffer<T> x, ffi::Buffer<T> w, ffi:
   constexpr bool kPairs = T == ffi::DataType::BF16;
   const auto xd = x.dimensions(), wd = w.dimensions();
   if (xd.size() != 2 || wd.size() != (kPairs ? 4u : 3u))
-    return ffi::Error::InvalidArgument("cpu_products: x must be [M, K] and w packed panels");
+    return ffi::Error::InvalidArgument("products: x must be [M, K] and w packed panels");
   const int64_t M = xd[0], K = xd[1], P = wd[0];
   if ((kPairs ? 2 * wd[1] : wd[1]) != K || wd[2] != kPanel || (kPairs && wd[3] != 2))
-    return ffi::Error::InvalidArgument("cpu_products: the packed weight does not match x's contracting size");
+    return ffi::Error::InvalidArgument("products: the packed weight does not match x's contracting size");
   const E* xp = reinterpret_cast<const E*>(x.typed_data());
   const E* wp = reinterpret_cast<const E*>(w.typed_data());
   float* yp = y->typed_data();
@@ -55,11 +55,11 @@ template <ffi::DataType T, typename E>
 ffi::Error Pack(ffi::ThreadPool pool, ffi::Buffer<T> w, ffi::ResultBuffer<T> out, bool transposed) {
   constexpr bool kPairs = T == ffi::DataType::BF16;
   const auto wd = w.dimensions(), od = out->dimensions();
-  if (wd.size() != 2) return ffi::Error::InvalidArgument("cpu_products: pack takes a 2-D weight");
+  if (wd.size() != 2) return ffi::Error::InvalidArgument("products: pack takes a 2-D weight");
   const int64_t K = transposed ? wd[1] : wd[0], N = transposed ? wd[0] : wd[1], P = od[0];
   const int64_t Kp = kPairs ? 2 * od[1] : od[1];
   if (P * kPanel < N || Kp < K || Kp > K + 1)
-    return ffi::Error::InvalidArgument("cpu_products: pack output does not fit the weight");
+    return ffi::Error::InvalidArgument("products: pack output does not fit the weight");
   const E* src = reinterpret_cast<const E*>(w.typed_data());
   E* dst = reinterpret_cast<E*>(out->typed_data());
   const int64_t whole = Kp == K ? N / kPanel : 0;  // panels moved as vectors
@@ -132,5 +132,5 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(QrrPackBf16, (Pack<ffi::BF16, uint16_t>), QRR_PACK
 XLA_FFI_DEFINE_HANDLER_SYMBOL(QrrPackedF32, (Packed<ffi::F32, float>), QRR_BIND(ffi::F32));
 XLA_FFI_DEFINE_HANDLER_SYMBOL(QrrPackedBf16, (Packed<ffi::BF16, uint16_t>), QRR_BIND(ffi::BF16));
 
-// Whether bfloat16 products of many rows run on AMX tiles in this process (cpu_amx.h): for common.kernels.cpu_build.
+// Whether bfloat16 products of many rows run on AMX tiles in this process (amx.h): for cpu_kernels.build.
 extern "C" int QrrAmxPermitted() { return qrr::AmxPermitted() ? 1 : 0; }

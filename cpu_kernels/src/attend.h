@@ -1,5 +1,6 @@
-// Attention of one query position per (row, kv head) over a cache, in float32 (shared by cpu_attention.cc and
-// cpu_layer.cc): keys [h, S] (slot axis minor), values [S, h], float32 or bfloat16 (uint16_t) elements.
+// Attention of one query position per (row, kv head) over a cache, in float32 (shared by attention.cc and
+// layer.cc). The cache is the decoder's [B, S, K, h]: one (row, kv head)'s keys and values are S rows of h
+// elements, `ld` = K * h elements apart; float32 or bfloat16 (uint16_t) elements.
 #pragma once
 
 #include <immintrin.h>
@@ -10,10 +11,9 @@
 #include <cstring>
 #include <vector>
 
-#include "cpu_tiles.h"
+#include "tiles.h"
 
 namespace qrr {
-
 inline float ToFloat(float v) { return v; }
 inline float ToFloat(uint16_t v) {  // bfloat16: the high half of a float32
   const uint32_t bits = static_cast<uint32_t>(v) << 16;
@@ -45,87 +45,96 @@ inline __m512 Load16(const uint16_t* p, __mmask16 m) {
 }
 inline __mmask16 Tail(int64_t left) { return left >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << left) - 1); }
 
-constexpr int kRows = 4;  // query heads of a group at once, at most
-constexpr int kVecs = 4;  // 16-float vectors of slots (scores) or of head dims (output) at once
+constexpr int kRows = 4;  // query heads of a group at once, at most (the weighted sums)
+constexpr int kVecs = 4;  // 16-float vectors of head dims at once (the weighted sums)
                           // kRows x kVecs accumulators stay in registers
 
 // The cache lines of one (row, kv head)'s keys and values over slots [lo, hi], asked for (prefetcht1) a few at a
 // time while another part computes: AttendOne feeds the next part's lines this way, so that reading the cache
-// overlaps the scores and sums instead of waiting in a sweep before them. Keys row by row (head dim d: slots lo..hi,
-// S apart per d), then the values' contiguous lines. An empty feed asks for nothing.
+// overlaps the scores and sums instead of waiting in a sweep before them. Slot by slot: its key's lines, then its
+// value's. An empty feed asks for nothing.
 class LineFeed {
  public:
   LineFeed() = default;
   template <typename E>
-  LineFeed(const E* keys, const E* values, int64_t h, int64_t S, int64_t lo, int64_t hi)
-      : keys_(reinterpret_cast<uintptr_t>(keys + lo)), row_bytes_(S * sizeof(E)), span_(hi - lo),
-        elem_(sizeof(E)), h_(h),
-        values_(reinterpret_cast<uintptr_t>(values + lo * h) & ~kMask),
-        values_end_((reinterpret_cast<uintptr_t>(values + (hi + 1) * h) - 1) & ~kMask) {
+  LineFeed(const E* keys, const E* values, int64_t h, int64_t ld, int64_t lo, int64_t hi)
+      : keys_(reinterpret_cast<uintptr_t>(keys + lo * ld)), values_(reinterpret_cast<uintptr_t>(values + lo * ld)),
+        row_bytes_(h * static_cast<int64_t>(sizeof(E))), ld_bytes_(ld * static_cast<int64_t>(sizeof(E))),
+        slots_(hi - lo + 1) {
     Row(0);
   }
   // lines the feed holds in all: what a caller spreads over its loop
-  int64_t lines() const {
-    return h_ * (static_cast<int64_t>(span_ * elem_) / 64 + 2) + static_cast<int64_t>(values_end_ - values_) / 64 + 1;
-  }
+  int64_t lines() const { return 2 * slots_ * (row_bytes_ / 64 + 2); }
   void Step(int64_t n) {
     for (; n > 0 && at_ <= end_; --n) {
       PrefetchLine(reinterpret_cast<const void*>(at_));
-      if ((at_ += 64) > end_) Row(d_ + 1);
+      if ((at_ += 64) > end_) Row(row_ + 1);
     }
   }
   void Rest() { Step(INT64_MAX); }
 
  private:
   static constexpr uintptr_t kMask = 63;
-  // the lines of head dim d's keys, or past the last one, the values'; nothing past those
-  void Row(int64_t d) {
-    d_ = d;
-    if (d < h_) {
-      const uintptr_t first = keys_ + d * row_bytes_;
-      at_ = first & ~kMask, end_ = (first + span_ * elem_) & ~kMask;
-    } else if (d == h_) {
-      at_ = values_, end_ = values_end_;
+  // the lines of row r: slot r / 2's key (r even) or value (r odd); nothing past the last slot
+  void Row(int64_t r) {
+    row_ = r;
+    if (r < 2 * slots_) {
+      const uintptr_t first = ((r & 1) ? values_ : keys_) + (r / 2) * ld_bytes_;
+      at_ = first & ~kMask, end_ = (first + row_bytes_ - 1) & ~kMask;
     } else {
       at_ = 1, end_ = 0;
     }
   }
-  uintptr_t keys_ = 0;
-  int64_t row_bytes_ = 0, span_ = 0, elem_ = 0, h_ = 0, d_ = 0;
-  uintptr_t values_ = 0, values_end_ = 0, at_ = 1, end_ = 0;
+  uintptr_t keys_ = 0, values_ = 0;
+  int64_t row_bytes_ = 0, ld_bytes_ = 0, slots_ = 0, row_ = 0;
+  uintptr_t at_ = 1, end_ = 0;
 };
 
-// scores[r, s] = q[r] . keys[:, lo + s] for R heads (q float32, scaled) and the n visible slots, kVecs * 16 at a
-// time: one pass down the head dims per tile (keys [h, S], slot axis minor)
-template <int R, typename E>
-void ScoreRows(const float* q, const E* keys, int64_t h, int64_t S, int64_t lo, int64_t n, float* scores,
+// The 16 sums of v[0..15]'s lanes, as one vector (lane j: the sum of v[j]): a transpose-add tree, 15 adds.
+inline __m512 Sum16(const __m512* v) {
+  __m512 a[8], b[4];
+  for (int i = 0; i < 8; ++i)  // per 128-bit lane L: [x0+x2, y0+y2, x1+x3, y1+y3] of x = v[2i], y = v[2i+1]
+    a[i] = _mm512_add_ps(_mm512_unpacklo_ps(v[2 * i], v[2 * i + 1]), _mm512_unpackhi_ps(v[2 * i], v[2 * i + 1]));
+  for (int i = 0; i < 4; ++i) {  // per lane L: the sums over L of v[4i], ..., v[4i+3]
+    const __m512d x = _mm512_castps_pd(a[2 * i]), y = _mm512_castps_pd(a[2 * i + 1]);
+    b[i] = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(x, y)), _mm512_castpd_ps(_mm512_unpackhi_pd(x, y)));
+  }
+  const __m512 d01 = _mm512_add_ps(_mm512_shuffle_f32x4(b[0], b[1], _MM_SHUFFLE(2, 0, 2, 0)),
+                                   _mm512_shuffle_f32x4(b[0], b[1], _MM_SHUFFLE(3, 1, 3, 1)));
+  const __m512 d23 = _mm512_add_ps(_mm512_shuffle_f32x4(b[2], b[3], _MM_SHUFFLE(2, 0, 2, 0)),
+                                   _mm512_shuffle_f32x4(b[2], b[3], _MM_SHUFFLE(3, 1, 3, 1)));
+  return _mm512_add_ps(_mm512_shuffle_f32x4(d01, d23, _MM_SHUFFLE(2, 0, 2, 0)),
+                       _mm512_shuffle_f32x4(d01, d23, _MM_SHUFFLE(3, 1, 3, 1)));
+}
+
+// scores[r, s] = q[r] . key(lo + s) for the R heads (q float32, scaled) and the n visible slots, 16 at a time: each
+// slot's dot product accumulates over the head dims in a vector of its own, and Sum16 turns the 16 vectors into the
+// 16 scores. Past the last visible slot (the padding up to `stride`) the last slot is read again; Softmax ignores it.
+template <typename E>
+void ScoreRows(const float* q, int64_t R, const E* keys, int64_t h, int64_t ld, int64_t lo, int64_t n, float* scores,
                int64_t stride, LineFeed& feed, int64_t per) {
-  for (int64_t s0 = 0; s0 < n; s0 += 16 * kVecs) {
-    __m512 acc[R][kVecs];
-    __mmask16 m[kVecs];
-    for (int j = 0; j < kVecs; ++j) m[j] = s0 + 16 * j < n ? Tail(n - s0 - 16 * j) : 0;
-    for (int r = 0; r < R; ++r)
-      for (int j = 0; j < kVecs; ++j) acc[r][j] = _mm512_setzero_ps();
-    for (int64_t d = 0; d < h; ++d) {
-      feed.Step(per);
-      const E* row = keys + d * S + lo + s0;
-      __m512 kv[kVecs];
-      for (int j = 0; j < kVecs; ++j) kv[j] = Load16(row + 16 * j, m[j]);
-      for (int r = 0; r < R; ++r) {
-        const __m512 qv = _mm512_set1_ps(q[r * h + d]);
-        for (int j = 0; j < kVecs; ++j) acc[r][j] = _mm512_fmadd_ps(qv, kv[j], acc[r][j]);
+  for (int64_t s0 = 0; s0 < n; s0 += 16) {
+    const E* key[16];
+    for (int j = 0; j < 16; ++j) key[j] = keys + (lo + std::min<int64_t>(s0 + j, n - 1)) * ld;
+    for (int64_t r = 0; r < R; ++r) {
+      __m512 acc[16];
+      for (int j = 0; j < 16; ++j) acc[j] = _mm512_setzero_ps();
+      for (int64_t d0 = 0; d0 < h; d0 += 16) {
+        feed.Step(per);
+        const __mmask16 m = Tail(h - d0);
+        const __m512 qv = _mm512_maskz_loadu_ps(m, q + r * h + d0);
+#pragma GCC unroll 16
+        for (int j = 0; j < 16; ++j) acc[j] = _mm512_fmadd_ps(qv, Load16(key[j] + d0, m), acc[j]);
       }
+      _mm512_storeu_ps(scores + r * stride + s0, Sum16(acc));
     }
-    for (int r = 0; r < R; ++r)
-      for (int j = 0; j < kVecs; ++j)
-        if (s0 + 16 * j < stride) _mm512_storeu_ps(scores + r * stride + s0 + 16 * j, acc[r][j]);
   }
 }
 
-// out[r] = sum_s p[r, s] values[lo + s] for R heads, kVecs * 16 head dims at a time (values [S, h])
+// out[r] = sum_s p[r, s] value(lo + s) for R heads, kVecs * 16 head dims at a time
 template <int R, typename E>
-void WeighRows(const float* p, const E* values, int64_t h, int64_t lo, int64_t n, int64_t stride, float* out,
-               LineFeed& feed, int64_t per) {
+void WeighRows(const float* p, const E* values, int64_t h, int64_t ld, int64_t lo, int64_t n, int64_t stride,
+               float* out, LineFeed& feed, int64_t per) {
   for (int64_t d0 = 0; d0 < h; d0 += 16 * kVecs) {
     __m512 acc[R][kVecs];
     __mmask16 m[kVecs];
@@ -134,7 +143,7 @@ void WeighRows(const float* p, const E* values, int64_t h, int64_t lo, int64_t n
       for (int j = 0; j < kVecs; ++j) acc[r][j] = _mm512_setzero_ps();
     for (int64_t s = 0; s < n; ++s) {
       feed.Step(per);
-      const E* row = values + (lo + s) * h + d0;
+      const E* row = values + (lo + s) * ld + d0;
       __m512 vv[kVecs];
       for (int j = 0; j < kVecs; ++j) vv[j] = Load16(row + 16 * j, m[j]);
       for (int r = 0; r < R; ++r) {
@@ -171,15 +180,13 @@ inline void Softmax(float* sc, const bool* mask, int64_t n, int64_t stride) {
 }
 
 // Asks for the keys and values of slots [lo, hi] into L2 at once (prefetcht1). Read cold, a step's attention
-// otherwise waited on each miss in turn: keys are walked a head dim at a time, S slots apart, which the hardware
-// prefetcher does not follow. At batch 32 on the 2-core VM of docs/benchmarks.md (2026-12-02) this took SmolLM2's
-// attention over 128 slots from ~9 to ~7 ms a step (bfloat16 cache). Up to kPrefetchSlotBytes a call, well inside L2.
-// Only the first part of a run waits on this sweep; the parts after it were fed by the part before (LineFeed).
+// otherwise waited on each miss in turn. Up to kPrefetchSlotBytes a call, well inside L2. Only the first part of a
+// run waits on this sweep; the parts after it were fed by the part before (LineFeed).
 constexpr int64_t kPrefetchSlotBytes = 512 * 1024;
 // The sweep is a LineFeed's lines, all asked for at once.
 template <typename E>
-void PrefetchVisible(const E* keys, const E* values, int64_t h, int64_t S, int64_t lo, int64_t hi) {
-  LineFeed(keys, values, h, S, lo, hi).Rest();
+void PrefetchVisible(const E* keys, const E* values, int64_t h, int64_t ld, int64_t lo, int64_t hi) {
+  LineFeed(keys, values, h, ld, lo, hi).Rest();
 }
 
 // The visible range [lo, hi] of a mask over S slots; lo > hi when none is visible.
@@ -195,17 +202,20 @@ int64_t FetchedHi(int64_t lo, int64_t hi, int64_t h) {
   return std::min(hi, lo + kPrefetchSlotBytes / (2 * h * static_cast<int64_t>(sizeof(E))));
 }
 
-// The feed of a part's visible keys and values (empty when none is visible).
+// The feed of a part's visible keys and values over S slots (empty when none is visible).
 template <typename E>
-LineFeed FeedOf(const E* keys, const E* values, const bool* mask, int64_t h, int64_t S) {
+LineFeed FeedOf(const E* keys, const E* values, const bool* mask, int64_t h, int64_t ld, int64_t S) {
   int64_t lo, hi;
   VisibleRange(mask, S, &lo, &hi);
-  return lo > hi ? LineFeed() : LineFeed(keys, values, h, S, lo, FetchedHi<E>(lo, hi, h));
+  return lo > hi ? LineFeed() : LineFeed(keys, values, h, ld, lo, FetchedHi<E>(lo, hi, h));
 }
 
+// out [G, h] float32 = attention of G query heads q [G, h] over one (row, kv head)'s S slots of keys and values
+// (rows `ld` elements apart), those the mask lets through; zeros when it lets none. fetched: the visible slots were
+// asked for already (by the part before); next: the feed of the part after, stepped along this one's loops.
 template <typename E>
 void AttendOne(const E* q, const E* keys, const E* values, const bool* mask, float* out, int64_t G, int64_t h,
-               int64_t S, std::vector<float>& qf, std::vector<float>& scores, bool fetched = false,
+               int64_t ld, int64_t S, std::vector<float>& qf, std::vector<float>& scores, bool fetched = false,
                LineFeed* next = nullptr) {
   int64_t lo, hi;
   VisibleRange(mask, S, &lo, &hi);
@@ -217,34 +227,25 @@ void AttendOne(const E* q, const E* keys, const E* values, const bool* mask, flo
     return;
   }
   const int64_t n = hi - lo + 1, stride = (n + 15) / 16 * 16;
-  if (!fetched) PrefetchVisible(keys, values, h, S, lo, FetchedHi<E>(lo, hi, h));
+  if (!fetched) PrefetchVisible(keys, values, h, ld, lo, FetchedHi<E>(lo, hi, h));
   // the next part's lines, spread over the inner iterations of the scores and the weighted sums
-  const int64_t iterations = ((G + kRows - 1) / kRows) * ((n + 16 * kVecs - 1) / (16 * kVecs) * h +
-                                                           (h + 16 * kVecs - 1) / (16 * kVecs) * n);
+  const int64_t iterations = G * (stride / 16) * ((h + 15) / 16) +
+                             ((G + kRows - 1) / kRows) * ((h + 16 * kVecs - 1) / (16 * kVecs)) * n;
   const int64_t per = next != nullptr ? (next->lines() + iterations - 1) / iterations : 0;
   qf.resize(G * h);  // q in float32, scaled
   const float scale = 1.f / std::sqrt(static_cast<float>(h));
   for (int64_t i = 0; i < G * h; ++i) qf[i] = ToFloat(q[i]) * scale;
   scores.resize(G * stride);
-  for (int64_t g0 = 0; g0 < G; g0 += kRows) {
-    const float* qg = qf.data() + g0 * h;
-    float* sg = scores.data() + g0 * stride;
-    switch (std::min<int64_t>(kRows, G - g0)) {
-      case 1: ScoreRows<1>(qg, keys, h, S, lo, n, sg, stride, feed, per); break;
-      case 2: ScoreRows<2>(qg, keys, h, S, lo, n, sg, stride, feed, per); break;
-      case 3: ScoreRows<3>(qg, keys, h, S, lo, n, sg, stride, feed, per); break;
-      default: ScoreRows<4>(qg, keys, h, S, lo, n, sg, stride, feed, per); break;
-    }
-  }
+  ScoreRows<E>(qf.data(), G, keys, h, ld, lo, n, scores.data(), stride, feed, per);
   for (int64_t g = 0; g < G; ++g) Softmax(scores.data() + g * stride, mask + lo, n, stride);
   for (int64_t g0 = 0; g0 < G; g0 += kRows) {
     const float* pg = scores.data() + g0 * stride;
     float* og = out + g0 * h;
     switch (std::min<int64_t>(kRows, G - g0)) {
-      case 1: WeighRows<1>(pg, values, h, lo, n, stride, og, feed, per); break;
-      case 2: WeighRows<2>(pg, values, h, lo, n, stride, og, feed, per); break;
-      case 3: WeighRows<3>(pg, values, h, lo, n, stride, og, feed, per); break;
-      default: WeighRows<4>(pg, values, h, lo, n, stride, og, feed, per); break;
+      case 1: WeighRows<1>(pg, values, h, ld, lo, n, stride, og, feed, per); break;
+      case 2: WeighRows<2>(pg, values, h, ld, lo, n, stride, og, feed, per); break;
+      case 3: WeighRows<3>(pg, values, h, ld, lo, n, stride, og, feed, per); break;
+      default: WeighRows<4>(pg, values, h, ld, lo, n, stride, og, feed, per); break;
     }
   }
   feed.Rest();

@@ -1,13 +1,12 @@
-// Attention of one decode step on the CPU, as an XLA FFI handler (common/kernels/cpu_attention.py).
+// Attention of one decode step on the CPU, as an XLA FFI handler (cpu_kernels/attention.py).
 //
-// XLA:CPU ran a decode step's attention as batched products of tiny matrices ([G, h] . [h, S] per batch row
-// and kv head): ~24 of ~100 ms a step at batch 32 in float32, far below the bandwidth of reading the cache.
-// This reads each (row, kv head) cache once over its visible slots only (the cache's later slots are still
-// empty), on XLA's intra-op threads, in float32.
+// XLA:CPU runs a decode step's attention as batched products of tiny matrices ([G, h] . [h, S] per batch row
+// and kv head), far below the bandwidth of reading the cache. This reads each (row, kv head)'s cache once over
+// its visible slots only (the cache's later slots are still empty), on XLA's intra-op threads, in float32.
 //
-//   DecodeAttention{F32,Bf16}: q [B, K, G, h], keys [B, K, h, S] (slot axis minor), values [B, K, S, h],
+//   DecodeAttention{F32,Bf16}: q [B, K, G, h], keys [B, S, K, h], values [B, S, K, h],
 //                             mask [B, S] (bool: slot visible) -> out [B, K, G, h] float32
-//   out[b, k, g] = softmax over visible s of (q[b, k, g] . keys[b, k, :, s] / sqrt(h)) . values[b, k, s]
+//   out[b, k, g] = softmax over visible s of (q[b, k, g] . keys[b, s, k] / sqrt(h)) . values[b, s, k]
 //   A row with no visible slot gets zeros.
 #include <immintrin.h>
 
@@ -17,8 +16,8 @@
 #include <cstring>
 #include <vector>
 
-#include "cpu_attend.h"
-#include "cpu_threads.h"
+#include "attend.h"
+#include "threads.h"
 #include "xla/ffi/api/ffi.h"
 
 namespace ffi = xla::ffi;
@@ -32,11 +31,11 @@ ffi::Error DecodeAttention(ffi::ThreadPool pool, ffi::Buffer<T> q, ffi::Buffer<T
                            ffi::Buffer<ffi::PRED> mask, ffi::ResultBuffer<ffi::F32> out) {
   const auto qd = q.dimensions(), kd = keys.dimensions(), vd = values.dimensions(), md = mask.dimensions();
   if (qd.size() != 4 || kd.size() != 4 || vd.size() != 4 || md.size() != 2)
-    return ffi::Error::InvalidArgument("cpu_attention: q, keys, values must be 4-D and mask 2-D");
-  const int64_t B = qd[0], K = qd[1], G = qd[2], h = qd[3], S = kd[3];
-  if (kd[0] != B || kd[1] != K || kd[2] != h || vd[0] != B || vd[1] != K || vd[2] != S || vd[3] != h ||
+    return ffi::Error::InvalidArgument("attention: q, keys, values must be 4-D and mask 2-D");
+  const int64_t B = qd[0], K = qd[1], G = qd[2], h = qd[3], S = kd[1];
+  if (kd[0] != B || kd[2] != K || kd[3] != h || vd[0] != B || vd[1] != S || vd[2] != K || vd[3] != h ||
       md[0] != B || md[1] != S)
-    return ffi::Error::InvalidArgument("cpu_attention: shapes of q, keys, values and mask disagree");
+    return ffi::Error::InvalidArgument("attention: shapes of q, keys, values and mask disagree");
   const E* qp = reinterpret_cast<const E*>(q.typed_data());
   const E* kp = reinterpret_cast<const E*>(keys.typed_data());
   const E* vp = reinterpret_cast<const E*>(values.typed_data());
@@ -48,8 +47,8 @@ ffi::Error DecodeAttention(ffi::ThreadPool pool, ffi::Buffer<T> q, ffi::Buffer<T
     std::vector<float> qf, scores;
     const int64_t t0 = tasks * part / parts, t1 = tasks * (part + 1) / parts;
     for (int64_t t = t0; t < t1; ++t) {
-      const int64_t b = t / K;
-      AttendOne<E>(qp + t * G * h, kp + t * h * S, vp + t * S * h, mp + b * S, op + t * G * h, G, h, S, qf, scores);
+      const int64_t b = t / K, first = (b * S * K + t % K) * h;  // (row b, kv head t % K) at slot 0
+      AttendOne<E>(qp + t * G * h, kp + first, vp + first, mp + b * S, op + t * G * h, G, h, K * h, S, qf, scores);
     }
   });
   return ffi::Error::Success();

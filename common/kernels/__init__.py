@@ -1,1 +1,0 @@
-"""Hand-written kernels for what XLA does slowly on some backend (see each module)."""

@@ -1,0 +1,102 @@
+"""The decoder's forward pass under a KV cache, on weights packed for the CPU kernels.
+
+The same layer as `common.model.Block`, composed from `common.model`'s public pure functions (`rms_norm`,
+`rope_cos_sin`, `apply_rope`, `swiglu`) and the cache's (`common.kv_cache`), with every weight product on
+packed panels (`cpu_kernels.products`) and, for a decode step, the whole layer as one kernel call
+(`cpu_kernels.layer`). It rounds where the decoder does, and the parity tests hold it to the decoder
+(cpu_kernels/tests/test_backend.py).
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+
+from common.kv_cache import KVCache, write_slots
+from common.model import apply_rope, rms_norm, rope_cos_sin, swiglu
+from cpu_kernels import embedding, layer, products
+
+
+def pack_weights(model) -> dict:
+    """Every weight of a forward pass in the compute dtype, packed (`products.pack`):
+    {"layers": [{"qkv", "o", "gate_up", "down"}...], "head"}."""
+    def packed(param, contract=1):  # the kernel as the 2-D [contracted, out] matrix it is in a product
+        w = param[...].astype(model.dtype)
+        return products.pack(w.reshape(math.prod(w.shape[:contract]), -1))
+
+    layers = [{"qkv": packed(b.attn.qkv_kernel), "o": packed(b.attn.o_kernel, 2),
+               "gate_up": packed(b.mlp.gate_up_kernel), "down": packed(b.mlp.down_kernel)} for b in model.layers]
+    head, tied = model.head()
+    return {"layers": layers, "head": products.pack(head, transposed=tied)}
+
+
+def packed_product(x: jax.Array, panels: jax.Array, contract: int, out_shape: tuple[int, ...], dtype) -> jax.Array:
+    """x [..., c...] (its last `contract` axes) . the packed weight -> [..., *out_shape] in `dtype`, accumulated
+    in float32 and rounded once (as `common.model.product` when sampling)."""
+    lead = x.shape[:x.ndim - contract]
+    out = products.packed_matmul(x.reshape(math.prod(lead), -1), panels, math.prod(out_shape))
+    return out.reshape(*lead, *out_shape).astype(dtype)
+
+
+def head_logits(model, packed: dict, hidden: jax.Array) -> jax.Array:
+    """hidden [..., d] -> float32 logits [..., V] on the packed head."""
+    return packed_product(hidden, packed["head"], 1, (model.config.vocab_size,), jnp.float32)
+
+
+def cached_forward(model, packed: dict, tokens: jax.Array, cache: KVCache, *, prefill: bool, attend_cached,
+                   layer_kernel: bool) -> tuple[jax.Array, KVCache]:
+    """tokens [B, T] under `cache` -> (final hidden [B, T, d], the cache with the T slots written), as
+    `model.forward(tokens, cache=cache, return_hidden=True, prefill=prefill)`. attend_cached: the backend's
+    attention under a cache; layer_kernel: a decode step's layers as one kernel call each (where the kernel
+    takes the dtype and head size)."""
+    cfg, dtype = model.config, model.dtype
+    B, T = tokens.shape
+    positions, visibility = cache.placement(T, prefill)
+    cos, sin = rope_cos_sin(positions, cfg.head_dim, cfg.rope_theta)
+    x = embedding.take_rows(model.embedding[...], tokens).astype(dtype)
+    one_call = (layer_kernel and T == 1 and not prefill and dtype.name in layer.DTYPES
+                and cache.k[0].dtype == dtype and cfg.head_dim <= layer.MAX_HEAD_DIM)
+    mask = visibility.mask()[:, 0] if one_call else None
+    new_k, new_v = [], []
+    for i, block in enumerate(model.layers):
+        weights = packed["layers"][i]
+        if one_call:
+            attn = block.attn
+            bias = (attn.qkv_bias[...] if attn.use_bias
+                    else jnp.zeros(attn.qkv_kernel.shape[1:], attn.qkv_kernel.dtype))
+            out, k, v = layer.decode_layer(
+                x[:, 0], block.attn_norm[...], bias, block.mlp_norm[...], weights, cos[:, 0], sin[:, 0],
+                cache.k[i], cache.v[i], cache.index, mask, eps=block.eps, intermediate=cfg.intermediate_size)
+            x = out[:, None]
+        else:
+            x, (k, v) = _layer(block, weights, x, cos, sin, visibility, (cache.k[i], cache.v[i]), cache.index,
+                               dtype, attend_cached, prefill)
+        new_k.append(k)
+        new_v.append(v)
+    x = rms_norm(x, model.final_norm[...], cfg.rms_norm_eps)
+    return x, KVCache(k=new_k, v=new_v, index=cache.index + T, start=cache.start, prefix=cache.prefix)
+
+
+def _layer(block, weights: dict, x, cos, sin, visibility, layer_cache, index, dtype, attend_cached, prefill):
+    """One `common.model.Block` under a cache, op by op on packed weights."""
+    attn = block.attn
+    K, parts, h = attn.qkv_kernel.shape[1:]
+    G = parts - 2
+    qkv = packed_product(rms_norm(x, block.attn_norm[...], block.eps), weights["qkv"], 1, (K, parts, h), dtype)
+    if attn.use_bias:
+        qkv = qkv + attn.qkv_bias[...].astype(dtype)
+    B, T = x.shape[:2]
+    q = apply_rope(qkv[:, :, :, :G].reshape(B, T, K * G, h), cos, sin)
+    k, v = apply_rope(qkv[:, :, :, G], cos, sin), qkv[:, :, :, G + 1]
+    k_cache, v_cache = write_slots(layer_cache[0], k, index), write_slots(layer_cache[1], v, index)
+    if not prefill:
+        k, v = k_cache, v_cache
+    out = attend_cached(q, k.astype(dtype), v.astype(dtype), visibility)
+    x = x + packed_product(out.astype(dtype), weights["o"], 2, (x.shape[-1],), dtype)
+    gate_up = packed_product(rms_norm(x, block.mlp_norm[...], block.eps), weights["gate_up"], 1,
+                             (2, block.mlp.down_kernel.shape[0]), dtype)
+    hidden = swiglu(gate_up[:, :, 0], gate_up[:, :, 1])
+    x = x + packed_product(hidden, weights["down"], 1, (x.shape[-1],), dtype)
+    return x, (k_cache, v_cache)
