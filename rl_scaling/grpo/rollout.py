@@ -1,4 +1,5 @@
-"""Rollouts: G samples per prompt through the shared sampler, packed into training arrays.
+"""Rollouts: G samples per prompt through a `common.rollout.Rollout` (the shared sampler), packed into training
+arrays.
 
 Packing layout, per sequence i (N = prompts x G): [left pad | prompt | response | right pad] in a
 [N, P + R] token array; `start[i]` is the first prompt slot; the response occupies slots P..P+len-1.
@@ -12,7 +13,7 @@ import dataclasses
 
 import numpy as np
 
-from common.sampler import Sampler
+from common.rollout import Rollout
 
 
 @dataclasses.dataclass
@@ -26,11 +27,13 @@ class Rollouts:
     group_size: int
 
 
-def sample_rollouts(sampler: Sampler, prompt_ids: list[list[int]], *, group_size: int, max_new_tokens: int,
-                    temperature: float, top_p: float, top_k: int, seed: int, stop_token_ids) -> Rollouts:
+def sample_rollouts(rollout: Rollout, params, prompt_ids: list[list[int]], *, group_size: int,
+                    max_new_tokens: int, temperature: float, top_p: float, top_k: int, seed: int,
+                    stop_token_ids) -> Rollouts:
+    """G completions of each prompt under the policy's `params`."""
     repeated = [p for p in prompt_ids for _ in range(group_size)]
-    out = sampler.sample(repeated, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k,
-                         top_p=top_p, seed=seed, stop_token_ids=stop_token_ids)
+    out = rollout.generate(params, repeated, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k,
+                           top_p=top_p, seed=seed, stop_token_ids=stop_token_ids)
     truncated = np.array([r == "length" for r in out.finish_reasons])
     return Rollouts(repeated, out.token_ids, out.logprobs, truncated, group_size)
 

@@ -9,12 +9,10 @@ import jax
 import numpy as np
 from flax import nnx
 
-from jax.sharding import NamedSharding, PartitionSpec
-
 from common import load_pretrained
 from common.config import get_preset
+from common.attention import select_backend
 from common.model import Decoder
-from common.sampler import Sampler
 from common.sharding import make_mesh, named_sharding
 from common.tokenizer import char_tokenizer
 from rl_scaling.data import (DATASETS, Problem, curriculum_order, heldout_split, load_problems, load_table,
@@ -28,19 +26,10 @@ def build_mesh(cfg):
     return make_mesh(shape)
 
 
-class HostGatheringSampler(Sampler):
-    """A Sampler whose programs return their outputs replicated when the mesh spans several processes:
-    a batch-sharded result would live partly on other hosts' devices, and every host needs all rollouts."""
-
-    def _output_sharding(self):
-        if self.mesh is None or jax.process_count() == 1:
-            return None
-        return NamedSharding(self.mesh, PartitionSpec())
-
-
 def build_policy(cfg, mesh):
-    """(model, tokenizer) as the config says."""
+    """(model, tokenizer) as the config says; model.attention picks the attention backend (`common.attention`)."""
     m = cfg.model
+    attention = m.get("attention", "auto")
     tokenizer = None
     if m.tokenizer.startswith("char"):  # "char" or "char:<alphabet>"
         tokenizer = char_tokenizer(m.tokenizer[5:]) if m.tokenizer.startswith("char:") else char_tokenizer()
@@ -50,13 +39,15 @@ def build_policy(cfg, mesh):
         model_cfg = get_preset(m.preset)
         if tokenizer is not None:  # a random model takes its vocabulary size from its tokenizer
             model_cfg = model_cfg.replace(vocab_size=len(tokenizer))
-        model = Decoder(model_cfg, dtype=m.dtype, param_dtype=m.param_dtype, rngs=nnx.Rngs(cfg.seed))
+        model = Decoder(model_cfg, dtype=m.dtype, param_dtype=m.param_dtype, rngs=nnx.Rngs(cfg.seed),
+                        attention=select_backend(attention, mesh=mesh))
         if mesh is not None:
             for _, var in nnx.to_flat_state(nnx.state(model, nnx.Param)):
                 sharding = named_sharding(mesh, var.get_metadata()["logical_axes"], var.shape)
                 var[...] = jax.device_put(var[...], sharding)
     elif m.init == "pretrained":
-        model, own_tokenizer = load_pretrained(m.path, dtype=m.dtype, param_dtype=m.param_dtype, mesh=mesh)
+        model, own_tokenizer = load_pretrained(m.path, dtype=m.dtype, param_dtype=m.param_dtype, mesh=mesh,
+                                               attention=attention)
         tokenizer = tokenizer or own_tokenizer
     else:
         raise KeyError(f"unknown model.init {m.init!r}; known: pretrained, random")

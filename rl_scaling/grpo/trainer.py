@@ -21,6 +21,8 @@ from tqdm.auto import tqdm
 
 from common.distributed import global_batch, initialize, is_main_process, to_host
 from common.metrics_writer import MetricsWriter, read_metrics
+from common.rollout import Rollout
+from common.sampler import Sampler
 from common.tokenizer import end_token_ids
 from rl_scaling.accounting import ComputeLedger, non_embedding_params, step_compute
 from rl_scaling.data import PromptStream
@@ -28,7 +30,7 @@ from rl_scaling.evaluation import pass_at_1
 from rl_scaling.grpo.advantages import group_advantages, zero_variance_group_fraction
 from rl_scaling.grpo.checkpoints import latest_step_dir, restore_trainer_checkpoint, save_trainer_checkpoint
 from rl_scaling.grpo.rollout import pack_rollouts, sample_rollouts
-from rl_scaling.grpo.setup import (HostGatheringSampler, build_mesh, build_policy, check_mesh_preset, encode_prompts,
+from rl_scaling.grpo.setup import (build_mesh, build_policy, check_mesh_preset, encode_prompts,
                                    load_downstream_sets, load_pool, split_train_heldout)
 from rl_scaling.grpo.train_step import LossConfig, make_logprob_fn, make_optimizer, make_update_fn
 from rl_scaling.rewards import compute_rewards
@@ -75,9 +77,9 @@ class GRPOTrainer:
                       + [ids for s in self.downstream_sets.values() for ids in s.prompt_ids])
         self.max_new = g.max_response_len
         self.eval_max_new = cfg.eval.max_new_tokens or g.max_response_len
-        self.sampler = HostGatheringSampler(model, mesh=self.mesh, pad_id=self.pad_id,
-                                            max_cache_length=longest + max(self.max_new, self.eval_max_new),
-                                            adaptive_prefill=bool(g.get("adaptive_prefill", False)))
+        self.rollout: Rollout = Sampler(model, mesh=self.mesh, pad_id=self.pad_id,
+                                        max_cache_length=longest + max(self.max_new, self.eval_max_new),
+                                        adaptive_prefill=bool(g.get("adaptive_prefill", False)))
         updates_per_step = g.prompts_per_step // g.mini_batch_prompts
         o = cfg.optim
         self.optimizer = make_optimizer(o.lr, o.weight_decay, o.grad_clip, schedule=o.schedule,
@@ -139,9 +141,8 @@ class GRPOTrainer:
     # ---- evaluation -------------------------------------------------------------------------------
     def _pass_at_1(self, prompt_set, seed_stream: int) -> float:
         """pass@1 of the current policy on a prompt set, with the eval config's sampling."""
-        self.sampler.state = self.params
         e = self.cfg.eval
-        return pass_at_1(self.sampler, self.tokenizer, prompt_set.prompt_ids,
+        return pass_at_1(self.rollout, self.params, self.tokenizer, prompt_set.prompt_ids,
                          [p.reference for p in prompt_set.problems], num_samples=e.num_samples,
                          temperature=e.temperature, max_new_tokens=self.eval_max_new,
                          seed=step_seed(self.cfg.seed + seed_stream, self.step),
@@ -170,8 +171,8 @@ class GRPOTrainer:
         prompt_ids = [self.ids_of[p.id] for p in problems]
 
         t = time.perf_counter()
-        self.sampler.state = self.params
-        rollouts = sample_rollouts(self.sampler, prompt_ids, group_size=g.group_size, max_new_tokens=self.max_new,
+        rollouts = sample_rollouts(self.rollout, self.params, prompt_ids, group_size=g.group_size,
+                                   max_new_tokens=self.max_new,
                                    temperature=g.temperature, top_p=g.top_p, top_k=g.top_k,
                                    seed=step_seed(self.cfg.seed, self.step),
                                    stop_token_ids=end_token_ids(self.tokenizer))
