@@ -4,7 +4,8 @@ Backend sub-configs (`backend`, `judge_backend`):
   kind: "scripted" (demo policy, no model), "jax" (common.generate), "openai" (HTTP endpoint);
         judge_backend.kind may also be "same" (reuse the agents' backend).
   scripted: policy ("demo"), delay_s (seconds per request, to simulate a slow model).
-  jax: model_path (HF dir, GGUF file or orbax checkpoint dir), dtype, max_batch.
+  jax: model_path (HF dir, GGUF file or orbax checkpoint dir), dtype, max_batch, attention (the attention
+       backend, common.attention: "auto", "xla", or an installed plugin such as "cpu").
   openai: model, base_url, api_key (empty -> OPENAI_BASE_URL / OPENAI_API_KEY), timeout_s,
           max_retries, backoff_s, concurrency. api_key is never written to results.
 """
@@ -17,7 +18,7 @@ import ml_collections
 def backend_config(kind: str = "scripted") -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(dict(
         kind=kind, policy="demo", delay_s=0.0,
-        model_path="", dtype="float32", max_batch=64,
+        model_path="", dtype="float32", max_batch=64, attention="auto",
         model="", base_url="", api_key="", timeout_s=60.0, max_retries=4, backoff_s=1.0, concurrency=8,
     ))
 

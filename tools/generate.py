@@ -28,6 +28,7 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--n", type=int, default=1, help="samples per prompt")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    p.add_argument("--attention", default="auto", help="attention backend (common.attention): auto, xla, cpu, ...")
     p.add_argument("--logprobs", action="store_true", help="print each generated token's log-probability")
     args = p.parse_args(argv)
     if not args.prompt and args.chat is None:
@@ -44,7 +45,7 @@ def main(argv=None) -> int:
     enable_compilation_cache()
 
     t = time.perf_counter()
-    model, tokenizer = load_pretrained(args.model, dtype=args.dtype)
+    model, tokenizer = load_pretrained(args.model, dtype=args.dtype, attention=args.attention)
     print(f"[loaded {args.model} in {time.perf_counter() - t:.1f}s]", file=sys.stderr)
     sample = dict(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
                   top_p=args.top_p)

@@ -47,11 +47,12 @@ class JaxBackend(ChatBackend):
         self.generate_calls = 0  # how many sampler calls were made (for tests and logs)
 
     @classmethod
-    def from_pretrained(cls, path: str, dtype: str = "float32", **kwargs) -> "JaxBackend":
-        """Loads an HF directory, a GGUF file or an orbax checkpoint directory via `common`."""
+    def from_pretrained(cls, path: str, dtype: str = "float32", attention: str = "auto", **kwargs) -> "JaxBackend":
+        """Loads an HF directory, a GGUF file or an orbax checkpoint directory via `common`; `attention`: the
+        attention backend (`common.attention.select_backend`)."""
         from common import load_pretrained
 
-        model, tokenizer = load_pretrained(path, dtype=dtype, mesh=None)
+        model, tokenizer = load_pretrained(path, dtype=dtype, mesh=None, attention=attention)
         return cls(model, tokenizer, name=kwargs.pop("name", f"jax:{path}"), **kwargs)
 
     def complete_batch(self, requests: Sequence[ChatRequest]) -> list[ChatResult]:

@@ -30,6 +30,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.model.dtype = "float32"  # compute dtype
     c.model.param_dtype = "float32"
     c.model.remat = False  # recompute activations in the backward pass (saves memory)
+    c.model.attention = "auto"  # attention backend (common.attention): "auto", "xla", or a plugin such as "cpu"
 
     c.mesh = ml_collections.ConfigDict({"data": 1, "fsdp": -1, "tensor": 1})
 

@@ -29,7 +29,7 @@ def build_mesh(cfg):
 def build_policy(cfg, mesh):
     """(model, tokenizer) as the config says; model.attention picks the attention backend (`common.attention`)."""
     m = cfg.model
-    attention = m.get("attention", "auto")
+    attention = m.attention
     tokenizer = None
     if m.tokenizer.startswith("char"):  # "char" or "char:<alphabet>"
         tokenizer = char_tokenizer(m.tokenizer[5:]) if m.tokenizer.startswith("char:") else char_tokenizer()

@@ -1,8 +1,11 @@
 """tools/bench_common.py: the machine line every benchmark table starts with names the CPU and its matrix units."""
 
 import os
+from pathlib import Path
 
-from tools.bench_common import machine
+from tests.load_file import load_module
+
+machine = load_module(Path(__file__).resolve().parents[2] / "tools" / "bench_common.py", "bench_common").machine
 
 AMD = """processor\t: 0
 vendor_id\t: AuthenticAMD
