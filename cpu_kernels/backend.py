@@ -12,6 +12,7 @@ AVX-512 BF16 and a C++ compiler); asked for by name under a mesh of several devi
 
 from __future__ import annotations
 
+import functools
 import warnings
 
 import jax
@@ -23,6 +24,14 @@ from cpu_kernels import attention, build, forward, products
 # Most rows a sampler call runs on the packed weights: the kernels measured faster than XLA's products at
 # every batch from 1 to 128, in both dtypes, counting the packing (docs/benchmarks.md); more was not measured.
 MAX_ROWS = 128
+
+
+@functools.lru_cache(maxsize=8)
+def _packer(graphdef):
+    """`forward.pack_weights` jitted for one decoder structure: traced once, not once per parameter version."""
+    from flax import nnx
+
+    return jax.jit(lambda state: forward.pack_weights(nnx.merge(graphdef, state)))
 
 
 def _one_device(mesh) -> bool:
@@ -71,7 +80,7 @@ class CpuKernels(XlaAttention):
             warnings.warn("not enough free memory for a packed copy of the weights: sampling with XLA's products "
                           "(slower on the CPU)", RuntimeWarning, stacklevel=3)
             return None
-        return jax.jit(lambda s: forward.pack_weights(nnx.merge(graphdef, s)))(state)
+        return _packer(graphdef)(state)
 
     def cached_forward(self, model, prepared, tokens, cache, *, prefill=False):
         if prepared is None:

@@ -45,7 +45,7 @@ def step_programs(model, batch: int, steps: int, prompt_len: int = 64):
 
     vocab = model.config.vocab_size
     prompt = jnp.asarray(np.random.default_rng(0).integers(vocab // 10, vocab // 2, (batch, prompt_len)), jnp.int32)
-    programs = {}  # each returns the last step's tokens
+    programs, own = {}, model.backend  # each returns the last step's tokens
     for way, backend in ways().items():
         model.backend = backend
         graphdef, state = nnx.split(model)
@@ -73,6 +73,7 @@ def step_programs(model, batch: int, steps: int, prompt_len: int = 64):
         run(state, prepared, *args).block_until_ready()  # compiled here
         programs[way] = lambda run=run, state=state, prepared=prepared, args=args: np.asarray(
             run(state, prepared, *args))
+    model.backend = own
     return programs
 
 

@@ -38,7 +38,3 @@ class XlaAttention(AttentionBackend):
 
     def attend_cached(self, q, k, v, visibility: Visibility):
         return reference_attention(q, k, v, visibility.mask(), accumulate_f32=True)
-
-    @classmethod
-    def suits(cls, platform, mesh) -> bool:
-        return True
