@@ -2,7 +2,8 @@
 
 ``mask`` ``[B, T]`` is 1 on response tokens that count and 0 elsewhere (prompt, padding, and any
 completion the caller chose to drop, e.g. truncated ones). A sequence with no counted token is left
-out of every mean and never produces NaN; if no token counts at all the loss is 0.
+out of every mean and never produces NaN; if no token counts at all the loss is 0. Uncounted slots are
+selected away (``where``), not multiplied by 0, so a NaN or inf there never reaches the sum or its gradient.
 
 - ``token-mean``: sum over all counted tokens / number of counted tokens in the mini-batch. Long
   responses weigh more (the RL scaling study, DAPO).
@@ -31,6 +32,11 @@ def _check(loss_tok: Array, mask: Array) -> None:
         )
 
 
+def _counted_terms(loss_tok: Array, mask: Array) -> Array:
+    """loss·mask where mask > 0 and exactly 0 elsewhere, ``[B, T]`` (0 · inf would be NaN)."""
+    return jnp.where(mask > 0, loss_tok * mask, jnp.zeros((), loss_tok.dtype))
+
+
 def _counted_sequences(mask: Array) -> Array:
     """Number of sequences with at least one counted token (scalar float, >= 1 to avoid 0/0)."""
     has_tokens = (jnp.sum(mask, axis=1) > 0).astype(jnp.float32)
@@ -41,14 +47,14 @@ def token_mean(loss_tok: Array, mask: Array, max_response_len: Optional[int] = N
     """Σ_bt loss·mask / Σ_bt mask, a scalar. ``max_response_len`` is unused."""
     _check(loss_tok, mask)
     mask = mask.astype(loss_tok.dtype)
-    return jnp.sum(loss_tok * mask) / jnp.maximum(jnp.sum(mask), 1.0)
+    return jnp.sum(_counted_terms(loss_tok, mask)) / jnp.maximum(jnp.sum(mask), 1.0)
 
 
 def seq_mean_token_mean(loss_tok: Array, mask: Array, max_response_len: Optional[int] = None) -> Array:
     """mean over non-empty sequences of (Σ_t loss·mask / Σ_t mask), a scalar."""
     _check(loss_tok, mask)
     mask = mask.astype(loss_tok.dtype)
-    per_seq = jnp.sum(loss_tok * mask, axis=1) / jnp.maximum(jnp.sum(mask, axis=1), 1.0)
+    per_seq = jnp.sum(_counted_terms(loss_tok, mask), axis=1) / jnp.maximum(jnp.sum(mask, axis=1), 1.0)
     return jnp.sum(per_seq) / _counted_sequences(mask)
 
 
@@ -65,7 +71,7 @@ def seq_mean_token_sum_norm(
     if norm <= 0:
         raise ValueError(f"max_response_len must be positive, got {max_response_len}")
     mask = mask.astype(loss_tok.dtype)
-    per_seq = jnp.sum(loss_tok * mask, axis=1) / norm
+    per_seq = jnp.sum(_counted_terms(loss_tok, mask), axis=1) / norm
     return jnp.sum(per_seq) / _counted_sequences(mask)
 
 

@@ -11,7 +11,9 @@ were sampled from the (old) policy, so each is an estimate of KL(pi || pi_ref); 
   (the "low-variance" estimator of GRPO and the RL scaling study)
 
 No clamping is applied (verl clamps k3 to [-10, 10]); with fp32 log-probs exp overflows only when
-the reference is ~88 nats more likely than the policy on a token.
+the reference is ~88 nats more likely than the policy on a token. The estimators see every slot they are
+given: ``grpo_loss`` replaces uncounted (padding) slots by 0 before calling them, so padding never
+overflows.
 """
 
 from __future__ import annotations
