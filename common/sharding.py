@@ -5,7 +5,9 @@ Parameters and activations are annotated with logical names (`embed`, `heads`, `
 parallelism of a run is an edit of that table or of the mesh shape — never of model code.
 
 A mesh axis is dropped from a dimension it does not divide (SmolLM2's 9 heads on tensor=2, Qwen2.5's 2
-KV heads on tensor=4): that dimension is then replicated over that axis instead of failing to compile.
+KV heads on tensor=4): that dimension is then replicated over that axis instead of failing to compile, and
+a `ShardingDropWarning` says so once per (logical axes, shape, mesh): a dropped `batch` axis means every
+device of that axis computes the same sequences.
 The fused q/k/v kernel is split over `kv_heads` (each shard holds whole groups: a kv head with its query
 heads), so where tensor does not divide the kv heads the query projection is replicated too;
 `common/mesh_presets.py` picks tensor degrees that divide both head counts.
@@ -14,6 +16,7 @@ heads), so where tensor does not divide the kv heads the query projection is rep
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Sequence
 
 import jax
@@ -75,18 +78,42 @@ def make_mesh(shape: dict[str, int] | None = None, devices: Sequence[jax.Device]
     return Mesh(device_grid, MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES))
 
 
+class ShardingDropWarning(UserWarning):
+    """A mesh axis was dropped from a dimension it does not divide: that dimension is replicated over it."""
+
+
+_warned: set[tuple] = set()  # (logical axes, shape, mesh sizes) already warned about
+
+
+def _warn_dropped(logical_axes, shape, mesh, dropped: list[tuple[str, str, int]]) -> None:
+    """One warning per (logical axes, shape, mesh sizes): which mesh axes a dimension could not be split over."""
+    key = (tuple(logical_axes), tuple(shape), tuple(sorted(dict(mesh.shape).items())))
+    if key in _warned:
+        return
+    _warned.add(key)
+    what = "; ".join(f"{name!r} ({size}) not split over mesh axis {axis!r} ({mesh.shape[axis]})"
+                     for name, axis, size in dropped)
+    warnings.warn(f"array with logical axes {tuple(logical_axes)} and shape {tuple(shape)}: {what}, so it is "
+                  "replicated over that axis" + (" and every device on it computes the same rows"
+                                                 if any(name == "batch" for name, _, _ in dropped) else ""),
+                  ShardingDropWarning, stacklevel=3)
+
+
 def logical_to_spec(
     logical_axes: Sequence[str | None],
     shape: Sequence[int] | None = None,
     mesh: Mesh | None = None,
     rules: dict[str, tuple[str, ...] | None] = LOGICAL_RULES,
+    warn: bool = True,
 ) -> PartitionSpec:
     """PartitionSpec for an array whose dimensions carry `logical_axes`.
 
     With `shape` and `mesh`, mesh axes of size 1 are left out and a mesh axis that does not divide its
-    dimension is dropped (the dimension is replicated over it). A mesh axis is used at most once.
+    dimension is dropped (the dimension is replicated over it; `warn`: a `ShardingDropWarning`, once per
+    logical axes, shape and mesh). A mesh axis is used at most once.
     """
     used: set[str] = set()
+    dropped: list[tuple[str, str, int]] = []  # (logical name, mesh axis, dimension size)
     spec = []
     for i, name in enumerate(logical_axes):
         if name is None:
@@ -104,11 +131,14 @@ def logical_to_spec(
                 if n == 1:
                     continue
                 if shape is not None and shape[i] % (size * n):
+                    dropped.append((name, axis, shape[i]))
                     continue
                 size *= n
             axes.append(axis)
         used.update(axes)
         spec.append(tuple(axes) if len(axes) > 1 else (axes[0] if axes else None))
+    if dropped and warn:
+        _warn_dropped(logical_axes, shape, mesh, dropped)
     return PartitionSpec(*spec)
 
 
