@@ -61,6 +61,12 @@ def default_config() -> ml_collections.ConfigDict:
     c.grpo.kl_coef = 0.001
     c.grpo.kl_estimator = "k3"
     c.grpo.aggregation = "token-mean"
+    # The loss's optional guards (rl_scaling/grpo/policy_loss.py), off in the study's recipe:
+    c.grpo.dual_clip = 0.0  # c > 1 caps a negative-advantage token's loss at c·|A| (Ye et al. 2020; 3 is usual)
+    c.grpo.log_ratio_clamp = 0.0  # L > 0 clamps logp - old_logp to [-L, L] before exp (e.g. 20)
+    # Response positions whose float32 logits [micro-batch, chunk, vocab] are alive at once when log-probs
+    # are taken, forward and backward (rl_scaling/grpo/chunked_logprobs.py); 0 = all positions at once.
+    c.grpo.logprob_chunk = 512
     c.grpo.normalize_std = True
     c.grpo.mask_truncated = False
     c.grpo.old_logprobs = "recompute"  # "recompute" (a forward pass) | "sampler"

@@ -7,18 +7,25 @@ Shapes: M micro-batches of m sequences; tokens [M, m, P + R]; targets / mask / l
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from rl_scaling.grpo.logprobs import token_entropy, token_logprobs
+from rl_scaling.grpo.aggregation import token_mean
+from rl_scaling.grpo.chunked_logprobs import chunked_logprobs_and_entropy
 from rl_scaling.grpo.policy_loss import grpo_loss
+
+# Response positions whose logits [n, chunk, V] are alive at once (grpo.logprob_chunk; 0 = all R at once).
+DEFAULT_LOGPROB_CHUNK = 512
 
 
 @dataclasses.dataclass(frozen=True)
 class LossConfig:
+    """The loss and log-prob settings of the update step (config keys grpo.<name>; see `grpo_loss`)."""
+
     eps_low: float = 0.2
     eps_high: float = 0.2
     kl_coef: float = 0.001
@@ -26,25 +33,36 @@ class LossConfig:
     aggregation: str = "token-mean"
     max_response_len: int | None = None
     temperature: float = 1.0
+    dual_clip: float = 0.0  # c > 1 caps a negative-advantage token's loss at c·|A|; 0 = off
+    log_ratio_clamp: float = 0.0  # L > 0 clamps logp - old_logp to [-L, L] before exp; 0 = off
+    logprob_chunk: int = DEFAULT_LOGPROB_CHUNK
+
+    @classmethod
+    def from_config(cls, grpo) -> "LossConfig":
+        """From a config's `grpo` block; keys it lacks keep their defaults."""
+        names = [f.name for f in dataclasses.fields(cls)]
+        return cls(**{name: grpo[name] for name in names if name in grpo})
 
 
-def response_logprobs(model, tokens, start, targets, temperature: float, remat: bool = False):
+def response_logprobs(model, tokens, start, targets, temperature: float, remat: bool = False,
+                      chunk: int = DEFAULT_LOGPROB_CHUNK):
     """tokens [n, P + R], start [n], targets [n, R] -> (logp [n, R], entropy [n, R]) under
-    softmax(logits / temperature). Logits are computed for the R response positions only."""
+    softmax(logits / temperature). Logits are computed for the R response positions only, `chunk` positions
+    at a time (`chunked_logprobs_and_entropy`; 0 = all at once)."""
     R = targets.shape[1]
     P = tokens.shape[1] - R
     hidden, _ = model.forward(tokens[:, :-1], start=start, return_hidden=True, remat=remat)
-    logits = model.logits(hidden[:, P - 1:]) / temperature
-    return token_logprobs(logits, targets), token_entropy(logits)
+    head, tied = model.head()
+    return chunked_logprobs_and_entropy(hidden[:, P - 1:], head, tied, targets, temperature, chunk)
 
 
-def make_logprob_fn(graphdef, temperature: float):
+def make_logprob_fn(graphdef, temperature: float, chunk: int = DEFAULT_LOGPROB_CHUNK):
     """jit(params, tokens, start, targets) -> logp [n, R] (no gradient): old-policy and reference passes."""
 
     @jax.jit
     def logprob_fn(params, tokens, start, targets):
         model = nnx.merge(graphdef, params)
-        logp, _ = response_logprobs(model, tokens, start, targets, temperature)
+        logp, _ = response_logprobs(model, tokens, start, targets, temperature, chunk=chunk)
         return logp
 
     return logprob_fn
@@ -62,22 +80,25 @@ def micro_batch_weights(mask: jax.Array, aggregation: str) -> jax.Array:
 
 def make_update_fn(graphdef, optimizer: optax.GradientTransformation, loss_cfg: LossConfig, remat: bool = False):
     """jit(params, opt_state, batch) -> (params, opt_state, metrics). `batch` holds tokens, start, targets,
-    mask, advantages [M, m], old_logp and (if kl_coef > 0) ref_logp, each with a leading micro-batch axis."""
+    mask, advantages [M, m], old_logp and (if kl_coef > 0) ref_logp, each with a leading micro-batch axis.
+
+    `params` and `opt_state` are donated: the new ones take their buffers, so the old ones are deleted by the
+    call and must not be used after it (keep a copy, e.g. the KL reference, with `jnp.copy`)."""
 
     def micro_loss(params, micro):
         model = nnx.merge(graphdef, params)
         logp, entropy = response_logprobs(model, micro["tokens"], micro["start"], micro["targets"],
-                                          loss_cfg.temperature, remat)
+                                          loss_cfg.temperature, remat, loss_cfg.logprob_chunk)
         loss, metrics = grpo_loss(
             logp, micro["old_logp"], micro.get("ref_logp"), micro["advantages"], micro["mask"],
             eps_low=loss_cfg.eps_low, eps_high=loss_cfg.eps_high, kl_coef=loss_cfg.kl_coef,
             kl_estimator=loss_cfg.kl_estimator, aggregation=loss_cfg.aggregation,
-            max_response_len=loss_cfg.max_response_len)
-        counted = jnp.maximum(micro["mask"].sum(), 1.0)
-        metrics = dict(metrics, entropy=(entropy * micro["mask"]).sum() / counted)
+            max_response_len=loss_cfg.max_response_len, dual_clip=loss_cfg.dual_clip,
+            log_ratio_clamp=loss_cfg.log_ratio_clamp)
+        metrics = dict(metrics, entropy=token_mean(entropy, micro["mask"]))
         return loss, metrics
 
-    @jax.jit
+    @functools.partial(jax.jit, donate_argnums=(0, 1))
     def update_fn(params, opt_state, batch):
         weights = micro_batch_weights(batch["mask"], loss_cfg.aggregation)
         zero_grads = jax.tree.map(jnp.zeros_like, params)

@@ -63,7 +63,8 @@ def test_accumulated_update_equals_one_big_batch(aggregation):
     results = []
     for micro in (2, 8):
         mb = {k: jnp.asarray(v.reshape(-1, micro, *v.shape[1:])) for k, v in batch.items()}
-        new_params, _, metrics = update(params, optimizer.init(params), mb)
+        donated = jax.tree.map(jnp.copy, params)  # the update deletes its inputs; `params` is compared below
+        new_params, _, metrics = update(donated, optimizer.init(donated), mb)
         results.append((new_params, metrics))
     (p1, m1), (p2, m2) = results
     np.testing.assert_allclose(float(m1["loss"]), float(m2["loss"]), rtol=1e-5)
