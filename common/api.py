@@ -81,7 +81,7 @@ def load_pretrained(path: str | Path, dtype: str = "float32", mesh: Mesh | None 
         tokenizer = load_tokenizer(path)
     from common.vocab import fit_tokenizer
     tokenizer = fit_tokenizer(tokenizer, model.config.vocab_size, path)  # no id beyond the embedding
-    model.backend = select_backend(attention, mesh=mesh)
+    model.use_backend(select_backend(attention, mesh=mesh))
     if mesh is not None:
         _MESHES[model] = mesh
     return model, tokenizer

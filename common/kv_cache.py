@@ -2,7 +2,9 @@
 
 Layout: per layer, keys and values [B, S, K, h] (batch, slot, kv head, head dim) — the layout the k/v
 projections produce, `jax.nn.dot_product_attention` and cuDNN take (BTNH), and a paged cache splits into
-pages [pages, page, K, h]; writing one slot is a contiguous, in-place dynamic-update-slice.
+pages [pages, page, K, h]; writing one slot is a contiguous, in-place dynamic-update-slice. The layers'
+arrays are one stacked [L, B, S, K, h] array per k and v for a decoder that scans its layers (the scan
+carries it and writes layer i's slots in place), or a list of per-layer arrays for one that unrolls them.
 
 Sequences may be left-padded: `start[b]` is the slot of row b's first own token. The token in slot s has
 RoPE position s - start[b] and attends to slots start[b] <= s' <= s. A cache may also hold a prefix that
@@ -23,33 +25,56 @@ from common.sharding import constrain
 
 SLOT_AXIS = 1  # the slot axis of a layer's keys and values
 LAYER_AXES = ("batch", "cache_length", "act_kv_heads", None)  # logical axes of a layer's keys and values
+STACKED_AXES = ("layers", *LAYER_AXES)  # of every layer's keys (or values), stacked
 
 
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass
 class KVCache:
-    """k[i], v[i]: [B, S, K, h] for layer i. index: slots written so far (the same for every row: prompts
-    are left-padded); start: [B] slot of each row's first token after its shared prefix; prefix: [B] length
-    of the shared prefix in slots 0.. (0: none)."""
+    """k, v: [L, B, S, K, h] stacked, or lists of L per-layer [B, S, K, h] arrays (`per_layer`). index: slots
+    written so far (the same for every row: prompts are left-padded); start: [B] slot of each row's first
+    token after its shared prefix; prefix: [B] length of the shared prefix in slots 0.. (0: none)."""
 
-    k: list[jax.Array]
-    v: list[jax.Array]
+    k: jax.Array | list[jax.Array]
+    v: jax.Array | list[jax.Array]
     index: jax.Array  # int32 scalar
     start: jax.Array  # int32 [B]
     prefix: jax.Array  # int32 [B]
+
+    @property
+    def per_layer(self) -> bool:
+        """Whether k and v are lists of per-layer arrays (else one stacked array each)."""
+        return isinstance(self.k, (list, tuple))
 
     @property
     def max_length(self) -> int:
         return self.k[0].shape[SLOT_AXIS]
 
     @classmethod
-    def zeros(cls, config: ModelConfig, batch: int, max_length: int, dtype, start=None, prefix=None) -> "KVCache":
+    def zeros(cls, config: ModelConfig, batch: int, max_length: int, dtype, start=None, prefix=None,
+              stacked: bool = False) -> "KVCache":
         shape = (batch, max_length, config.num_kv_heads, config.head_dim)
-        zeros = lambda: constrain(jnp.zeros(shape, dtype), LAYER_AXES)
+        if stacked:
+            zeros = lambda: constrain(jnp.zeros((config.num_layers, *shape), dtype), STACKED_AXES)
+        else:
+            zeros = lambda: [constrain(jnp.zeros(shape, dtype), LAYER_AXES) for _ in range(config.num_layers)]
         start = jnp.zeros((batch,), jnp.int32) if start is None else jnp.asarray(start, jnp.int32)
         prefix = jnp.zeros((batch,), jnp.int32) if prefix is None else jnp.asarray(prefix, jnp.int32)
-        return cls(k=[zeros() for _ in range(config.num_layers)], v=[zeros() for _ in range(config.num_layers)],
-                   index=jnp.zeros((), jnp.int32), start=start, prefix=prefix)
+        return cls(k=zeros(), v=zeros(), index=jnp.zeros((), jnp.int32), start=start, prefix=prefix)
+
+    def slots(self, lo: int, hi: int, rows=slice(None)) -> tuple:
+        """Index of slots lo..hi-1 of `rows` in one of `stores`' arrays."""
+        return slots(lo, hi, rows) if self.per_layer else (slice(None), *slots(lo, hi, rows))
+
+    def stores(self) -> list[jax.Array]:
+        """The arrays that hold keys and values: per layer, or the two stacked ones."""
+        return [*self.k, *self.v] if self.per_layer else [self.k, self.v]
+
+    def with_stores(self, arrays, **changes) -> "KVCache":
+        """This cache holding `arrays` (as `stores` lists them) instead, with other fields `changes`d."""
+        half = len(arrays) // 2
+        k, v = (list(arrays[:half]), list(arrays[half:])) if self.per_layer else arrays
+        return dataclasses.replace(self, k=k, v=v, **changes)
 
     def placement(self, length: int, prefill: bool = False) -> tuple[jax.Array, Visibility]:
         """Where `length` new tokens go: (RoPE positions [B, T] int32, their `Visibility` over the cache, or over
@@ -69,9 +94,18 @@ def token_placement(index, length: int, start: jax.Array, prefix: jax.Array | No
     return positions, Visibility(query_slots=slots, start=start, prefix=prefix, key_length=key_length)
 
 
-def write_slots(layer_cache: jax.Array, new: jax.Array, index) -> jax.Array:
-    """layer_cache [B, S, K, h] with new [B, T, K, h] written at slots index..index+T-1, in the cache's dtype."""
-    return jax.lax.dynamic_update_slice(layer_cache, new.astype(layer_cache.dtype), (0, index, 0, 0))
+def write_slots(store: jax.Array, new: jax.Array, index, layer=None) -> jax.Array:
+    """store with new [B, T, K, h] written at slots index..index+T-1, in the store's dtype, in place: store is
+    a layer's [B, S, K, h] (layer None), or every layer's [L, B, S, K, h] and `layer` the one to write."""
+    new = new.astype(store.dtype)
+    if layer is None:
+        return jax.lax.dynamic_update_slice(store, new, (0, index, 0, 0))
+    return jax.lax.dynamic_update_slice(store, new[None], (layer, 0, index, 0, 0))
+
+
+def layer_slots(store: jax.Array, layer=None) -> jax.Array:
+    """A layer's keys or values [B, S, K, h] from `store` (as in `write_slots`)."""
+    return store if layer is None else jax.lax.dynamic_index_in_dim(store, layer, 0, keepdims=False)
 
 
 def slots(lo: int, hi: int, rows=slice(None)) -> tuple:

@@ -21,7 +21,7 @@ from flax import nnx
 
 from common.attention import AttentionBackend, Visibility, select_backend
 from common.config import ModelConfig
-from common.kv_cache import KVCache, token_placement, write_slots
+from common.kv_cache import KVCache, layer_slots, token_placement, write_slots
 from common.sharding import constrain
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16, "float64": jnp.float64}
@@ -35,7 +35,10 @@ def as_dtype(dtype: Any) -> jnp.dtype:
     return jnp.dtype(dtype)
 
 
-def _param(rngs: nnx.Rngs | None, shape, axes, dtype, init: str = "normal") -> nnx.Param:
+def _param(rngs: nnx.Rngs | None, shape, axes, dtype, init: str = "normal", layers: int | None = None) -> nnx.Param:
+    """A parameter of `shape` with logical `axes`; layers: stacked, one per layer, on a leading "layers" axis."""
+    if layers is not None:
+        shape, axes = (layers, *shape), ("layers", *axes)
     if init == "ones":
         value = jnp.ones(shape, dtype)
     elif init == "zeros":
@@ -107,20 +110,24 @@ class Attention(nnx.Module):
     slicing the fused output would hold it and its slices at once, which took 5 GiB more per device (66.3
     against 61.1 GiB) in the compiled GRPO update of Qwen2.5-7B (docs/memory_plan.md). The MLP does the same."""
 
-    def __init__(self, cfg: ModelConfig, param_dtype, rngs: nnx.Rngs):
+    def __init__(self, cfg: ModelConfig, param_dtype, rngs: nnx.Rngs, layers: int | None = None):
         d, H, K, h = cfg.hidden_size, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
         G = H // K
-        self.qkv_kernel = _param(rngs, (d, K, G + 2, h), ("embed", "kv_heads", None, "head_dim"), param_dtype)
-        self.o_kernel = _param(rngs, (H, h, d), ("heads", "head_dim", "embed"), param_dtype)
+        self.qkv_kernel = _param(rngs, (d, K, G + 2, h), ("embed", "kv_heads", None, "head_dim"), param_dtype,
+                                 layers=layers)
+        self.o_kernel = _param(rngs, (H, h, d), ("heads", "head_dim", "embed"), param_dtype, layers=layers)
         if cfg.attention_bias:
-            self.qkv_bias = _param(rngs, (K, G + 2, h), ("kv_heads", None, "head_dim"), param_dtype, "zeros")
+            self.qkv_bias = _param(rngs, (K, G + 2, h), ("kv_heads", None, "head_dim"), param_dtype, "zeros",
+                                   layers=layers)
         self.use_bias = cfg.attention_bias
 
     def __call__(self, x, cos, sin, visibility: Visibility, layer_cache, cache_index, dtype,
                  backend: AttentionBackend, attend_fresh_only=False):
-        """x [B, T, d] -> ([B, T, d], (k, v) the layer cache with the T slots written, or the fresh k, v
-        [B, T, K, h] without a cache).
+        """x [B, T, d] -> ([B, T, d], (k, v) the cache's stores with this layer's T slots written, or the fresh
+        k, v [B, T, K, h] without a cache).
 
+        layer_cache: None, or (k store, v store, layer): a layer's own [B, S, K, h] (layer None) or every
+        layer's [L, B, S, K, h] and this layer's index in it (`common.kv_cache.write_slots`).
         attend_fresh_only: attend to the T new keys only, not the whole cache (prefill of an empty cache:
         the same result, without scores over the empty slots)."""
         B, T, _ = x.shape
@@ -143,10 +150,10 @@ class Attention(nnx.Module):
             new_cache = (k, v)
             out = backend.attend(q, k, v, visibility)
         else:
-            k_cache, v_cache = layer_cache
-            new_cache = (write_slots(k_cache, k, cache_index), write_slots(v_cache, v, cache_index))
+            k_store, v_store, layer = layer_cache
+            new_cache = (write_slots(k_store, k, cache_index, layer), write_slots(v_store, v, cache_index, layer))
             if not attend_fresh_only:
-                k, v = new_cache
+                k, v = (layer_slots(store, layer) for store in new_cache)
             out = backend.attend_cached(q, k.astype(dtype), v.astype(dtype), visibility)
         out = product(out.astype(dtype), self.o_kernel[...].astype(dtype), 2, sampling)
         return out, new_cache
@@ -156,10 +163,10 @@ class MLP(nnx.Module):
     """SwiGLU with gate and up in one kernel [d, 2, F], then down [F, d]. As in `Attention`: one product for
     gate/up in a decode step, one per part over many tokens."""
 
-    def __init__(self, cfg: ModelConfig, param_dtype, rngs: nnx.Rngs):
+    def __init__(self, cfg: ModelConfig, param_dtype, rngs: nnx.Rngs, layers: int | None = None):
         d, F = cfg.hidden_size, cfg.intermediate_size
-        self.gate_up_kernel = _param(rngs, (d, 2, F), ("embed", None, "mlp"), param_dtype)
-        self.down_kernel = _param(rngs, (F, d), ("mlp", "embed"), param_dtype)
+        self.gate_up_kernel = _param(rngs, (d, 2, F), ("embed", None, "mlp"), param_dtype, layers=layers)
+        self.down_kernel = _param(rngs, (F, d), ("mlp", "embed"), param_dtype, layers=layers)
 
     def __call__(self, x, dtype, sampling=False):
         """sampling: as in `product`."""
@@ -174,11 +181,14 @@ class MLP(nnx.Module):
 
 
 class Block(nnx.Module):
-    def __init__(self, cfg: ModelConfig, param_dtype, rngs: nnx.Rngs):
-        self.attn_norm = _param(rngs, (cfg.hidden_size,), ("norm",), param_dtype, "ones")
-        self.attn = Attention(cfg, param_dtype, rngs)
-        self.mlp_norm = _param(rngs, (cfg.hidden_size,), ("norm",), param_dtype, "ones")
-        self.mlp = MLP(cfg, param_dtype, rngs)
+    """One decoder layer. layers=L: the parameters of L layers stacked on a leading axis (the decoder's
+    `layers`); a `Block` that runs holds one layer's (`Decoder.block`, or a slice inside the layer scan)."""
+
+    def __init__(self, cfg: ModelConfig, param_dtype, rngs: nnx.Rngs, layers: int | None = None):
+        self.attn_norm = _param(rngs, (cfg.hidden_size,), ("norm",), param_dtype, "ones", layers=layers)
+        self.attn = Attention(cfg, param_dtype, rngs, layers)
+        self.mlp_norm = _param(rngs, (cfg.hidden_size,), ("norm",), param_dtype, "ones", layers=layers)
+        self.mlp = MLP(cfg, param_dtype, rngs, layers)
         self.eps = cfg.rms_norm_eps
 
     def __call__(self, x, cos, sin, visibility, layer_cache, cache_index, dtype, backend, attend_fresh_only=False):
@@ -189,38 +199,83 @@ class Block(nnx.Module):
         return constrain(x, ("batch", "length", "act_embed")), new_cache
 
 
+REMAT_POLICIES = {
+    "full": jax.checkpoint_policies.nothing_saveable,  # recompute the whole layer in the backward pass
+    "dots": jax.checkpoint_policies.checkpoint_dots,  # keep every product's output, recompute the rest
+    "dots_no_batch": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,  # keep weight products only
+}
+
+
+def remat_policy(remat: bool | str | None):
+    """A `model.remat` setting -> the checkpoint policy of a layer in the backward pass, None for no remat:
+    False / "none" keep every activation; True / "full" recompute the layer; "dots", "dots_no_batch": keep
+    some products (`REMAT_POLICIES`)."""
+    if remat in (None, False, "none", ""):
+        return None
+    if remat is True:
+        remat = "full"
+    if remat not in REMAT_POLICIES:
+        raise ValueError(f"unknown remat policy {remat!r}; choose False/'none', True/'full' or one of "
+                         f"{sorted(REMAT_POLICIES)}")
+    return REMAT_POLICIES[remat]
+
+
 class Decoder(nnx.Module):
     """The causal LM. `model(tokens)` -> logits [B, T, V] float32 (no padding, no cache).
 
     `model.forward(tokens, start=..., cache=...)` is the general call used by the sampler and trainers.
     `attention`: the attention backend (`common.attention.select_backend`: a name, "auto" meaning no mesh,
     or a backend already selected for a mesh); `model.backend` holds it.
+
+    The layers' parameters are stacked, [L, ...] on a leading "layers" axis (`layers`, one `Block`), and
+    the forward pass runs them as one `jax.lax.scan` (scan_layers=True: one layer's program, compiled once,
+    whatever the depth) or as an unrolled loop over their slices (False: what a backend that runs its own
+    per-layer pass wants, `AttentionBackend.unrolled_layers`; None picks from the backend). Under a KV
+    cache the cache follows: one [L, B, S, K, h] array per k and v when scanning, a list of per-layer
+    arrays when unrolled (`new_cache`).
     """
 
     def __init__(self, config: ModelConfig, *, dtype="float32", param_dtype="float32",
-                 rngs: nnx.Rngs | None = None, attention: str | AttentionBackend = "xla"):
+                 rngs: nnx.Rngs | None = None, attention: str | AttentionBackend = "xla",
+                 scan_layers: bool | None = None):
         rngs = rngs if rngs is not None else nnx.Rngs(0)
         self.config = config
         self.dtype = as_dtype(dtype)
-        self.backend = select_backend(attention)
+        self.use_backend(attention, scan_layers)
         pdt = as_dtype(param_dtype)
         self.embedding = _param(rngs, (config.vocab_size, config.hidden_size), ("vocab", "embed"), pdt)
-        self.layers = nnx.List([Block(config, pdt, rngs) for _ in range(config.num_layers)])
+        self.layers = Block(config, pdt, rngs, layers=config.num_layers)
         self.final_norm = _param(rngs, (config.hidden_size,), ("norm",), pdt, "ones")
         if not config.tie_embeddings:
             self.lm_head = _param(rngs, (config.hidden_size, config.vocab_size), ("embed", "vocab"), pdt)
+
+    def use_backend(self, attention: str | AttentionBackend, scan_layers: bool | None = None) -> None:
+        """Runs attention on `attention` (as in the constructor) from now on; scan_layers None: as it wants."""
+        self.backend = select_backend(attention)
+        self.scan_layers = (not self.backend.unrolled_layers) if scan_layers is None else bool(scan_layers)
 
     def __call__(self, tokens: jax.Array) -> jax.Array:
         logits, _ = self.forward(jnp.asarray(tokens, jnp.int32))
         return logits
 
+    def block(self, i: int) -> Block:
+        """Layer i as a `Block` of its own (its slice of the stacked parameters)."""
+        graphdef, state = nnx.split(self.layers)
+        return nnx.merge(graphdef, jax.tree.map(lambda a: a[i], state))
+
+    def new_cache(self, batch: int, max_length: int, start=None, prefix=None) -> KVCache:
+        """An empty KV cache for this decoder: compute dtype, stacked when the layers scan."""
+        return KVCache.zeros(self.config, batch, max_length, self.dtype, start=start, prefix=prefix,
+                             stacked=self.scan_layers)
+
     def forward(self, tokens: jax.Array, *, start: jax.Array | None = None, cache: KVCache | None = None,
-                return_hidden: bool = False, remat: bool = False, prefill: bool = False):
+                return_hidden: bool = False, remat: bool | str = False, prefill: bool = False):
         """tokens [B, T] int32 -> (logits [B, T, V] float32 | final hidden [B, T, d], new cache | None).
 
         Without a cache the tokens occupy slots 0..T-1; with one they are written at slots
         cache.index..cache.index+T-1 and cache.start replaces `start`. `start` [B]: first real slot.
         prefill=True promises an empty cache (index 0, no prefix): attention then spans the T new slots only.
+        remat: the backward pass's recomputation of each layer (`remat_policy`).
         """
         B, T = tokens.shape
         if cache is not None:
@@ -234,17 +289,42 @@ class Decoder(nnx.Module):
 
         x = jnp.take(self.embedding[...], tokens, axis=0).astype(self.dtype)
         x = constrain(x, ("batch", "length", "act_embed"))
-        new_k, new_v = [], []
-        for i, block in enumerate(self.layers):
-            layer_cache = (cache.k[i], cache.v[i]) if cache is not None else None
-            call = nnx.remat(Block.__call__, static_argnums=(7, 8, 9)) if remat else Block.__call__
-            x, (k, v) = call(block, x, cos, sin, visibility, layer_cache, index, self.dtype, self.backend, prefill)
-            new_k.append(k)
-            new_v.append(v)
+        graphdef, stacked = nnx.split(self.layers)
+
+        def layer(block_state, x, layer_cache):
+            block = nnx.merge(graphdef, block_state)
+            return block(x, cos, sin, visibility, layer_cache, index, self.dtype, self.backend, prefill)
+
+        policy = remat_policy(remat)
+        if policy is not None:
+            layer = jax.checkpoint(layer, policy=policy, prevent_cse=not self.scan_layers)
+        stores = None if cache is None else (cache.k, cache.v)
+        if self.scan_layers:
+            if cache is not None and cache.per_layer:
+                raise ValueError("a decoder that scans its layers takes a stacked cache (model.new_cache)")
+
+            def body(carry, xs):
+                x, stores = carry
+                block_state, i = xs
+                x, new = layer(block_state, x, None if stores is None else (*stores, i))
+                return (x, None if stores is None else new), None
+
+            layer_ids = jnp.arange(self.config.num_layers, dtype=jnp.int32)
+            (x, stores), _ = jax.lax.scan(body, (x, stores), (stacked, layer_ids))
+        else:
+            if cache is not None and not cache.per_layer:
+                raise ValueError("a decoder with unrolled layers takes a per-layer cache (model.new_cache)")
+            new_k, new_v = [], []
+            for i in range(self.config.num_layers):
+                block_state = jax.tree.map(lambda a: a[i], stacked)
+                x, (k, v) = layer(block_state, x, None if stores is None else (stores[0][i], stores[1][i], None))
+                new_k.append(k)
+                new_v.append(v)
+            stores = None if cache is None else (new_k, new_v)
         x = rms_norm(x, self.final_norm[...], self.config.rms_norm_eps)
         new_cache = None
         if cache is not None:
-            new_cache = KVCache(k=new_k, v=new_v, index=index + T, start=cache.start, prefix=cache.prefix)
+            new_cache = KVCache(k=stores[0], v=stores[1], index=index + T, start=cache.start, prefix=cache.prefix)
         if return_hidden:
             return x, new_cache
         return self.logits(x, sampling=cache is not None), new_cache

@@ -24,7 +24,7 @@ import numpy as np
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from common.kv_cache import KVCache, slots
+from common.kv_cache import KVCache
 from common.model import Decoder
 from common.prefill_plan import PrefillGroup, bucket, length_bucket, plan_prefill
 from common.rollout import Rollout, SampleOutput
@@ -53,7 +53,7 @@ def _prefill(model: Decoder, tokens, start, *, cache_length: int, prepared=None)
     """tokens [B, P] left-padded prompts, start [B] -> (cache of `cache_length` slots with the prompts in
     slots 0..P-1, the last position's logits [B, V]). prepared: the backend's, or None."""
     backend = model.backend
-    cache = KVCache.zeros(model.config, tokens.shape[0], cache_length, model.dtype, start=start)
+    cache = model.new_cache(tokens.shape[0], cache_length, start=start)
     hidden, cache = backend.cached_forward(model, prepared, tokens, cache, prefill=True)
     return cache, backend.logits(model, prepared, hidden[:, -1])
 
@@ -67,10 +67,11 @@ def _prefill_with_prefix(model: Decoder, prefix, tokens, start, *, cache_length:
         return _prefill(model, tokens, start, cache_length=cache_length, prepared=prepared)
     backend = model.backend
     one, _ = _prefill(model, prefix[None], jnp.zeros((1,), jnp.int32), cache_length=L, prepared=prepared)
-    cache = KVCache.zeros(model.config, B, cache_length, model.dtype, start=start, prefix=jnp.full((B,), L))
-    put = lambda big, part: big.at[slots(0, L)].set(jnp.broadcast_to(part, (B, *part.shape[1:])))
-    cache = dataclasses.replace(cache, k=[put(b, p) for b, p in zip(cache.k, one.k)],
-                                v=[put(b, p) for b, p in zip(cache.v, one.v)], index=jnp.int32(L))
+    cache = model.new_cache(B, cache_length, start=start, prefix=jnp.full((B,), L))
+    batch_axis = 0 if cache.per_layer else 1  # the row axis of a store
+    put = lambda big, part: big.at[cache.slots(0, L)].set(jnp.broadcast_to(part, big.shape[:batch_axis] + (B,)
+                                                                           + part.shape[batch_axis + 1:]))
+    cache = cache.with_stores([put(b, p) for b, p in zip(cache.stores(), one.stores())], index=jnp.int32(L))
     hidden, cache = backend.cached_forward(model, prepared, tokens, cache)
     return cache, backend.logits(model, prepared, hidden[:, -1])
 
@@ -87,11 +88,11 @@ def _prefill_group(model: Decoder, cache: KVCache, logits, prefix, tokens, start
 
     def put(big, part):  # the group's prefix slots, then its rests' slots, into its rows of the call
         part = part.astype(big.dtype)
-        big = big.at[slots(0, L, rows)].set(part[slots(0, L)], mode="drop")
-        return big.at[slots(prompt_length - T, prompt_length, rows)].set(part[slots(L, L + T)], mode="drop")
+        big = big.at[cache.slots(0, L, rows)].set(part[small.slots(0, L)], mode="drop")
+        return big.at[cache.slots(prompt_length - T, prompt_length, rows)].set(part[small.slots(L, L + T)],
+                                                                               mode="drop")
 
-    cache = dataclasses.replace(cache, k=[put(b, s) for b, s in zip(cache.k, small.k)],
-                                v=[put(b, s) for b, s in zip(cache.v, small.v)])
+    cache = cache.with_stores([put(b, s) for b, s in zip(cache.stores(), small.stores())])
     return cache, logits.at[rows].set(group_logits, mode="drop")
 
 
@@ -245,7 +246,7 @@ class Sampler(Rollout):
     def _empty_cache(self, batch: int, prompt_len: int, cache_length: int):
         """(start [B], prefix [B]) -> (zero cache with index prompt_len, zero logits [B, V])."""
         def empty(model, start, prefix):
-            cache = KVCache.zeros(model.config, batch, cache_length, model.dtype, start=start, prefix=prefix)
+            cache = model.new_cache(batch, cache_length, start=start, prefix=prefix)
             return (dataclasses.replace(cache, index=jnp.int32(prompt_len)),
                     jnp.zeros((batch, model.config.vocab_size), jnp.float32))
         return self._jit(("empty", batch, prompt_len, cache_length), empty)

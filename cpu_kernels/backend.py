@@ -43,6 +43,7 @@ class CpuKernels(XlaAttention):
     (tools/bench_decode_step.py compares the two)."""
 
     name = "cpu"
+    unrolled_layers = True  # its pass runs layer by layer on a per-layer cache (cpu_kernels.forward)
 
     def __init__(self, layer_kernel: bool = True):
         self.layer_kernel = layer_kernel

@@ -26,8 +26,9 @@ def pack_weights(model) -> dict:
         w = param[...].astype(model.dtype)
         return products.pack(w.reshape(math.prod(w.shape[:contract]), -1))
 
+    blocks = [model.block(i) for i in range(model.config.num_layers)]
     layers = [{"qkv": packed(b.attn.qkv_kernel), "o": packed(b.attn.o_kernel, 2),
-               "gate_up": packed(b.mlp.gate_up_kernel), "down": packed(b.mlp.down_kernel)} for b in model.layers]
+               "gate_up": packed(b.mlp.gate_up_kernel), "down": packed(b.mlp.down_kernel)} for b in blocks]
     head, tied = model.head()
     return {"layers": layers, "head": products.pack(head, transposed=tied)}
 
@@ -60,8 +61,10 @@ def cached_forward(model, packed: dict, tokens: jax.Array, cache: KVCache, *, pr
                 and cache.k[0].dtype == dtype and cfg.head_dim <= layer.MAX_HEAD_DIM)
     mask = visibility.mask()[:, 0] if one_call else None
     new_k, new_v = [], []
-    for i, block in enumerate(model.layers):
-        weights = packed["layers"][i]
+    if not cache.per_layer:
+        raise ValueError("the cpu backend's pass takes a per-layer cache (a decoder with scan_layers=False)")
+    for i in range(cfg.num_layers):
+        block, weights = model.block(i), packed["layers"][i]
         if one_call:
             attn = block.attn
             bias = (attn.qkv_bias[...] if attn.use_bias

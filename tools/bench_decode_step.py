@@ -41,19 +41,18 @@ def step_programs(model, batch: int, steps: int, prompt_len: int = 64):
     import jax.numpy as jnp
     from flax import nnx
 
-    from common.kv_cache import KVCache
 
     vocab = model.config.vocab_size
     prompt = jnp.asarray(np.random.default_rng(0).integers(vocab // 10, vocab // 2, (batch, prompt_len)), jnp.int32)
     programs, own = {}, model.backend  # each returns the last step's tokens
     for way, backend in ways().items():
-        model.backend = backend
+        model.use_backend(backend)
         graphdef, state = nnx.split(model)
         prepared = backend.prepare(model) if backend.uses_prepared(batch, model.dtype) else None
 
         def prefill(state, prepared, graphdef=graphdef, backend=backend):
             m = nnx.merge(graphdef, state)
-            cache = KVCache.zeros(m.config, batch, prompt_len + steps + 1, m.dtype)
+            cache = m.new_cache(batch, prompt_len + steps + 1)
             hidden, cache = backend.cached_forward(m, prepared, prompt, cache, prefill=True)
             logits = backend.logits(m, prepared, hidden[:, -1:])
             return jnp.argmax(logits, -1).astype(jnp.int32), cache
@@ -73,7 +72,7 @@ def step_programs(model, batch: int, steps: int, prompt_len: int = 64):
         run(state, prepared, *args).block_until_ready()  # compiled here
         programs[way] = lambda run=run, state=state, prepared=prepared, args=args: np.asarray(
             run(state, prepared, *args))
-    model.backend = own
+    model.use_backend(own)
     return programs
 
 

@@ -52,6 +52,9 @@ class AttentionBackend:
     hashable (they sit in the decoder's static structure)."""
 
     name: ClassVar[str]
+    # True: a decoder using this backend unrolls its layers (a Python loop, a KV cache per layer) instead of
+    # scanning them, because the backend's own pass (`cached_forward`) works layer by layer.
+    unrolled_layers: ClassVar[bool] = False
 
     # ---- attention ----------------------------------------------------------------------------------
 

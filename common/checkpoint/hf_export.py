@@ -10,7 +10,7 @@ import numpy as np
 from flax import nnx
 
 from common.checkpoint.hf_import import get_by_path
-from common.checkpoint.hf_mapping import expected_entries, hf_shape, part_shape, take_part, to_hf
+from common.checkpoint.hf_mapping import expected_entries, hf_shape, part_shape, stacked_path, take_part, to_hf
 from common.checkpoint.safetensors_io import write_safetensors
 from common.model import Decoder, as_dtype
 
@@ -35,18 +35,20 @@ def save_hf(model: Decoder, directory: str | Path, tokenizer=None, dtype: str | 
     # gathered once, not once per part.
     gathered: dict[str, np.ndarray] = {}
 
-    def host(path: str, var) -> np.ndarray:
-        if path not in gathered:
+    def host(path: str, var, layer: int | None) -> np.ndarray:  # a stacked parameter: one layer's row
+        if (path, layer) not in gathered:
             gathered.clear()
-            gathered[path] = _host_array(var[...])
-        return gathered[path]
+            gathered[path, layer] = _host_array(var[...] if layer is None else var[...][layer])
+        return gathered[path, layer]
 
     items = []
     for ours, hf_name, transform, part in expected_entries(config):
-        var = get_by_path(state, ours)
+        path, layer = stacked_path(ours)
+        var = get_by_path(state, path)
+        shape = tuple(var.shape) if layer is None else tuple(var.shape[1:])
         out_dtype = np.dtype(var[...].dtype if dtype is None else as_dtype(dtype))
-        produce = lambda o=ours, v=var, t=transform, p=part: to_hf(take_part(host(o, v), p), t)
-        items.append((hf_name, hf_shape(part_shape(tuple(var.shape), part), transform), out_dtype, produce))
+        produce = lambda o=path, v=var, i=layer, t=transform, p=part: to_hf(take_part(host(o, v, i), p), t)
+        items.append((hf_name, hf_shape(part_shape(shape, part), transform), out_dtype, produce))
 
     shards, current, size = [], [], 0
     for item in items:

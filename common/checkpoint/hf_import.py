@@ -12,7 +12,7 @@ from flax import nnx
 from jax.sharding import Mesh
 
 from common.checkpoint.hf_mapping import (PART_AXIS, expected_entries, hf_shape, is_ignored, part_range, part_shape,
-                                           to_ours)
+                                           stacked_path, to_ours)
 from common.checkpoint.safetensors_io import open_checkpoint_files
 from common.config import ModelConfig
 from common.model import Decoder, abstract_decoder, as_dtype
@@ -76,24 +76,39 @@ def load_hf_decoder(directory: str | Path, *, dtype="float32", param_dtype=None,
 
     abstract = abstract_decoder(config, dtype=dtype, param_dtype=param_dtype)
     graphdef, state = nnx.split(abstract)
-    parts_of: dict[str, list] = {}  # our path -> [(part, lazy view in our layout)]
+    parts_of: dict[str, dict] = {}  # our stacked path -> {layer (None outside the layers): [(part, lazy view)]}
     for ours, hf_name, transform, part in entries:
-        target_shape = part_shape(tuple(get_by_path(state, ours).shape), part)
+        path, layer = stacked_path(ours)
+        shape = tuple(get_by_path(state, path).shape)
+        target_shape = part_shape(shape if layer is None else shape[1:], part)
         found, wanted = files[hf_name].shape(hf_name), hf_shape(target_shape, transform)
         if found != wanted:
             raise ShapeMismatchError(
                 f"tensor {hf_name!r} has shape {found} in the checkpoint, but the config needs {wanted}")
-        parts_of.setdefault(ours, []).append((part, to_ours(files[hf_name].view(hf_name), transform, target_shape)))
-    for ours, parts in parts_of.items():
-        target = get_by_path(state, ours)
-        if parts[0][0] is None:
-            block = lambda idx, view=parts[0][1]: view[idx]
-        else:  # a fused parameter: its parts in their order along PART_AXIS
-            views = [v for p, v in sorted(parts, key=lambda pv: part_range(pv[0], tuple(target.shape)))]
-            block = lambda idx, views=views: _fused_block(views, idx)
+        view = to_ours(files[hf_name].view(hf_name), transform, target_shape)
+        parts_of.setdefault(path, {}).setdefault(layer, []).append((part, view))
+    for path, layers in parts_of.items():
+        target = get_by_path(state, path)
+        blocks = {layer: _param_block(parts) for layer, parts in layers.items()}
+        if None in blocks:
+            block = blocks[None]
+        else:  # stacked layers: a device's block is its rows' blocks, one per layer
+            block = lambda idx, blocks=blocks: np.stack([blocks[i](idx[1:])
+                                                         for i in range(len(blocks))[idx[0]]])
         value = place(block, tuple(target.shape), param_dtype, target.get_metadata()["logical_axes"], mesh)
-        set_by_path(state, ours, value)
+        set_by_path(state, path, value)
     return nnx.merge(graphdef, state)
+
+
+def _param_block(parts: list):
+    """idx -> the block `idx` of one (unstacked) parameter from its parts' lazy views [(part, view)]."""
+    if parts[0][0] is None:
+        return lambda idx, view=parts[0][1]: view[idx]
+    # a fused parameter: its parts in their order along PART_AXIS
+    whole = list(parts[0][1].shape)
+    whole[PART_AXIS] = sum(v.shape[PART_AXIS] for _, v in parts)
+    views = [v for p, v in sorted(parts, key=lambda pv: part_range(pv[0], tuple(whole)))]
+    return lambda idx, views=views: _fused_block(views, idx)
 
 
 def _fused_block(views: list, idx: tuple) -> np.ndarray:

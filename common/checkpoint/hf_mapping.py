@@ -123,6 +123,17 @@ def expected_entries(config: ModelConfig) -> list[tuple[str, str, str, str | Non
     return out
 
 
+def stacked_path(ours: str) -> tuple[str, int | None]:
+    """Our dotted path of one layer's parameter -> (the stacked parameter's path, the layer index);
+    (path, None) for a parameter outside the layers. The decoder stacks its layers' parameters on a
+    leading axis: "layers.3.attn.o_kernel" is row 3 of "layers.attn.o_kernel"."""
+    head, _, rest = ours.partition(".")
+    index, _, tail = rest.partition(".")
+    if head == "layers" and index.isdigit():
+        return f"layers.{tail}", int(index)
+    return ours, None
+
+
 def is_ignored(hf_name: str, config: ModelConfig) -> bool:
     if any(p.match(hf_name) for p in IGNORED_HF_TENSORS):
         return True

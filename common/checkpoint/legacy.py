@@ -1,17 +1,43 @@
-"""Checkpoints of the first layout (format `qrr-checkpoint-v1`, before 2026-11-25): q, k and v, and gate and
-up, were separate kernels. They restore into today's fused layout (`common.model`): each old kernel is read
-onto the mesh with its old sharding, then joined into the fused kernel with the new one."""
+"""Checkpoints of earlier layouts restore into today's (`common.model`):
+
+- `qrr-checkpoint-v2` (before 2026-12-06): one parameter tree per layer (`layers.{i}.…`); today's decoder
+  stacks the layers' parameters on a leading axis. Each layer is read onto the mesh, then stacked.
+- `qrr-checkpoint-v1` (before 2026-11-25): also q, k and v, and gate and up, were separate kernels. Each old
+  kernel is read onto the mesh with its old sharding, then joined into the fused kernel with the new one.
+"""
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-from jax.sharding import Mesh, SingleDeviceSharding
+from jax.sharding import Mesh, NamedSharding, PartitionSpec, SingleDeviceSharding
 
 from common.config import ModelConfig
 from common.sharding import named_sharding
 
 FORMAT_V1 = "qrr-checkpoint-v1"
+FORMAT_V2 = "qrr-checkpoint-v2"
+
+
+def per_layer_target(target: dict, config: ModelConfig) -> dict:
+    """Today's restore target (stacked layers: ShapeDtypeStructs [L, ...] with shardings) as v2's: one tree per
+    layer, each leaf a row's shape with the stacked sharding less its (never split) layer axis."""
+    def row(struct):
+        sharding = struct.sharding
+        if isinstance(sharding, NamedSharding):
+            sharding = NamedSharding(sharding.mesh, PartitionSpec(*tuple(sharding.spec)[1:]))
+        return jax.ShapeDtypeStruct(struct.shape[1:], struct.dtype, sharding=sharding)
+
+    layer = jax.tree.map(row, target["layers"])
+    return dict(target, layers={i: layer for i in range(config.num_layers)})
+
+
+def stack_layers(params: dict, target: dict) -> dict:
+    """v2 parameters (one tree per layer) -> today's, each stacked parameter placed as `target` says."""
+    layers = [params["layers"][i] for i in sorted(params["layers"])]
+    stacked = jax.tree.map(lambda struct, *rows: jax.device_put(jnp.stack(rows), struct.sharding),
+                           target["layers"], *layers)
+    return dict(params, layers=stacked)
 
 
 def _v1_layer_shapes(config: ModelConfig) -> dict[str, dict[str, tuple[tuple[int, ...], tuple]]]:
@@ -27,7 +53,7 @@ def _v1_layer_shapes(config: ModelConfig) -> dict[str, dict[str, tuple[tuple[int
 
 
 def v1_target(target: dict, config: ModelConfig, mesh: Mesh | None) -> dict:
-    """The restore target of a v1 checkpoint, from today's target (ShapeDtypeStructs with shardings)."""
+    """The restore target of a v1 checkpoint, from v2's (`per_layer_target`)."""
     shapes = _v1_layer_shapes(config)
     single = SingleDeviceSharding(jax.devices()[0])
     out = dict(target, layers={})
@@ -44,7 +70,7 @@ def v1_target(target: dict, config: ModelConfig, mesh: Mesh | None) -> dict:
 
 
 def fuse_v1(params: dict, target: dict, config: ModelConfig) -> dict:
-    """v1 parameters -> today's layout, each fused kernel placed with its sharding in `target`."""
+    """v1 parameters -> v2's layout, each fused kernel placed with its sharding in `target` (v2's)."""
     K, G, h = config.num_kv_heads, config.num_heads // config.num_kv_heads, config.head_dim
     out = dict(params, layers={})
     for i, layer in params["layers"].items():

@@ -26,13 +26,15 @@ import orbax.checkpoint as ocp
 from flax import nnx
 from jax.sharding import Mesh, SingleDeviceSharding
 
-from common.checkpoint.legacy import FORMAT_V1, fuse_v1, v1_target
+from common.checkpoint.legacy import FORMAT_V1, FORMAT_V2, fuse_v1, per_layer_target, stack_layers, v1_target
 from common.config import ModelConfig
 from common.distributed import barrier, is_main_process
 from common.model import Decoder, abstract_decoder, as_dtype
 from common.sharding import named_sharding
 
-FORMAT = "qrr-checkpoint-v2"  # v2: fused q/k/v and gate/up kernels (v1 still loads: legacy.py)
+# v3: the layers' parameters stacked on a leading axis; v2 (a tree per layer) and v1 (unfused q/k/v and
+# gate/up kernels) still load (legacy.py).
+FORMAT = "qrr-checkpoint-v3"
 
 
 def is_checkpoint_dir(path: str | Path) -> bool:
@@ -112,13 +114,18 @@ def load_checkpoint(directory: str | Path, *, dtype="float32", param_dtype=None,
     metadata = read_metadata(directory)
     saved_dtype = metadata["param_dtype"]
     target = abstract_param_tree(config, saved_dtype, mesh)
-    if metadata.get("format") == FORMAT_V1:
-        params = fuse_v1(restore_params(directory / "params", v1_target(target, config, mesh)), target, config)
-    elif metadata.get("format") == FORMAT:
+    if metadata.get("format") == FORMAT:
         params = restore_params(directory / "params", target)
+    elif metadata.get("format") in (FORMAT_V2, FORMAT_V1):
+        v2 = per_layer_target(target, config)
+        if metadata["format"] == FORMAT_V1:
+            params = fuse_v1(restore_params(directory / "params", v1_target(v2, config, mesh)), v2, config)
+        else:
+            params = restore_params(directory / "params", v2)
+        params = stack_layers(params, target)
     else:
         raise ValueError(f"{directory}: unknown checkpoint format {metadata.get('format')!r}; this version "
-                         f"reads {FORMAT!r} and {FORMAT_V1!r}")
+                         f"reads {FORMAT!r}, {FORMAT_V2!r} and {FORMAT_V1!r}")
     model = abstract_decoder(config, dtype=dtype, param_dtype=saved_dtype)
     graphdef, state = nnx.split(model)
     nnx.replace_by_pure_dict(state, params)

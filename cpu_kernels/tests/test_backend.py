@@ -29,7 +29,7 @@ def test_registered_and_selected_where_it_runs():
     assert select_backend("auto", platform="cpu") == CpuKernels()
     assert select_backend("auto", mesh=_Mesh(1), platform="cpu") == CpuKernels()
     assert isinstance(select_backend("auto", mesh=_Mesh(8), platform="cpu"), XlaAttention)  # sharded: the reference
-    assert type(select_backend("auto", platform="gpu")) is XlaAttention
+    assert not isinstance(select_backend("auto", platform="gpu"), CpuKernels)  # another platform's own
     with pytest.raises(ValueError, match="runs on one CPU device, not under a mesh of 8"):
         select_backend("cpu", mesh=_Mesh(8))
     assert Decoder(get_preset("tiny"), attention="cpu").backend == CpuKernels()
@@ -40,7 +40,7 @@ def test_registered_and_selected_where_it_runs():
 def test_cached_steps_run_on_the_kernels_and_agree_with_the_reference(dtype):
     """On packed weights every weight product of a step of two tokens a row under a cache (4 per layer, and the
     tied head) is our kernel, and the logits agree with the reference to the dtype's rounding."""
-    model = Decoder(get_preset("tiny"), dtype=dtype, param_dtype=dtype, rngs=nnx.Rngs(1))
+    model = Decoder(get_preset("tiny"), dtype=dtype, param_dtype=dtype, rngs=nnx.Rngs(1), scan_layers=False)
     cfg = model.config
     prompt = jnp.asarray([[5, 9, 2, 7, 1], [3, 3, 8, 1, 4]], jnp.int32)
 

@@ -31,12 +31,13 @@ def _decoder(case: str, dtype: str) -> Decoder:
     cfg = ModelConfig(vocab_size=300, hidden_size=hidden, intermediate_size=inter, num_layers=2, num_heads=heads,
                       num_kv_heads=kv, head_dim=head_dim, rope_theta=10000.0, attention_bias=bias,
                       tie_embeddings=bias)
-    model = Decoder(cfg, dtype=dtype, param_dtype=dtype, rngs=nnx.Rngs(3))
+    # unrolled layers, a cache per layer: what the cpu backend runs on (the reference computes the same either way)
+    model = Decoder(cfg, dtype=dtype, param_dtype=dtype, rngs=nnx.Rngs(3), scan_layers=False)
     rng = np.random.default_rng(4)
-    for block in model.layers:  # non-trivial biases and norm scales: zeros and ones would hide a missing term
-        for param, offset in ((block.attn_norm, 1.0), (block.mlp_norm, 1.0)) + (
-                ((block.attn.qkv_bias, 0.0),) if bias else ()):
-            param[...] = jnp.asarray(offset + 0.3 * rng.standard_normal(param.shape), dtype)
+    stacked = model.layers  # every layer's parameters, stacked
+    for param, offset in ((stacked.attn_norm, 1.0), (stacked.mlp_norm, 1.0)) + (
+            ((stacked.attn.qkv_bias, 0.0),) if bias else ()):  # non-trivial: zeros and ones would hide a missing term
+        param[...] = jnp.asarray(offset + 0.3 * rng.standard_normal(param.shape), dtype)
     return model
 
 
@@ -118,7 +119,7 @@ def test_layer_kernel_off_agrees_too():
 
 def test_shapes_that_disagree_are_clear_errors():
     model = _decoder("qwen-gqa2-bias", "float32")
-    block, cfg = model.layers[0], model.config
+    block, cfg = model.block(0), model.config
     panels = forward.pack_weights(model)["layers"][0]
     B, S, h = 2, 8, cfg.head_dim
     x = jnp.ones((B, cfg.hidden_size))
@@ -142,6 +143,7 @@ def test_real_smollm2_bfloat16_steps_on_the_layer_kernel_agree_with_xla(smollm2_
     from common import load_pretrained
 
     model, _ = load_pretrained(smollm2_dir, dtype="bfloat16", attention="xla")
+    model.use_backend("xla", scan_layers=False)  # a cache per layer, as the cpu backend's pass takes
     prompt = jnp.asarray(np.random.default_rng(6).integers(100, 20000, (2, 9)), jnp.int32)
     start = jnp.asarray([0, 4], jnp.int32)
     graphdef, state = nnx.split(model)  # weights as arguments: as constants they would be folded at compile time

@@ -29,6 +29,6 @@ with jax.set_mesh(mesh):
     logits = jax.jit(lambda s, t: nnx.merge(graphdef, s)(t), out_shardings=NamedSharding(mesh, PartitionSpec()))(
         state, tokens)
 logits = np.asarray(logits)
-print("REPORT " + json.dumps({"devices": jax.device_count(), "q_spec": repr(model.layers[0].attn.qkv_kernel[...].sharding.spec),
+print("REPORT " + json.dumps({"devices": jax.device_count(), "q_spec": repr(model.layers.attn.qkv_kernel[...].sharding.spec),
                               "logits_sum": logits.sum(axis=(1, 2)).tolist(), "logits_00": logits[0, 0].tolist()}),
       flush=True)

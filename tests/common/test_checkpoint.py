@@ -183,3 +183,22 @@ def test_unknown_checkpoint_format_is_named(qwen_dir, tmp_path):
     _write_first_layout_checkpoint(qwen_dir, tmp_path / "v9", fmt="qrr-checkpoint-v9")
     with pytest.raises(ValueError, match="unknown checkpoint format 'qrr-checkpoint-v9'"):
         load_checkpoint(tmp_path / "v9")
+
+
+def test_per_layer_checkpoint_v2_loads_with_its_layers_stacked(qwen_dir, tmp_path):
+    """Checkpoints written before the layers' parameters were stacked (format v2: a tree per layer) still load,
+    to the same parameters."""
+    from common.checkpoint.legacy import FORMAT_V2
+
+    fresh = nnx.to_pure_dict(nnx.state(load_hf_decoder(qwen_dir), nnx.Param))
+    config = ModelConfig.from_hf_json(qwen_dir)
+    per_layer = dict(fresh, layers={i: jax.tree.map(lambda a, i=i: np.asarray(a[i]), fresh["layers"])
+                                    for i in range(config.num_layers)})
+    directory = tmp_path / "v2"
+    save_params(directory / "params", per_layer)
+    (directory / "model_config.json").write_text(config.to_json())
+    (directory / "metadata.json").write_text(json.dumps({"format": FORMAT_V2, "step": 3, "param_dtype": "float32"}))
+    loaded = nnx.to_pure_dict(nnx.state(load_checkpoint(directory), nnx.Param))
+    assert jax.tree.structure(loaded) == jax.tree.structure(fresh)
+    for a, b in zip(jax.tree.leaves(fresh), jax.tree.leaves(loaded)):
+        assert np.array_equal(np.asarray(a), np.asarray(b))

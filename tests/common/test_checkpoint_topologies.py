@@ -43,7 +43,7 @@ def saved_on_eight(tmp_path_factory):
     """The tiny decoder saved from an 8-device fsdp mesh, with its logits on TOKENS."""
     mesh = make_mesh({"fsdp": 8}, jax.devices()[:8])
     model = _sharded_model(mesh)
-    assert len(model.layers[0].mlp.gate_up_kernel[...].sharding.device_set) == 8
+    assert len(model.layers.mlp.gate_up_kernel[...].sharding.device_set) == 8
     with jax.set_mesh(mesh):
         logits = np.asarray(jax.jit(lambda t: model(t))(TOKENS))
     directory = save_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny", model, step=7)
@@ -56,9 +56,9 @@ def test_restore_on_a_smaller_differently_split_mesh(saved_on_eight, shape):
     directory, params, logits = saved_on_eight
     mesh = make_mesh(shape, jax.devices()[:4])
     model = load_checkpoint(directory, mesh=mesh)
-    q = model.layers[1].attn.qkv_kernel[...]
+    q = model.layers.attn.qkv_kernel[...]
     assert q.sharding.mesh.devices.size == 4
-    assert q.sharding.spec == logical_to_spec(("embed", "kv_heads", None, "head_dim"), q.shape, mesh)
+    assert q.sharding.spec == logical_to_spec(("layers", "embed", "kv_heads", None, "head_dim"), q.shape, mesh)
     restored = _params(model)
     assert restored.keys() == params.keys()
     for key in params:
@@ -72,7 +72,7 @@ def test_restore_from_one_process_into_two(saved_on_eight):
     outputs = run_processes(RESTORE_WORKER, [str(directory), "tensor=2"], num_processes=2, devices_per_process=4)
     for out in outputs:
         report = json.loads(re.search(r"^REPORT (.*)$", out, re.M).group(1))
-        assert report["devices"] == 8 and report["q_spec"] == repr(PartitionSpec("fsdp", "tensor", None, None))
+        assert report["devices"] == 8 and report["q_spec"] == repr(PartitionSpec(None, "fsdp", "tensor", None, None))
         np.testing.assert_allclose(np.asarray(report["logits_sum"]), logits.sum(axis=(1, 2)), rtol=1e-4)
         np.testing.assert_allclose(np.asarray(report["logits_00"]), logits[0, 0], rtol=1e-5, atol=1e-5)
 

@@ -41,7 +41,7 @@ def test_biases_are_really_loaded(tmp_path):
     model = load_hf_decoder(tmp_path)
     ids = np.arange(12)[None]
     ref = hf_logits(hf, ids)
-    model.layers[0].attn.qkv_bias[...] = 0 * model.layers[0].attn.qkv_bias[...]
+    model.layers.attn.qkv_bias[...] = model.layers.attn.qkv_bias[...].at[0].set(0)  # layer 0's
     assert rel_err(model(ids), ref) > 1e-3
 
 
@@ -88,18 +88,103 @@ def test_sampling_products_accumulate_in_float32_training_ones_stay_in_compute_d
     from flax import nnx
 
     from common.config import get_preset
-    from common.kv_cache import KVCache
     from common.model import Decoder
 
     model = Decoder(get_preset("tiny"), dtype="bfloat16", param_dtype="bfloat16", rngs=nnx.Rngs(0))
     cfg = model.config
     for T in (1, 5):  # a decode step (fused products) and a prefill (one product per part)
         tokens = jnp.ones((2, T), jnp.int32)
-        cache = KVCache.zeros(cfg, 2, 8, model.dtype, start=jnp.zeros((2,), jnp.int32))
+        cache = model.new_cache(2, 8, start=jnp.zeros((2,), jnp.int32))
         sampled = _dot_types(lambda t, c: model.forward(t, cache=c)[0], tokens, cache)
         # every product but the scores q.k (float32 already) and the head reads bfloat16 and returns float32
         assert sampled and all(out == "float32" for _, out in sampled), sampled
-        assert sum(ins == ("bfloat16", "bfloat16") for ins, _ in sampled) >= 4 * cfg.num_layers, sampled
+        assert sum(ins == ("bfloat16", "bfloat16") for ins, _ in sampled) >= 4, sampled  # one scanned layer
         trained = _dot_types(lambda t: model.forward(t)[0], tokens)
         layer_products = [out for ins, out in trained if ins == ("bfloat16", "bfloat16")]
-        assert layer_products.count("bfloat16") >= 4 * cfg.num_layers, trained
+        assert layer_products.count("bfloat16") >= 4, trained
+
+
+def _stacked_and_unrolled(**kw):
+    """The same random decoder twice: layers scanned, and unrolled."""
+    from flax import nnx
+
+    from common.config import get_preset
+    from common.model import Decoder
+
+    cfg = get_preset("tiny").replace(num_layers=3)
+    return (Decoder(cfg, rngs=nnx.Rngs(7), scan_layers=True, **kw),
+            Decoder(cfg, rngs=nnx.Rngs(7), scan_layers=False, **kw))
+
+
+def test_layers_are_stacked_parameters_and_scan_as_unrolled():
+    """One parameter per kind with a leading layers axis; the scanned pass equals the unrolled one in logits, in
+    gradients under every remat policy, and under a KV cache (prefill then a decode step)."""
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+
+    scanned, unrolled = _stacked_and_unrolled()
+    assert scanned.layers.attn.qkv_kernel.shape[0] == 3
+    assert scanned.layers.attn.qkv_kernel.get_metadata()["logical_axes"][0] == "layers"
+    tokens = jnp.asarray(np.random.default_rng(0).integers(0, scanned.config.vocab_size, (2, 9)), jnp.int32)
+    start = jnp.asarray([0, 3], jnp.int32)
+    np.testing.assert_allclose(scanned.forward(tokens, start=start)[0], unrolled.forward(tokens, start=start)[0],
+                               rtol=1e-5, atol=1e-5)
+
+    def loss(model, remat):
+        return jnp.mean(model.forward(tokens, start=start, remat=remat)[0] ** 2)
+
+    reference = nnx.grad(loss)(unrolled, False)
+    for remat in (False, "full", "dots", "dots_no_batch"):
+        grads = jax.jit(nnx.grad(loss), static_argnums=1)(scanned, remat)
+        for a, b in zip(jax.tree.leaves(nnx.state(grads)), jax.tree.leaves(nnx.state(reference))):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6, err_msg=str(remat))
+
+    outs = []
+    for model in (scanned, unrolled):
+        cache = model.new_cache(2, 12, start=start)
+        assert cache.per_layer is (model is unrolled)
+        first, cache = model.forward(tokens, cache=cache, prefill=True)
+        step, cache = model.forward(tokens[:, :1], cache=cache)
+        outs.append((first, step, jnp.stack(cache.k) if cache.per_layer else cache.k))
+    for a, b in zip(*outs):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_remat_policy_names_and_cache_form_errors():
+    import jax.numpy as jnp
+    import pytest
+
+    from common.kv_cache import KVCache
+    from common.model import remat_policy
+
+    assert remat_policy(False) is None and remat_policy("none") is None and remat_policy(True) is remat_policy("full")
+    with pytest.raises(ValueError, match="unknown remat policy 'some'"):
+        remat_policy("some")
+    scanned, unrolled = _stacked_and_unrolled()
+    tokens = jnp.ones((1, 2), jnp.int32)
+    with pytest.raises(ValueError, match="scans its layers takes a stacked cache"):
+        scanned.forward(tokens, cache=KVCache.zeros(scanned.config, 1, 4, jnp.float32))
+    with pytest.raises(ValueError, match="unrolled layers takes a per-layer cache"):
+        unrolled.forward(tokens, cache=KVCache.zeros(unrolled.config, 1, 4, jnp.float32, stacked=True))
+
+
+def test_scanned_update_compiles_one_layer_whatever_the_depth():
+    """The layer scan's point: the compiled gradient of a 12-layer decoder is about as big as a 2-layer one's
+    (the unrolled one grows with depth)."""
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+
+    from common.config import get_preset
+    from common.model import Decoder
+
+    def hlo_size(layers, scan):
+        model = Decoder(get_preset("tiny").replace(num_layers=layers), rngs=nnx.Rngs(0), scan_layers=scan)
+        graphdef, state = nnx.split(model)
+        tokens = jnp.ones((2, 8), jnp.int32)
+        grad = jax.grad(lambda s: jnp.mean(nnx.merge(graphdef, s).forward(tokens, remat=True)[0]))
+        return len(jax.jit(grad).lower(state).as_text())
+
+    assert hlo_size(12, True) < 1.3 * hlo_size(2, True)
+    assert hlo_size(12, False) > 3 * hlo_size(2, False)

@@ -30,9 +30,9 @@ def test_sharded_equals_unsharded(shape, reference):
     d, ids, ref_logits, prompts, ref_tokens = reference
     mesh = make_mesh(shape, jax.devices()[:8])
     model = load_hf_decoder(d, mesh=mesh)
-    q = model.layers[0].attn.qkv_kernel[...]
+    q = model.layers.attn.qkv_kernel[...]
     assert len(q.sharding.device_set) == 8 and q.sharding.spec == logical_to_spec(
-        ("embed", "kv_heads", None, "head_dim"), q.shape, mesh)
+        ("layers", "embed", "kv_heads", None, "head_dim"), q.shape, mesh)
     with jax.set_mesh(mesh):
         logits = jax.jit(lambda x: model(x))(ids)
     assert rel_err(logits, ref_logits) <= 1e-5
