@@ -91,6 +91,12 @@ class AttentionBackend:
     # ---- where it runs ------------------------------------------------------------------------------
 
     @classmethod
+    def for_mesh(cls, mesh) -> AttentionBackend:
+        """The backend `select_backend` returns for `mesh` (None: one device): `cls()`, unless the backend
+        keeps the mesh itself (a kernel it runs in shard_map)."""
+        return cls()
+
+    @classmethod
     def suits(cls, platform: str, mesh) -> bool:
         """Whether `select_backend("auto")` should pick this backend on `platform` ("cpu", "gpu", "tpu") with
         `mesh` (None: none)."""

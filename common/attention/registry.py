@@ -1,10 +1,12 @@
 """The attention backends by name, and the one place that picks one: `select_backend(config key, mesh)`.
 
-"xla" is built in (the reference). Other backends are plugins: installed distributions that register an
-`AttentionBackend` subclass under the entry-point group `ENTRY_POINT_GROUP` (the CPU decode kernels:
-`pip install -e ./cpu_kernels` registers "cpu"). "auto" takes the first plugin whose `suits(platform, mesh)`
-says yes, in name order, else "xla". The choice is made once, where a model is built or loaded, from the
-config key and the mesh passed in: never from environment variables or the ambient mesh at trace time.
+Built in: "xla" (plain XLA: the dense reference for short lengths, blockwise above), "blockwise" (always
+blockwise), "splash" (the TPU Pallas kernel) and "cudnn" (cuDNN's fused attention on GPU). Other backends are
+plugins: installed distributions that register an `AttentionBackend` subclass under the entry-point group
+`ENTRY_POINT_GROUP` (the CPU decode kernels: `pip install -e ./cpu_kernels` registers "cpu"). "auto" takes
+the first backend whose `suits(platform, mesh)` says yes: the plugins in name order, then the built-in kernels
+in `AUTO_ORDER`, else "xla". The choice is made once, where a model is built or loaded, from the config key
+and the mesh passed in: never from environment variables or the ambient mesh at trace time.
 """
 
 from __future__ import annotations
@@ -14,10 +16,15 @@ import warnings
 from importlib import metadata
 
 from common.attention.base import AttentionBackend
+from common.attention.blockwise import BlockwiseAttention
+from common.attention.cudnn import CudnnAttention
+from common.attention.splash import SplashAttention
 from common.attention.xla import XlaAttention
 
 ENTRY_POINT_GROUP = "qwen_rl_research.attention"
-BUILTIN: dict[str, type[AttentionBackend]] = {"xla": XlaAttention}
+BUILTIN: dict[str, type[AttentionBackend]] = {"xla": XlaAttention, "blockwise": BlockwiseAttention,
+                                              "splash": SplashAttention, "cudnn": CudnnAttention}
+AUTO_ORDER = ("splash", "cudnn")  # the built-in backends "auto" asks, after the plugins
 
 
 def _plugins() -> dict[str, metadata.EntryPoint]:
@@ -64,8 +71,11 @@ def select_backend(name: str | AttentionBackend = "auto", *, mesh=None, platform
                               RuntimeWarning, stacklevel=2)
                 continue
             if cls.suits(platform, mesh):
-                return cls()
+                return cls.for_mesh(mesh)
+        for builtin in AUTO_ORDER:
+            if BUILTIN[builtin].suits(platform, mesh):
+                return BUILTIN[builtin].for_mesh(mesh)
         return XlaAttention()
-    backend = backend_class(name)()
+    backend = backend_class(name).for_mesh(mesh)
     backend.check_mesh(mesh)
     return backend

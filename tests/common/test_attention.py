@@ -10,7 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from common.attention import AttentionBackend, Visibility, XlaAttention, available_backends, select_backend
+from common.attention import (AttentionBackend, BlockwiseAttention, CudnnAttention, SplashAttention, Visibility,
+                              XlaAttention, available_backends, select_backend)
 from common.attention import registry
 
 COMMON = Path(__file__).resolve().parents[2] / "common"
@@ -88,23 +89,34 @@ class _EntryPoint:
         return self.obj
 
 
+BUILTIN = ["xla", "blockwise", "splash", "cudnn"]
+
+
 def test_registry_names_auto_and_errors(monkeypatch):
-    assert available_backends()[:2] == ["auto", "xla"]
+    assert available_backends()[:5] == ["auto", *BUILTIN]
     assert select_backend("xla") == XlaAttention() and select_backend(XlaAttention()) == XlaAttention()
-    with pytest.raises(ValueError, match=r"unknown attention backend 'splash'; known here: \['auto', 'xla'"):
-        select_backend("splash")
+    assert select_backend("blockwise") == BlockwiseAttention() != BlockwiseAttention(64, 128)
+    with pytest.raises(ValueError, match=r"unknown attention backend 'flash'; known here: \['auto', 'xla', 'blockw"):
+        select_backend("flash")
     monkeypatch.setattr(registry, "_plugins", lambda: {"fake": _EntryPoint(_Fake), "broken": _EntryPoint(dict)})
     registry.backend_class.cache_clear()
     try:
-        assert available_backends() == ["auto", "xla", "broken", "fake"]
+        assert available_backends() == ["auto", *BUILTIN, "broken", "fake"]
         with pytest.warns(RuntimeWarning, match="'broken' could not be loaded"):  # named, then skipped
-            assert isinstance(select_backend("auto", platform="tpu"), _Fake)  # the plugin that suits
+            assert isinstance(select_backend("auto", platform="tpu"), _Fake)  # a plugin that suits, before splash
         with pytest.warns(RuntimeWarning, match="'broken' could not be loaded"):
             assert type(select_backend("auto", platform="cpu")) is XlaAttention  # none suits: the reference
         with pytest.raises(TypeError, match="not an AttentionBackend"):
             select_backend("broken")
     finally:
         registry.backend_class.cache_clear()
+
+
+def test_auto_takes_the_built_in_kernel_of_the_platform(monkeypatch):
+    monkeypatch.setattr(registry, "_plugins", dict)  # whatever is installed here
+    assert select_backend("auto", platform="tpu") == SplashAttention()
+    assert select_backend("auto", platform="gpu") == CudnnAttention()
+    assert type(select_backend("auto", platform="cpu")) is XlaAttention
 
 
 def test_the_decoder_and_the_sampler_call_the_seam_and_nothing_else():
