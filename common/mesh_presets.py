@@ -10,9 +10,13 @@ compilation, and the gcloud names used to create it. `layout(preset, size)` give
   `common.sharding` silently replicates a dimension that a mesh axis does not divide;
 * fsdp: the rest of the slice, shrunk (and `data` grown) until it divides the hidden size and the
   vocabulary rows, for the same reason;
-* the gradient micro-batch (sequences per device x data x fsdp, so every device holds whole sequences),
-  remat, and the sequences per sampler call that fit: the compiled memory plan's choices on each size's
-  first slice (`PLANS`), one sequence per device with remat elsewhere.
+* the gradient micro-batch per device (sequences per data x fsdp batch shard: the recipe sets
+  `grpo.micro_batch_per_device`, so it splits over whatever slice runs it) and remat: the compiled memory
+  plan's choices on each size's first slice (`PLANS`), one sequence per device with remat elsewhere.
+
+The sequences per sampler call are not a preset's number: the trainer computes them from its devices'
+memory and `tools/memory_plan.py` from the slice's, by one function (`common.aot.fits.rollout_chunk`
+through `rl_scaling.grpo.setup.sequences_per_call`).
 
 Configs (`configs/grpo/*.py` through `rl_scaling.grpo.defaults.paper_recipe`) and tools (`tools/launch.py`,
 `tools/memory_plan.py`) choose a preset; none of them keeps numbers of its own.
@@ -126,25 +130,23 @@ PRESETS: dict[str, MeshPreset] = {p.name: p for p in _ALL}
 @dataclasses.dataclass(frozen=True)
 class Plan:
     """What the compiled memory plan (docs/memory_plan.md, `tools/memory_plan.py`) chose for a size on the
-    slice it is planned on first. A `rollout_chunk` below a step's 512 prompts x 8 = 4096 sequences means
-    the step's rollouts fit only in sampler calls of that many."""
+    slice it is planned on first."""
 
     slice: str
-    per_device_micro_batch: int  # sequences per device in a gradient micro-batch
+    per_device_micro_batch: int  # sequences per device (per data x fsdp batch shard) in a gradient micro-batch
     remat: bool
-    rollout_chunk: int  # sequences per sampler call that fit
 
 
 PLANS: dict[str, Plan] = {
-    "qwen2_5_0_5b": Plan("v5e-16", 2, True, 2048),
-    "qwen2_5_1_5b": Plan("v5p-8", 2, True, 1024),
-    "qwen2_5_3b": Plan("v5p-16", 2, True, 2048),
-    "qwen2_5_7b": Plan("v5p-64", 2, True, 4096),
-    "qwen2_5_14b": Plan("v5p-64", 2, True, 2048),
-    "qwen2_5_32b": Plan("v5p-128", 2, True, 2048),
+    "qwen2_5_0_5b": Plan("v5e-16", 2, True),
+    "qwen2_5_1_5b": Plan("v5p-8", 2, True),
+    "qwen2_5_3b": Plan("v5p-16", 2, True),
+    "qwen2_5_7b": Plan("v5p-64", 2, True),
+    "qwen2_5_14b": Plan("v5p-64", 2, True),
+    "qwen2_5_32b": Plan("v5p-128", 2, True),
     # Analytic only (compiling it needs more host memory than the plan's machine had); on v5p-128 the
     # update needs ~100 GiB per chip at one sequence each.
-    "qwen2_5_72b": Plan("v5p-256", 1, True, 4096),
+    "qwen2_5_72b": Plan("v5p-256", 1, True),
 }
 # The slice each size is planned on first (tools/launch.py's and tools/memory_plan.py's default).
 RECOMMENDED: dict[str, str] = {size: plan.slice for size, plan in PLANS.items()}
@@ -152,15 +154,19 @@ RECOMMENDED: dict[str, str] = {size: plan.slice for size, plan in PLANS.items()}
 
 @dataclasses.dataclass(frozen=True)
 class Layout:
-    """A size on a slice: mesh degrees, gradient micro-batch (global: sequences over the whole mesh), remat,
-    and the sequences per sampler call that fit (None where no plan was compiled)."""
+    """A size on a slice: mesh degrees, gradient micro-batch (sequences per device, and `micro_batch`: over
+    the whole mesh), remat."""
 
     data: int
     fsdp: int
     tensor: int
-    micro_batch: int
+    per_device_micro_batch: int
     remat: bool
-    rollout_chunk: int | None
+
+    @property
+    def micro_batch(self) -> int:
+        """Sequences per gradient micro-batch over the whole mesh (grpo.micro_batch_size on this slice)."""
+        return self.per_device_micro_batch * self.data * self.fsdp
 
     @property
     def mesh(self) -> dict[str, int]:
@@ -176,14 +182,14 @@ def get_mesh_preset(name: str) -> MeshPreset:
 
 
 def layout(preset: str | MeshPreset, size: str) -> Layout:
-    """How `size` runs on `preset`: the planned micro-batch and rollout chunk on its planned slice, one
-    sequence per device with remat (the safest) elsewhere."""
+    """How `size` runs on `preset`: the planned micro-batch and remat on its planned slice, one sequence per
+    device with remat (the safest) elsewhere."""
     preset = get_mesh_preset(preset) if isinstance(preset, str) else preset
     data, fsdp, tensor = preset.degrees(size)
     plan = PLANS.get(size)
     if plan is not None and plan.slice == preset.name:
-        return Layout(data, fsdp, tensor, plan.per_device_micro_batch * data * fsdp, plan.remat, plan.rollout_chunk)
-    return Layout(data, fsdp, tensor, data * fsdp, True, None)
+        return Layout(data, fsdp, tensor, plan.per_device_micro_batch, plan.remat)
+    return Layout(data, fsdp, tensor, 1, True)
 
 
 def check_layout(model, degrees: tuple[int, int, int]) -> list[str]:

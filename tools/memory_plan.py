@@ -8,8 +8,10 @@ For each (size, slice): the mesh degrees from common/mesh_presets.py, the micro-
 that the update fits (the analytic estimate picks the candidate, the compiler confirms it), then
 `jit(make_update_fn(...)).lower(<ShapeDtypeStructs with shardings>).compile()` for the slice's real chips
 (TPU: libtpu topologies on this CPU host; GPU presets compile only on such a host, otherwise analytic
-only), and the same for the sampler's prefill + decode at the configured rollout batch. Results per row
-are cached as JSON (--cache-dir), so an interrupted run resumes; the markdown table goes to --out.
+only), and the same for the sampler's prefill + decode at the sequences per sampler call the trainer would
+use on that slice (`rl_scaling.grpo.setup.sequences_per_call`, the function the trainer calls at start, with
+the slice's HBM). Results per row are cached as JSON (--cache-dir), so an interrupted run resumes; the
+markdown table goes to --out. Prompts are planned at the config's data.max_prompt_len unless --prompt-len.
 Run with JAX_PLATFORMS=cpu on a machine without accelerators.
 """
 
@@ -31,9 +33,8 @@ import ml_collections  # noqa: E402
 
 from common.aot.compiled import ProgramCache, measured  # noqa: E402
 from common.aot.estimate import JobShape, estimate_memory  # noqa: E402
-from common.aot.fits import (DEFAULT_HEADROOM, MemoryPlanError, check_fits,  # noqa: E402
-                             largest_fitting_rollout_batch)
-from common.aot.table import gib_text, markdown, peaks, row_total, sampler_batch, verdict  # noqa: E402
+from common.aot.fits import DEFAULT_HEADROOM, MemoryPlanError, check_fits  # noqa: E402
+from common.aot.table import gib_text, markdown, peaks, row_total, verdict  # noqa: E402
 from common.config_file import load_config  # noqa: E402
 from common.mesh_presets import RECOMMENDED, SIZES, get_mesh_preset  # noqa: E402
 
@@ -100,8 +101,7 @@ def compile_update(model, mesh, shape: JobShape, cfg):
              "mask": seq(R), "advantages": seq(), "old_logp": seq(R)}
     if shape.frozen_copies:
         batch["ref_logp"] = seq(R)
-    loss_cfg = LossConfig(eps_low=g.eps_low, eps_high=g.eps_high, kl_coef=g.kl_coef, kl_estimator=g.kl_estimator,
-                          aggregation=g.aggregation, max_response_len=R, temperature=g.temperature)
+    loss_cfg = dataclasses.replace(LossConfig.from_config(g), max_response_len=R)  # the trainer's, at R
     update_fn = make_update_fn(graphdef, optimizer, loss_cfg, shape.remat)
     return compiled_memory(update_fn, params, opt_state, batch, mesh=mesh)
 
@@ -127,18 +127,20 @@ def plan_row(size: str, preset_name: str, cfg, *, prompt_len: int, headroom: flo
     """One row of the plan as a JSON-able dict. `degrees` default to the preset's layout for `size`.
 
     The update: candidates best first (job_candidates), compiled until one fits; the sampler: the largest
-    rollout batch the estimate allows, halved while the compiler refuses it or it does not fit."""
+    trainer's sequences per sampler call on this slice (`sequences_per_call`: the same function and inputs
+    as the trainer's), halved while the compiler refuses it or it does not fit (the verdict then says the
+    trainer's number does not fit and which grpo.rollout_batch does)."""
     from common.config import get_preset
-    from rl_scaling.grpo.setup import job_shape
+    from rl_scaling.grpo.setup import job_shape, sequences_per_call
 
     cache = cache or ProgramCache(None)
     preset = get_mesh_preset(preset_name)
     model = get_preset(size)
     degrees = tuple(degrees or preset.degrees(size))
     budget = preset.hbm_bytes * headroom
-    candidates = job_candidates(cfg, model, degrees, job_shape(cfg, prompt_len), budget)
+    candidates = job_candidates(cfg, model, degrees, job_shape(cfg, prompt_len, degrees), budget)
     shape = candidates[0]
-    chunk = largest_fitting_rollout_batch(model, degrees, shape, budget)
+    chunk, _ = sequences_per_call(cfg, model, degrees, preset.hbm_bytes, prompt_len=prompt_len, headroom=headroom)
     row = {"size": size, "preset": preset_name, "devices": preset.num_devices, "hbm_bytes": preset.hbm_bytes,
            "degrees": list(degrees), "seq_len": shape.seq_len, "rollout_batch": shape.rollout_batch,
            "rollout_chunk": chunk, "cache_length": shape.cache_length, "prompt_len": shape.prompt_len,
@@ -176,7 +178,7 @@ def plan_row(size: str, preset_name: str, cfg, *, prompt_len: int, headroom: flo
             break
     if sampler:
         resident = row["estimate"]["optimizer"] + reference
-        batch = chunk or max(shape.rollout_batch // 2, 1)
+        batch = chunk
         for _ in range(max_sampler_compiles):
             result = cache.get_or_compile(f"sampler__{tag}__b{batch}__c{shape.cache_length}",
                                           lambda: measured(lambda: compile_sampler(model, mesh, shape, batch)))
@@ -200,10 +202,13 @@ def _describe(result: dict) -> str:
 
 
 def _set_shape(row: dict, model, degrees, shape: JobShape) -> None:
+    """The row's update shape and its estimate; `sample_peak_per_call`: sampling at row["rollout_chunk"]."""
     est = estimate_memory(model, degrees, shape)
+    per_call = estimate_memory(model, degrees, shape.replace(rollout_batch=row["rollout_chunk"]))
     row.update(micro_batch=shape.micro_batch, remat=shape.remat, per_device_micro_batch=est.per_device_micro_batch,
                estimate=dataclasses.asdict(est) | {"train_peak": est.train_peak, "sample_peak": est.sample_peak,
-                                                   "resident": est.resident})
+                                                   "resident": est.resident,
+                                                   "sample_peak_per_call": per_call.sample_peak})
 
 
 def recipe_text(cfg, cfg_path: str, row: dict) -> str:
@@ -214,7 +219,8 @@ def recipe_text(cfg, cfg_path: str, row: dict) -> str:
             f"{g.max_response_len} tokens, prompts padded to {row['seq_len'] - g.max_response_len} tokens, "
             f"{'a KL reference copy held (kl_coef > 0), ' if g.kl_coef > 0 else ''}AdamW, {row['dtype']} compute "
             f"with {row['param_dtype']} parameters. Rollouts: {g.prompts_per_step} prompts x {g.group_size} = "
-            f"{row['rollout_batch']} sequences per step, KV cache of {row['cache_length']} slots each.")
+            f"{row['rollout_batch']} sequences per step, KV cache of {row['cache_length']} slots each, generated in "
+            f"sampler calls of the size the trainer computes from the chips' HBM (sampler batch column).")
 
 
 def parse_args(argv=None):
@@ -223,7 +229,8 @@ def parse_args(argv=None):
     p.add_argument("--sizes", default="all", help="comma-separated model presets, or 'all' (%(default)s)")
     p.add_argument("--presets", default="recommended",
                    help="comma-separated mesh presets, or 'recommended' (each size's slice in RECOMMENDED)")
-    p.add_argument("--prompt-len", type=int, default=512, help="prompt tokens per sequence (%(default)s)")
+    p.add_argument("--prompt-len", type=int, default=0,
+                   help="prompt tokens per sequence (default: the config's data.max_prompt_len, as the trainer)")
     p.add_argument("--headroom", type=float, default=DEFAULT_HEADROOM, help="usable share of HBM (%(default)s)")
     p.add_argument("--no-compile", action="store_true", help="analytic estimate only")
     p.add_argument("--no-sampler", action="store_true", help="skip the sampler program")
@@ -257,6 +264,7 @@ def main(argv=None) -> int:
     from rl_scaling.grpo.setup import job_shape
 
     cfg = plan_config(load_config(args.config))
+    args.prompt_len = args.prompt_len or int(cfg.data.max_prompt_len)
     cache_dir = Path(args.cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
     cache = ProgramCache(None if args.fresh else cache_dir)
@@ -280,15 +288,15 @@ def main(argv=None) -> int:
               flush=True)
         if verdict(row, args.headroom).startswith("DOES NOT"):
             preset = get_mesh_preset(preset_name)
-            shape = job_shape(cfg, args.prompt_len).replace(micro_batch=row["micro_batch"], remat=row["remat"])
+            shape = job_shape(cfg, args.prompt_len, tuple(row["degrees"])).replace(
+                micro_batch=row["micro_batch"], remat=row["remat"])
             train_peak = peaks(row)[0]
             try:
                 check_fits(get_preset(size), tuple(row["degrees"]), shape, hbm_bytes=preset.hbm_bytes,
                            num_devices=preset.num_devices, label=f"{size} on {preset_name}",
                            compiled_peak=None if train_peak == math.inf else int(train_peak),
-                           headroom=args.headroom)
-                failures.append(f"{size} on {preset_name}: the compiled sampler does not fit even at "
-                                f"{sampler_batch(row)} sequences per call; use more chips")
+                           headroom=args.headroom, sequences_per_call=row["rollout_chunk"])
+                failures.append(f"{size} on {preset_name}: {verdict(row, args.headroom)}")
             except MemoryPlanError as err:
                 failures.append(str(err))
     if args.out:

@@ -26,13 +26,16 @@ from common.sharding import MESH_AXES, logical_to_spec
 class JobShape:
     """The sizes that decide a GRPO-like job's memory.
 
-    micro_batch: sequences per gradient micro-batch (global, over the whole mesh);
+    micro_batch: sequences per gradient micro-batch (global, over the whole mesh: data x fsdp batch shards
+    of micro_batch / (data x fsdp) sequences each);
     seq_len: prompt + response tokens of a training sequence; response_len: tokens whose logits are taken;
     remat: recompute each block's activations in the backward pass; frozen_copies: parameter copies held
-    besides the policy (1 = a KL reference model); optimizer_slots: per-parameter optimiser buffers (Adam 2);
+    besides the policy (1 = a KL reference model), in `reference_dtype` ("" = param_dtype), on the devices
+    unless `reference_on_host`; optimizer_slots: per-parameter optimiser buffers (Adam 2);
     donated: the update step reuses its input buffers for its outputs (else both are alive at its end);
-    rollout_batch: sequences per sampler call; prompt_len / cache_length: the sampler's prompt bucket and
-    KV-cache slots per sequence.
+    rollout_batch: the sequences a step generates; `estimate_memory` counts them in one sampler call, and
+    `common.aot.fits.rollout_chunk` picks how many go in each call; prompt_len / cache_length: the sampler's
+    prompt bucket and KV-cache slots per sequence.
     """
 
     micro_batch: int
@@ -42,6 +45,8 @@ class JobShape:
     dtype: str = "bfloat16"
     param_dtype: str = "float32"
     frozen_copies: int = 0
+    reference_dtype: str = ""
+    reference_on_host: bool = False
     optimizer_slots: int = 2
     donated: bool = False
     rollout_batch: int = 0
@@ -103,13 +108,16 @@ def _shards(spec, mesh) -> int:
 @functools.lru_cache(maxsize=64)
 def parameter_layout(config: ModelConfig, param_dtype="float32") -> tuple[tuple[tuple[int, ...], tuple, int, int], ...]:
     """(shape, logical axes, bytes per element, copies) of every distinct parameter. The layers are identical,
-    so one layer is built (abstractly) and counted num_layers times: a 72B model's structure in a second."""
+    so one layer is built (abstractly) and counted num_layers times: a 72B model's structure in a second.
+    A layer's parameter is one under the `layers` path (a list of blocks) or one whose first logical axis is
+    `layers` (scanned blocks: stacked [num_layers, ...], here [1, ...])."""
     one = config.replace(num_layers=1)
     state = nnx.state(abstract_decoder(one, param_dtype=param_dtype), nnx.Param)
     out = []
     for path, var in nnx.to_flat_state(state):
-        copies = config.num_layers if path[0] == "layers" else 1
-        out.append((tuple(var.shape), tuple(var.get_metadata()["logical_axes"]), np.dtype(var.dtype).itemsize, copies))
+        axes = tuple(var.get_metadata()["logical_axes"])
+        per_layer = path[0] == "layers" or (len(axes) > 0 and axes[0] == "layers")
+        out.append((tuple(var.shape), axes, np.dtype(var.dtype).itemsize, config.num_layers if per_layer else 1))
     return tuple(out)
 
 
@@ -119,7 +127,7 @@ def param_bytes_per_device(config: ModelConfig, degrees: tuple[int, int, int], p
     mesh = abstract_mesh(degrees)
     total = 0
     for shape, axes, itemsize, copies in parameter_layout(config, str(param_dtype)):
-        spec = logical_to_spec(axes, shape, mesh)
+        spec = logical_to_spec(axes, shape, mesh, warn=False)  # planning, not placing: no warning
         total += copies * math.ceil(math.prod(shape) / _shards(spec, mesh)) * itemsize
     return total
 
@@ -156,8 +164,10 @@ def estimate_memory(config: ModelConfig, degrees: tuple[int, int, int], shape: J
         saved = L * (scores + b * T * (6 * d + 3 * F) * act + layer_weights)
     working = max(int(1.5 * scores), 5 * b * R * V * 4)
     r = _split(shape.rollout_batch, data * fsdp) if shape.rollout_batch else 0
+    reference = 0 if shape.reference_on_host or not shape.frozen_copies else shape.frozen_copies * (
+        param_bytes_per_device(config, degrees, shape.reference_dtype or shape.param_dtype))
     return MemoryEstimate(params=params, optimizer=params * shape.optimizer_slots, gradients=2 * params,
-                          reference=params * shape.frozen_copies, saved_activations=saved, working_set=working,
+                          reference=reference, saved_activations=saved, working_set=working,
                           update_outputs=0 if shape.donated else params * (1 + shape.optimizer_slots),
                           kv_cache=r * shape.cache_length * 2 * L * kv * h * act,
                           prefill=r * heads * shape.prompt_len ** 2 * 4 * 2,

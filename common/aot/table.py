@@ -29,12 +29,14 @@ def _compiled_peak(part: dict, outside: int) -> float:
 def peaks(row: dict) -> tuple[float, float]:
     """(training peak, sampling peak) per device: compiled totals where there are some, plus what stays
     resident outside the program (the reference copy during the update; optimiser state and reference
-    during sampling), else the analytic estimate (sampling: at the analytic rollout chunk)."""
+    during sampling), else the analytic estimate (sampling: one sampler call of the trainer's size)."""
     e = row["estimate"]
     train = _compiled_peak(row["update"], e["reference"]) if row["update"] else e["train_peak"]
     if row["sampler"]:
         sample = _compiled_peak(row["sampler"], e["optimizer"] + e["reference"])
-    elif row["rollout_chunk"]:
+    elif "sample_peak_per_call" in e:
+        sample = e["sample_peak_per_call"]
+    elif row["rollout_chunk"]:  # a row cached before the estimate per call was recorded
         sample = e["resident"] + (e["sample_peak"] - e["resident"]) * row["rollout_chunk"] / row["rollout_batch"]
     else:
         sample = math.inf
@@ -46,13 +48,18 @@ def sampler_batch(row: dict) -> int:
 
 
 def verdict(row: dict, headroom: float) -> str:
-    """"fits", "fits, rollouts in chunks of N" (the configured sampler batch would not), or "DOES NOT FIT"."""
+    """"fits", "fits, rollouts in calls of N" (the trainer's sequences per sampler call, `rollout_chunk`, below
+    the step's), or "DOES NOT FIT" (also when the compiled sampler fits only below the trainer's number: the
+    text then names the grpo.rollout_batch that does)."""
     budget = row["hbm_bytes"] * headroom
     train, sample = peaks(row)
     if train > budget or sample > budget:
         return "DOES NOT FIT"
-    if sampler_batch(row) < row["rollout_batch"]:
-        return f"fits, rollouts in chunks of {sampler_batch(row)}"
+    if sampler_batch(row) < row["rollout_chunk"]:
+        return (f"DOES NOT FIT at the trainer's {row['rollout_chunk']} sequences per sampler call; "
+                f"grpo.rollout_batch={sampler_batch(row)} does")
+    if row["rollout_chunk"] < row["rollout_batch"]:
+        return f"fits, rollouts in calls of {row['rollout_chunk']}"
     return "fits"
 
 
@@ -110,10 +117,13 @@ def markdown(rows: list[dict], command: str, headroom: float, recipe: str, libtp
         "",
         "- **update** = `compiled.memory_analysis()` of the GRPO update step (`make_update_fn`): arguments "
         "(parameters + optimiser state + batch) / temporaries (activations, gradients, scratch) / outputs "
-        "(new parameters + optimiser state: the step does not donate its inputs) / total.",
+        "not aliased to a donated input (the step donates parameters and optimiser state; programs compiled "
+        "before it did hold a second copy here) / total.",
         "- **sampler** = compiled total of the prefill + decode program (`common.sampler.prefill_and_decode`) at "
-        "the sampler batch shown: parameters + KV cache + scratch. When the configured batch cannot fit, "
-        "the largest power-of-two chunk that does is compiled instead.",
+        "the sampler batch shown: parameters + KV cache + scratch. The batch is the trainer's sequences per "
+        "sampler call on that slice (`rl_scaling.grpo.setup.sequences_per_call`, which the trainer calls at "
+        "start with its device's memory; here with the slice's HBM); when that does not compile to fit, it is "
+        "halved until one does and the verdict names the `grpo.rollout_batch` to set.",
         "- **analytic** = parameters / optimiser state / gradients (accumulated + one micro-batch's) / KV "
         "cache at the configured rollout batch, from the rules table (`common.aot.estimate`).",
         "- **peaks** = training (update total + reference copy) / sampling (sampler total + optimiser state + "

@@ -51,7 +51,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.grpo.prompts_per_step = 512
     c.grpo.group_size = 8
     c.grpo.mini_batch_prompts = 128  # prompts per optimiser update (PPO mini-batch)
-    c.grpo.micro_batch_size = 8  # sequences per gradient-accumulation micro-batch
+    c.grpo.micro_batch_size = 8  # sequences per gradient-accumulation micro-batch, over the whole mesh
     c.grpo.max_response_len = 4096
     c.grpo.temperature = 1.0
     c.grpo.top_p = 1.0
@@ -74,6 +74,13 @@ def default_config() -> ml_collections.ConfigDict:
     # prompts of other lengths go in their own groups. Less prefill compute, more compiled shapes; the
     # memory plan (tools/memory_plan.py) compiles the one-program path that False always takes.
     c.grpo.adaptive_prefill = False
+    # Work and memory per device (rl_scaling/grpo/setup.py):
+    c.grpo.micro_batch_per_device = 0  # with micro_batch_size=0: sequences per data x fsdp batch shard
+    c.grpo.rollout_batch = 0  # sequences per sampler call; 0 = as many as the device memory holds (common/aot/fits.py)
+    c.grpo.rollout_memory_gib = 0.0  # device memory those calls are planned for; 0 = the device's (CPU: none, one call)
+    c.grpo.reference_dtype = ""  # the KL reference copy's dtype: "" = model.param_dtype, "bfloat16", "float32"
+    c.grpo.reference_on_host = False  # keep the reference in host memory between uses (where the platform has it)
+    c.grpo.min_length_bucket = 16  # packed prompt / response lengths: this x 2^k, so few update programs compile
 
     c.reward = ml_collections.ConfigDict({"correctness": 1.0})  # reward name -> weight
     c.reward_timeout_s = 5.0
@@ -135,7 +142,10 @@ def paper_recipe(size: str, arg: str = "") -> ml_collections.ConfigDict:
     c.model.dtype = "bfloat16"
     c.model.remat = plan.remat
     c.mesh = {"data": 1, "fsdp": -1, "tensor": plan.tensor}
-    c.grpo.micro_batch_size = plan.micro_batch
+    c.grpo.micro_batch_size = 0  # from the per-device count: the same recipe splits over any slice
+    c.grpo.micro_batch_per_device = plan.per_device_micro_batch
+    c.grpo.reference_dtype = "bfloat16"
+    c.grpo.min_length_bucket = 128  # prompts up to 2048 and responses up to 4096: at most 5 x 6 shapes
     c.data.source = "gsm8k"
     c.data.heldout_size = 500
     c.data.chat = variant == "instruct"

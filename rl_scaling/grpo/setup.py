@@ -1,4 +1,6 @@
-"""Building what a GRPO run needs from its config: the policy, the tokenizer, and the prompt sets."""
+"""Building what a GRPO run needs from its config: the policy, the tokenizer, the prompt sets, and the work
+and memory per device (micro-batch per batch shard, sequences per sampler call) — the numbers the trainer
+uses and `tools/memory_plan.py` reports, from the same functions."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from common import load_pretrained
 from common.config import get_preset
 from common.attention import select_backend
 from common.model import Decoder
-from common.sharding import make_mesh, named_sharding
+from common.sharding import MESH_AXES, make_mesh, named_sharding
 from common.tokenizer import char_tokenizer
 from rl_scaling.data import (DATASETS, Problem, curriculum_order, heldout_split, load_problems, load_table,
                              render_prompt, reuse_subset, synthetic_arithmetic)
@@ -127,9 +129,50 @@ def split_train_heldout(cfg, pool: list[Problem]) -> tuple[list[Problem], list[P
     return train, heldout
 
 
-def job_shape(cfg, prompt_len: int | None = None):
-    """The sizes of this run that decide its memory (`common.aot.estimate.JobShape`); `prompt_len`
-    defaults to data.max_prompt_len, the longest prompt the run keeps."""
+def mesh_degrees(mesh) -> tuple[int, int, int]:
+    """(data, fsdp, tensor) of a mesh; (1, 1, 1) for none (one device)."""
+    return (1, 1, 1) if mesh is None else tuple(int(mesh.shape[a]) for a in MESH_AXES)
+
+
+def micro_batch_sequences(g, batch_shards: int) -> int:
+    """Sequences in one gradient micro-batch over the whole mesh: grpo.micro_batch_size when set (a global
+    count, e.g. tools/launch.py's for its slice), else grpo.micro_batch_per_device x the mesh's batch shards
+    (data x fsdp), so that a recipe splits over whatever slice runs it."""
+    if g.micro_batch_size:
+        return int(g.micro_batch_size)
+    per_device = int(g.get("micro_batch_per_device", 0) or 0)
+    if per_device < 1:
+        raise ValueError("set grpo.micro_batch_size (sequences over the whole mesh) or grpo.micro_batch_per_device "
+                         "(sequences per data x fsdp batch shard)")
+    return per_device * batch_shards
+
+
+def check_micro_batch(g, batch_shards: int) -> int:
+    """`micro_batch_sequences`, refused unless it splits a mini-batch into whole micro-batches and splits
+    over the batch shards (else the rules table replicates the batch and every shard computes the same
+    update)."""
+    m = micro_batch_sequences(g, batch_shards)
+    mini = g.mini_batch_prompts * g.group_size
+    if m < 1 or mini % m:
+        raise ValueError(f"a mini-batch of {mini} sequences (grpo.mini_batch_prompts={g.mini_batch_prompts} x "
+                         f"group_size={g.group_size}) does not split into micro-batches of {m}")
+    if m % batch_shards:
+        raise ValueError(f"a micro-batch of {m} sequences (grpo.micro_batch_size) does not split over the mesh's "
+                         f"data x fsdp = {batch_shards} batch shards: every shard would compute the same update. "
+                         f"Set grpo.micro_batch_per_device (sequences per shard; e.g. "
+                         f"{max(m // batch_shards, 1)} gives {max(m // batch_shards, 1) * batch_shards}) with "
+                         f"grpo.micro_batch_size=0, or a micro_batch_size that is a multiple of {batch_shards}")
+    return m
+
+
+def reference_dtype(cfg) -> str:
+    """The KL reference copy's dtype: grpo.reference_dtype, or the parameters' when unset."""
+    return str(cfg.grpo.get("reference_dtype", "") or cfg.model.param_dtype)
+
+
+def job_shape(cfg, prompt_len: int | None = None, degrees: tuple[int, int, int] = (1, 1, 1)):
+    """The sizes of this run that decide its memory (`common.aot.estimate.JobShape`) on a mesh of `degrees`;
+    `prompt_len` defaults to data.max_prompt_len, the longest prompt the run keeps."""
     from common.aot.estimate import JobShape
     from common.sampler import call_shape
 
@@ -138,10 +181,53 @@ def job_shape(cfg, prompt_len: int | None = None):
     max_new = max(g.max_response_len, cfg.eval.max_new_tokens or g.max_response_len)
     # the trainer's sampler holds prompt_len + max_new slots; a rollout call asks for max_response_len
     prompt_bucket, cache_length = call_shape(prompt_len, g.max_response_len, prompt_len + max_new)
-    return JobShape(micro_batch=g.micro_batch_size, seq_len=prompt_len + g.max_response_len,
-                    response_len=g.max_response_len, remat=bool(m.remat), dtype=m.dtype, param_dtype=m.param_dtype,
-                    frozen_copies=1 if g.kl_coef > 0 else 0, rollout_batch=g.prompts_per_step * g.group_size,
-                    prompt_len=prompt_bucket, cache_length=cache_length)
+    return JobShape(micro_batch=micro_batch_sequences(g, degrees[0] * degrees[1]),
+                    seq_len=prompt_len + g.max_response_len, response_len=g.max_response_len, remat=bool(m.remat),
+                    dtype=m.dtype, param_dtype=m.param_dtype, frozen_copies=1 if g.kl_coef > 0 else 0,
+                    reference_dtype=reference_dtype(cfg), reference_on_host=bool(g.get("reference_on_host", False)),
+                    donated=True,  # make_update_fn donates parameters and optimiser state
+                    rollout_batch=g.prompts_per_step * g.group_size, prompt_len=prompt_bucket,
+                    cache_length=cache_length)
+
+
+def device_memory_bytes() -> int | None:
+    """The memory a local device lets XLA allocate (`memory_stats()['bytes_limit']` on GPU and TPU); None
+    where the platform reports none (CPU)."""
+    try:
+        stats = jax.local_devices()[0].memory_stats()
+    except Exception:  # a platform without memory statistics
+        return None
+    limit = (stats or {}).get("bytes_limit")
+    return int(limit) if limit else None
+
+
+def sequences_per_call(cfg, model_config, degrees: tuple[int, int, int], device_bytes: int | None, *,
+                       prompt_len: int | None = None, headroom: float | None = None) -> tuple[int, str]:
+    """(sequences per sampler call, where that number comes from) for a run of `cfg` on a mesh of `degrees`
+    whose devices have `device_bytes` each (None: unknown): grpo.rollout_batch when set; else
+    `common.aot.fits.rollout_chunk` for grpo.rollout_memory_gib, or for `device_bytes`; else (no memory
+    known) every sequence of a step in one call. The trainer calls it once at start with its device's
+    limit, `tools/memory_plan.py` with the slice's HBM."""
+    from common.aot.fits import DEFAULT_HEADROOM, rollout_chunk
+
+    g = cfg.grpo
+    total = g.prompts_per_step * g.group_size
+    if g.get("rollout_batch", 0):
+        return min(int(g.rollout_batch), total), "grpo.rollout_batch"
+    gib = float(g.get("rollout_memory_gib", 0) or 0)
+    if gib:
+        memory, source = int(gib * 2**30), f"grpo.rollout_memory_gib={gib:g}"
+    elif device_bytes:
+        memory, source = int(device_bytes), f"{device_bytes / 2**30:.1f} GiB per device"
+    else:
+        return total, ("all at once: the device reports no memory limit (grpo.rollout_memory_gib or "
+                       "grpo.rollout_batch bound it)")
+    shape = job_shape(cfg, prompt_len, degrees)
+    chunk = rollout_chunk(model_config, degrees, shape, memory,
+                          DEFAULT_HEADROOM if headroom is None else headroom)
+    if chunk == 0:
+        return min(degrees[0] * degrees[1], total), f"{source}; the estimate says not even this many fit"
+    return chunk, f"{source}, the estimate of common.aot.fits.rollout_chunk"
 
 
 def policy_config(cfg):
@@ -179,5 +265,8 @@ def check_mesh_preset(cfg) -> None:
     if -1 in degrees:
         known = int(np.prod([d for d in degrees if d != -1]))
         degrees = tuple(preset.num_devices // known if d == -1 else d for d in degrees)
-    check_fits(model_config, degrees, job_shape(cfg), hbm_bytes=preset.hbm_bytes, num_devices=preset.num_devices,
+    check_micro_batch(cfg.grpo, degrees[0] * degrees[1])
+    per_call, _ = sequences_per_call(cfg, model_config, degrees, preset.hbm_bytes)  # as the trainer on this slice
+    check_fits(model_config, degrees, job_shape(cfg, degrees=degrees), hbm_bytes=preset.hbm_bytes,
+               num_devices=preset.num_devices, sequences_per_call=per_call,
                label=f"{name} ({preset.num_devices} x {preset.hbm_bytes / 2**30:.0f} GiB)")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import signal
 import time
+import warnings
 from pathlib import Path
 
 import jax
@@ -30,8 +31,9 @@ from rl_scaling.evaluation import pass_at_1
 from rl_scaling.grpo.advantages import group_advantages, zero_variance_group_fraction
 from rl_scaling.grpo.checkpoints import latest_step_dir, restore_trainer_checkpoint, save_trainer_checkpoint
 from rl_scaling.grpo.rollout import pack_rollouts, sample_rollouts
-from rl_scaling.grpo.setup import (build_mesh, build_policy, check_mesh_preset, encode_prompts,
-                                   load_downstream_sets, load_pool, split_train_heldout)
+from rl_scaling.grpo.setup import (build_mesh, build_policy, check_mesh_preset, check_micro_batch,
+                                   device_memory_bytes, encode_prompts, load_downstream_sets, load_pool,
+                                   mesh_degrees, reference_dtype, sequences_per_call, split_train_heldout)
 from rl_scaling.grpo.train_step import LossConfig, make_logprob_fn, make_optimizer, make_update_fn
 from rl_scaling.rewards import compute_rewards
 
@@ -49,6 +51,7 @@ class GRPOTrainer:
         self.workdir.mkdir(parents=True, exist_ok=True)
         check_mesh_preset(cfg)  # a named slice: fail now if the run cannot fit its memory
         self.mesh = build_mesh(cfg)
+        self.degrees = mesh_degrees(self.mesh)
         model, self.tokenizer = build_policy(cfg, self.mesh)
         self.model_config = model.config
         self.graphdef, self.params = nnx.split(model)
@@ -56,11 +59,10 @@ class GRPOTrainer:
         if g.prompts_per_step % g.mini_batch_prompts:
             raise ValueError(f"grpo.prompts_per_step ({g.prompts_per_step}) must be a multiple of "
                              f"grpo.mini_batch_prompts ({g.mini_batch_prompts})")
-        if (g.mini_batch_prompts * g.group_size) % g.micro_batch_size:
-            raise ValueError(f"a mini-batch of {g.mini_batch_prompts * g.group_size} sequences does not split "
-                             f"into micro-batches of {g.micro_batch_size}")
+        # sequences per gradient micro-batch over the whole mesh, a whole number per batch shard
+        self.micro_batch = check_micro_batch(g, self.degrees[0] * self.degrees[1])
         # The frozen reference is a copy only when the KL term is on.
-        self.ref_params = jax.tree.map(jnp.copy, self.params) if g.kl_coef > 0 else None
+        self.ref_params = self._reference_copy() if g.kl_coef > 0 else None
 
         pool = load_pool(cfg)
         train, heldout = split_train_heldout(cfg, pool)
@@ -80,6 +82,14 @@ class GRPOTrainer:
         self.rollout: Rollout = Sampler(model, mesh=self.mesh, pad_id=self.pad_id,
                                         max_cache_length=longest + max(self.max_new, self.eval_max_new),
                                         adaptive_prefill=bool(g.get("adaptive_prefill", False)))
+        # Sequences per sampler call: what the device's memory holds (the number tools/memory_plan.py reports
+        # for a slice), fixed for the run so that a resumed run samples the same.
+        self.sequences_per_call, source = sequences_per_call(cfg, self.model_config, self.degrees,
+                                                             device_memory_bytes())
+        tqdm.write(f"rollouts: {self.sequences_per_call} of {g.prompts_per_step * g.group_size} sequences per "
+                   f"sampler call ({source}); micro-batches of {self.micro_batch} sequences over "
+                   f"{self.degrees[0] * self.degrees[1]} batch shard(s)")
+        self.packed_shapes: set[tuple[int, int]] = set()  # (P, R) the update and log-prob programs have seen
         updates_per_step = g.prompts_per_step // g.mini_batch_prompts
         o = cfg.optim
         self.optimizer = make_optimizer(o.lr, o.weight_decay, o.grad_clip, schedule=o.schedule,
@@ -90,11 +100,9 @@ class GRPOTrainer:
             replicated = NamedSharding(self.mesh, PartitionSpec())
             self.opt_state = jax.tree.map(
                 lambda x: x if isinstance(x.sharding, NamedSharding) else jax.device_put(x, replicated), self.opt_state)
-        self.loss_cfg = LossConfig(eps_low=g.eps_low, eps_high=g.eps_high, kl_coef=g.kl_coef,
-                                   kl_estimator=g.kl_estimator, aggregation=g.aggregation,
-                                   max_response_len=g.max_response_len, temperature=g.temperature)
+        self.loss_cfg = LossConfig.from_config(g)  # clip, KL, aggregation, loss guards, log-prob chunk
         self.update_fn = make_update_fn(self.graphdef, self.optimizer, self.loss_cfg, cfg.model.remat)
-        self.logprob_fn = make_logprob_fn(self.graphdef, g.temperature)
+        self.logprob_fn = make_logprob_fn(self.graphdef, g.temperature, self.loss_cfg.logprob_chunk)
         self.ledger = ComputeLedger()
         self.n_params = non_embedding_params(self.model_config)
         self.step = 0
@@ -113,6 +121,7 @@ class GRPOTrainer:
             return
         self.params, self.opt_state, state = restore_trainer_checkpoint(step_dir, self.params, self.opt_state)
         self.step = state["step"]
+        self.packed_shapes = {tuple(s) for s in state.get("packed_shapes", [])}
         self.stream.load_state_dict(state["stream"])
         self.ledger.load_state_dict(state["ledger"])
         self.writer.truncate_after(self.step)
@@ -120,7 +129,8 @@ class GRPOTrainer:
 
     def save(self) -> Path:
         model = nnx.merge(self.graphdef, self.params)
-        state = {"step": self.step, "stream": self.stream.state_dict(), "ledger": self.ledger.state_dict()}
+        state = {"step": self.step, "stream": self.stream.state_dict(), "ledger": self.ledger.state_dict(),
+                 "packed_shapes": sorted(self.packed_shapes)}
         return save_trainer_checkpoint(self.workdir, self.step, model, self.tokenizer, self.opt_state, state,
                                        keep=self.cfg.checkpoint.keep, source=str(self.cfg.model.path))
 
@@ -175,7 +185,8 @@ class GRPOTrainer:
                                    max_new_tokens=self.max_new,
                                    temperature=g.temperature, top_p=g.top_p, top_k=g.top_k,
                                    seed=step_seed(self.cfg.seed, self.step),
-                                   stop_token_ids=end_token_ids(self.tokenizer))
+                                   stop_token_ids=end_token_ids(self.tokenizer),
+                                   sequences_per_call=self.sequences_per_call)
         timings["time/rollout"] = time.perf_counter() - t
 
         t = time.perf_counter()
@@ -185,12 +196,15 @@ class GRPOTrainer:
         advantages = np.asarray(group_advantages(jnp.asarray(rewards), g.group_size, normalize_std=g.normalize_std))
         timings["time/reward"] = time.perf_counter() - t
 
-        batch = pack_rollouts(rollouts, pad_id=self.pad_id, mask_truncated=g.mask_truncated)
+        batch = pack_rollouts(rollouts, pad_id=self.pad_id, mask_truncated=g.mask_truncated,
+                              min_bucket=int(g.get("min_length_bucket", 16)),
+                              max_prompt_len=self.cfg.data.max_prompt_len, max_response_len=g.max_response_len)
+        self.packed_shapes.add((batch.prompt_len, batch.response_len))
         n = len(rollouts.response_ids)
         t = time.perf_counter()
         old_logp = self._logprobs(self.params, batch) if g.old_logprobs == "recompute" else \
             self._sampler_logprobs(rollouts, batch)
-        ref_logp = self._logprobs(self.ref_params, batch) if self.ref_params is not None else None
+        ref_logp = self._logprobs(self._reference_on_device(), batch) if self.ref_params is not None else None
         timings["time/logprobs"] = time.perf_counter() - t
 
         t = time.perf_counter()
@@ -202,7 +216,7 @@ class GRPOTrainer:
                     "mask": batch.mask[sl], "advantages": advantages[sl].astype(np.float32), "old_logp": old_logp[sl]}
             if ref_logp is not None:
                 mini["ref_logp"] = ref_logp[sl]
-            mini = {k: self._put(v.reshape(-1, g.micro_batch_size, *v.shape[1:])) for k, v in mini.items()}
+            mini = {k: self._put(v.reshape(-1, self.micro_batch, *v.shape[1:])) for k, v in mini.items()}
             with self._mesh_ctx():
                 self.params, self.opt_state, m = self.update_fn(self.params, self.opt_state, mini)
             update_metrics.append(jax.device_get(m))
@@ -225,6 +239,8 @@ class GRPOTrainer:
             "tokens/step": float(prompt_tokens + resp_lens.sum()),
             "tokens/per_second": float((prompt_tokens + resp_lens.sum()) / step_time),
             "time/step": step_time, **timings,
+            "rollout/sequences_per_call": float(self.sequences_per_call), "rollout/calls": float(rollouts.calls),
+            "compile/programs": float(len(self.packed_shapes)),
             **{f"train/{k}": float(np.mean([m[k] for m in update_metrics])) for k in update_metrics[0]},
             **self.ledger.metrics(),
         }
@@ -244,7 +260,7 @@ class GRPOTrainer:
 
     def _logprobs(self, params, batch) -> np.ndarray:
         """Per-token log-probs [N, R] of the responses under `params`, in micro-batches."""
-        m = self.cfg.grpo.micro_batch_size
+        m = self.micro_batch
         out = []
         for lo in range(0, batch.tokens.shape[0], m):
             sl = slice(lo, lo + m)
@@ -252,6 +268,34 @@ class GRPOTrainer:
                 out.append(to_host(self.logprob_fn(params, self._put(batch.tokens[sl], 0),
                                                    self._put(batch.start[sl], 0), self._put(batch.targets[sl], 0))))
         return np.concatenate(out)
+
+    # ---- the frozen reference ----------------------------------------------------------------------
+    def _reference_copy(self):
+        """The KL reference: a copy of the parameters in grpo.reference_dtype (a new buffer even at the same
+        dtype: the update donates the policy's), in host memory when grpo.reference_on_host and the
+        devices have one (`pinned_host`)."""
+        dtype = jnp.dtype(reference_dtype(self.cfg))
+        shardings = jax.tree.map(lambda x: x.sharding, self.params)
+        cast = lambda x: x.astype(dtype) if x.dtype != dtype else jnp.copy(x)  # never the input's buffer
+        ref = jax.jit(lambda p: jax.tree.map(cast, p), out_shardings=shardings)(self.params)
+        self._ref_shardings = shardings
+        if not self.cfg.grpo.get("reference_on_host", False):
+            return ref
+        kinds = {m.kind for m in jax.local_devices()[0].addressable_memories()}
+        if "pinned_host" not in kinds:
+            warnings.warn(f"grpo.reference_on_host: {jax.default_backend()} devices have no pinned_host memory "
+                          f"(only {sorted(kinds)}); the reference stays on the devices")
+            return ref
+        tqdm.write("reference policy in host memory (pinned_host); moved to the devices for its log-probs"
+                   + (" (on a CPU host and device memory are the same RAM: nothing is saved)"
+                      if jax.default_backend() == "cpu" else ""))
+        return jax.device_put(ref, jax.tree.map(lambda s: s.with_memory_kind("pinned_host"), shardings))
+
+    def _reference_on_device(self):
+        """The reference parameters where the log-prob program reads them (a device copy while in use, when
+        they live in host memory)."""
+        on_host = any(x.sharding.memory_kind == "pinned_host" for x in jax.tree.leaves(self.ref_params))
+        return jax.device_put(self.ref_params, self._ref_shardings) if on_host else self.ref_params
 
     @staticmethod
     def _sampler_logprobs(rollouts, batch) -> np.ndarray:

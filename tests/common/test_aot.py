@@ -14,7 +14,7 @@ import pytest
 from flax import nnx
 
 from common.aot.estimate import JobShape, estimate_memory, param_bytes_per_device
-from common.aot.fits import MemoryPlanError, check_fits
+from common.aot.fits import MemoryPlanError, check_fits, rollout_chunk
 from common.aot.topology import INSTALL_HINT, libtpu_importable
 from common.config import get_preset
 from common.config_file import load_config
@@ -75,6 +75,28 @@ def test_parameter_bytes_by_hand():
     assert param_bytes_per_device(tiny, (1, 4, 1), "bfloat16") * 2 == param_bytes_per_device(tiny, (1, 4, 1))
 
 
+def test_parameter_bytes_count_stacked_layers_once_per_layer(monkeypatch):
+    """Scanned blocks hold each layer parameter stacked [num_layers, ...] with first logical axis "layers":
+    counted as every layer, like a list of blocks."""
+    import jax.numpy as jnp
+
+    import common.aot.estimate as estimate
+
+    class Stacked(nnx.Module):
+        def __init__(self, config):
+            self.blocks = nnx.Param(jnp.zeros((config.num_layers, 64, 128)), logical_axes=("layers", "embed", "mlp"))
+            self.embed = nnx.Param(jnp.zeros((512, 64)), logical_axes=("vocab", "embed"))
+
+    monkeypatch.setattr(estimate, "abstract_decoder", lambda config, param_dtype="float32": Stacked(config))
+    estimate.parameter_layout.cache_clear()
+    try:
+        tiny = get_preset("tiny").replace(num_layers=3)
+        assert param_bytes_per_device(tiny, (1, 1, 1)) == 4 * (3 * 64 * 128 + 512 * 64)
+        assert param_bytes_per_device(tiny, (1, 4, 1)) == 4 * (3 * 64 * 128 + 512 * 64) // 4
+    finally:
+        estimate.parameter_layout.cache_clear()
+
+
 @pytest.mark.parametrize("size,billions", [("qwen2_5_0_5b", 0.49), ("qwen2_5_1_5b", 1.54), ("qwen2_5_3b", 3.09),
                                            ("qwen2_5_7b", 7.61), ("qwen2_5_14b", 14.7), ("qwen2_5_32b", 32.5),
                                            ("qwen2_5_72b", 72.7)])
@@ -116,18 +138,33 @@ def test_check_fits_names_remat_and_micro_batch_for_activations():
     with pytest.raises(MemoryPlanError) as err:
         check_fits(get_preset("qwen2_5_7b"), (1, 32, 1), _shape(micro_batch=128, remat=False, rollout_batch=128),
                    hbm_bytes=p.hbm_bytes, num_devices=p.num_devices)
-    assert "model.remat=True" in str(err.value) and "grpo.micro_batch_size=128 -> 64" in str(err.value)
+    assert "model.remat=True" in str(err.value) and "grpo.micro_batch_per_device=4 -> 2 (grpo.micro_batch_size=128 -> 64" in str(err.value)
 
 
 def test_check_fits_names_smaller_sampler_batches_for_the_kv_cache():
     p = get_mesh_preset("v5p-8")
-    with pytest.raises(MemoryPlanError, match=r"(?s)rollout sampling .* fewer sequences per sampler call: 4096 now "
-                                              r"\(1024 per device.*; (\d+) would fit") as err:
+    # all 4096 sequences in one call (grpo.rollout_batch=4096) cannot fit; the sampler-call size it names does
+    with pytest.raises(MemoryPlanError, match=r"(?s)rollout sampling .* fewer sequences per sampler call "
+                                              r"\(grpo.rollout_batch\): 4096 now \(1024 per device.*; (\d+) "
+                                              r"would fit") as err:
         check_fits(get_preset("qwen2_5_1_5b"), (1, 4, 1), _shape(micro_batch=4), hbm_bytes=p.hbm_bytes,
-                   num_devices=p.num_devices)
+                   num_devices=p.num_devices, sequences_per_call=4096)
     fitting = int(re.search(r"(\d+) would fit", str(err.value)).group(1))
-    check_fits(get_preset("qwen2_5_1_5b"), (1, 4, 1), _shape(micro_batch=4, rollout_batch=fitting),
-               hbm_bytes=p.hbm_bytes, num_devices=p.num_devices)
+    assert fitting == rollout_chunk(get_preset("qwen2_5_1_5b"), (1, 4, 1), _shape(micro_batch=4), p.hbm_bytes)
+    check_fits(get_preset("qwen2_5_1_5b"), (1, 4, 1), _shape(micro_batch=4), hbm_bytes=p.hbm_bytes,
+               num_devices=p.num_devices, sequences_per_call=fitting)
+    # without a forced size the check plans the calls as the trainer makes them: it fits
+    check_fits(get_preset("qwen2_5_1_5b"), (1, 4, 1), _shape(micro_batch=4), hbm_bytes=p.hbm_bytes,
+               num_devices=p.num_devices)
+
+
+def test_estimate_counts_a_bfloat16_reference_at_half_and_a_host_one_at_zero():
+    m, degrees = get_preset("qwen2_5_7b"), (1, 32, 1)
+    e = estimate_memory(m, degrees, _shape())
+    assert e.reference == e.params
+    assert estimate_memory(m, degrees, _shape(reference_dtype="bfloat16")).reference * 2 == e.params
+    assert estimate_memory(m, degrees, _shape(reference_on_host=True)).reference == 0
+    assert estimate_memory(m, degrees, _shape(frozen_copies=0, reference_dtype="bfloat16")).reference == 0
 
 
 def test_trainer_refuses_a_named_preset_that_cannot_fit():
@@ -195,8 +232,8 @@ def test_tiny_update_and_sampler_compile_for_v5e_2x2(tiny_tpu_compile):
     u = r["update"]
     # TPU tiles pad small arrays, so the compiled arguments are at least the exact bytes, and not wildly more.
     assert held <= u["arguments"] <= 4 * held
-    # No donation: the outputs are a second copy of parameters + optimiser state, the batch is not returned.
-    assert u["alias"] == 0 and u["outputs"] <= u["arguments"] and u["arguments"] - u["outputs"] < 64 * 1024
+    # Donation: the new parameters + optimiser state take the old ones' buffers; what is left is the metrics.
+    assert held <= u["alias"] <= u["outputs"] <= u["arguments"] and u["outputs"] - u["alias"] < 64 * 1024
     s = r["sampler"]
     assert param_bytes_per_device(get_preset("tiny"), (1, 4, 1)) <= s["arguments"] <= u["arguments"]
     assert u["compile_seconds"] > 0 and s["compile_seconds"] > 0

@@ -29,13 +29,13 @@ def test_pack_rollouts_layout():
     r = Rollouts(prompt_ids=[[5, 6, 7], [8]], response_ids=[[1, 2], [3, 4, 9]],
                  sampler_logprobs=[[-1.0, -2.0], [-1.0, -1.0, -1.0]], truncated=np.array([False, True]),
                  group_size=2)
-    b = pack_rollouts(r, pad_id=0, mask_truncated=True, length_multiple=4)
+    b = pack_rollouts(r, pad_id=0, mask_truncated=True, min_bucket=4)
     assert b.prompt_len == 4 and b.response_len == 4
     assert b.tokens.tolist() == [[0, 5, 6, 7, 1, 2, 0, 0], [0, 0, 0, 8, 3, 4, 9, 0]]
     assert b.start.tolist() == [1, 3]
     assert b.targets.tolist() == [[1, 2, 0, 0], [3, 4, 9, 0]]
     assert b.mask.tolist() == [[1, 1, 0, 0], [0, 0, 0, 0]]  # the truncated one is masked out
-    b2 = pack_rollouts(r, pad_id=0, mask_truncated=False, length_multiple=4)
+    b2 = pack_rollouts(r, pad_id=0, mask_truncated=False, min_bucket=4)
     assert b2.mask.tolist()[1] == [1, 1, 1, 0]
 
 
