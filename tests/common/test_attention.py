@@ -1,7 +1,8 @@
 """The attention seam (common/attention): the reference against float64 numpy on ragged rows, shared prefixes
-and grouped-query heads; the registry's names, "auto" and its errors; and the house rule that the decoder and
-the sampler call the seam and nothing else."""
+and grouped-query heads; the registry's names, "auto" and its errors; the house rule that the decoder and the
+sampler call the seam and nothing else; and the decoder training the same on every built-in backend."""
 
+import functools
 import re
 from pathlib import Path
 
@@ -128,3 +129,33 @@ def test_the_decoder_and_the_sampler_call_the_seam_and_nothing_else():
     for name in ("model.py", "sampler.py"):
         text = (COMMON / name).read_text()
         assert "default_backend" not in text and "os.environ" not in text, name
+
+
+@functools.cache
+def _decoder_logits_and_grads(attention):
+    """The tiny model on two left-padded rows of 150 tokens (several blockwise tiles, two splash tiles) ->
+    (logits of the real tokens, parameter gradients of their mean square)."""
+    from flax import nnx
+
+    from common.config import get_preset
+    from common.model import Decoder
+
+    tokens = jnp.asarray(np.random.default_rng(0).integers(0, 512, (2, 150)), jnp.int32)
+    start = jnp.asarray([0, 20], jnp.int32)
+    graph, params = nnx.split(Decoder(get_preset("tiny"), attention=attention, rngs=nnx.Rngs(0)))
+
+    def loss(params):
+        logits, _ = nnx.merge(graph, params).forward(tokens, start=start)
+        return jnp.mean(logits[:, 20:] ** 2), logits[:, 20:]
+
+    (_, logits), grads = jax.jit(jax.value_and_grad(loss, has_aux=True))(params)
+    return logits, grads
+
+
+@pytest.mark.parametrize("backend", [BlockwiseAttention(32, 64), CudnnAttention(implementation="xla"),
+                                     SplashAttention(block_q=128, block_k=128, interpret=True)], ids=repr)
+def test_the_decoder_trains_the_same_on_every_backend(backend):
+    (ref, ref_grads), (out, grads) = _decoder_logits_and_grads(XlaAttention()), _decoder_logits_and_grads(backend)
+    np.testing.assert_allclose(np.asarray(out), np.asarray(ref), atol=1e-5, rtol=1e-5)
+    for g, r in zip(jax.tree.leaves(grads), jax.tree.leaves(ref_grads)):
+        np.testing.assert_allclose(np.asarray(g), np.asarray(r), atol=1e-6, rtol=1e-4)
