@@ -55,13 +55,14 @@ def select_backend(name: str | AttentionBackend = "auto", *, mesh=None, platform
                    ) -> AttentionBackend:
     """The backend a model built or loaded now uses. name: "auto", a backend name (`available_backends`), or
     a backend (checked against the mesh). mesh: the mesh the model runs under (None: one device).
-    platform: "cpu", "gpu" or "tpu" (default: JAX's default backend)."""
+    platform: "cpu", "gpu" or "tpu" (default: the mesh's devices', so that a program compiled ahead of time for
+    a TPU slice on a CPU host gets the TPU's backend; without a mesh JAX's default backend)."""
     import jax
 
     if isinstance(name, AttentionBackend):
         name.check_mesh(mesh)
         return name
-    platform = platform or jax.default_backend()
+    platform = platform or (mesh.devices.flat[0].platform if mesh is not None else jax.default_backend())
     if name == "auto":
         for plugin in sorted(_plugins()):
             try:

@@ -118,6 +118,23 @@ def test_auto_takes_the_built_in_kernel_of_the_platform(monkeypatch):
     assert select_backend("auto", platform="tpu") == SplashAttention()
     assert select_backend("auto", platform="gpu") == CudnnAttention()
     assert type(select_backend("auto", platform="cpu")) is XlaAttention
+    mesh = jax.sharding.Mesh(np.asarray(jax.devices()[:2]).reshape(2, 1, 1), ("data", "fsdp", "tensor"))
+    assert type(select_backend("auto", mesh=mesh)) is XlaAttention  # the mesh's platform: cpu
+
+
+class _TpuDevice:
+    platform = "tpu"
+
+
+def test_auto_asks_the_mesh_for_its_platform(monkeypatch):
+    """A mesh of TPU devices (a slice compiled for ahead of time on this CPU host) gets the TPU's backend."""
+    monkeypatch.setattr(registry, "_plugins", dict)
+
+    class Mesh:
+        devices = np.asarray([_TpuDevice()])
+        size = 1
+
+    assert type(select_backend("auto", mesh=Mesh())) is SplashAttention
 
 
 def test_the_decoder_and_the_sampler_call_the_seam_and_nothing_else():
