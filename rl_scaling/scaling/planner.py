@@ -68,14 +68,18 @@ def best_size(rows: list[PlanRow]) -> PlanRow:
     return min(rows, key=lambda r: r.loss)
 
 
-def format_plan(rows: list[PlanRow], budget: float, x_name: str) -> str:
-    """A plain-text table of the plan, the best size marked with '*'."""
+def format_plan(rows: list[PlanRow], budget, x_name: str) -> str:
+    """A plain-text table of the plan, the best size marked with '*'. `budget`: one number for every row, or
+    one per row (a budget that converts to a different X per size, such as chip-hours to C) as a column."""
     best = best_size(rows)
-    lines = [f"budget {x_name} = {budget:.4g}", f"  {'size N':>12} {'k(N)':>8} {'E(N)':>9} "
-             f"{'E from':>12} {'predicted L':>12}"]
-    for r in rows:
+    per_row = isinstance(budget, (list, tuple))
+    head = f"budget {x_name} per size (column {x_name})" if per_row else f"budget {x_name} = {budget:.4g}"
+    extra = f" {x_name:>12}" if per_row else ""
+    lines = [head, f"  {'size N':>12}{extra} {'k(N)':>8} {'E(N)':>9} {'E from':>12} {'predicted L':>12}"]
+    for i, r in enumerate(rows):
         mark = "*" if r is best else " "
-        lines.append(f"{mark} {r.size:>12.4g} {r.k:>8.4f} {r.e0:>9.4f} {r.e0_source:>12} "
+        x = f" {budget[i]:>12.4g}" if per_row else ""
+        lines.append(f"{mark} {r.size:>12.4g}{x} {r.k:>8.4f} {r.e0:>9.4f} {r.e0_source:>12} "
                      f"{r.loss:>12.4f}")
     lines.append(f"best: N = {best.size:.4g} with predicted L = {best.loss:.4f}")
     return "\n".join(lines)
