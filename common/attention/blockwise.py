@@ -20,8 +20,10 @@ import jax.numpy as jnp
 
 from common.attention.base import AttentionBackend, Visibility
 
-BLOCK_Q = 512  # query tokens a tile
-BLOCK_K = 512  # key slots a tile
+# Query tokens and key slots a tile: on CPU a 256 x 256 tile's scores stay in cache, and long sequences ran
+# faster forward and backward than in 512 x 512 tiles.
+BLOCK_Q = 256
+BLOCK_K = 256
 
 
 def blockwise_attention(q: jax.Array, k: jax.Array, v: jax.Array, visibility: Visibility,
