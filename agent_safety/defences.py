@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Sequence
 import yaml
 
 from agent_safety.backends.base import ChatBackend, ChatMessage, ChatRequest
+from agent_safety.failures import complete_or_fail
 from agent_safety.judge import judge_label, judge_request
 from agent_safety.questionnaire import QuestionnaireResult, parse_questionnaire, questionnaire_messages
 
@@ -55,7 +56,9 @@ def apply_input_filter(dialogues: Sequence["Dialogue"], judge: ChatBackend, samp
     if not chosen:
         return
     requests = [judge_request(d.human_message, sampling, "input_template", seed=d.key.seed) for d in chosen]
-    for d, result in zip(chosen, judge.complete_batch(requests)):
+    for d, result in zip(chosen, complete_or_fail(judge, chosen, requests, "input filter")):
+        if result is None:
+            continue
         d.input_filter = judge_label(result.text)
         d.blocked = d.input_filter["dangerous"] is True
 
@@ -96,16 +99,22 @@ def apply_doctor(dialogues: Sequence["Dialogue"], backend: ChatBackend, question
         requests = [ChatRequest(questionnaire_messages((ChatMessage("system", d.system_prompts[a]),)),
                                 seed=d.key.seed + attempt, **questionnaire_sampling) for d, a in pending]
         failed = []
-        for (d, a), result in zip(pending, backend.complete_batch(requests)):
+        replies = complete_or_fail(backend, [d for d, _ in pending], requests, "doctor questionnaire")
+        for (d, a), result in zip(pending, replies):
+            if result is None:
+                continue
             test = parse_questionnaire(result.text)
             d.doctor.setdefault(a, []).append({"system_prompt": d.system_prompts[a],
                                                "questionnaire": test.as_dict(), "raw": result.text})
             if needs_treatment(test, threshold, treat_invalid):
                 failed.append((d, a))
+        failed = [(d, a) for d, a in failed if d.failure is None]
         if attempt == max_rewrites or not failed:
             return
         requests = [ChatRequest(doctor_messages(d.system_prompts[a]), seed=d.key.seed + attempt,
                                 **doctor_sampling) for d, a in failed]
-        for (d, a), result in zip(failed, backend.complete_batch(requests)):
-            d.system_prompts[a] = rewritten_prompt(result.text, d.system_prompts[a])
-        pending = failed
+        for (d, a), result in zip(failed, complete_or_fail(backend, [d for d, _ in failed], requests,
+                                                           "doctor rewrite")):
+            if result is not None:
+                d.system_prompts[a] = rewritten_prompt(result.text, d.system_prompts[a])
+        pending = [(d, a) for d, a in failed if d.failure is None]

@@ -66,10 +66,11 @@ class Dialogue:
     blocked: bool = False
     input_filter: dict | None = None
     doctor: dict = dataclasses.field(default_factory=dict)
+    failure: dict | None = None  # {"stage", "error"} once a model request failed for good (failures.py)
 
     @property
     def finished(self) -> bool:
-        return self.blocked or self.cursor >= len(self.steps)
+        return self.blocked or self.failure is not None or self.cursor >= len(self.steps)
 
     @property
     def next_step(self) -> Step:
@@ -91,6 +92,7 @@ class Dialogue:
             "blocked": self.blocked,
             "input_filter": self.input_filter,
             "doctor": self.doctor,
+            "failure": self.failure,
             "turns": [dataclasses.asdict(t) for t in self.turns],
         }
 

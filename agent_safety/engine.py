@@ -3,7 +3,8 @@ dialogue in one `complete_batch` call, then administers the questionnaire side q
 just spoke (one batch) and has the judge label every new agent message (one batch).
 
 Side queries use the speaker's system prompt and history up to and including its own new message; their
-answers are stored on the turn and never enter the transcript.
+answers are stored on the turn and never enter the transcript. A request that fails for good fails its
+dialogue only (`failures.complete_or_fail`); the others go on.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Callable, Sequence
 from agent_safety.backends.base import ChatBackend, ChatRequest
 from agent_safety.defences import apply_doctor, apply_input_filter
 from agent_safety.dialogue import Dialogue, Turn, agent_view
+from agent_safety.failures import complete_or_fail
 from agent_safety.judge import judge_label, judge_request
 from agent_safety.questionnaire import parse_questionnaire, questionnaire_messages
 
@@ -47,7 +49,9 @@ def advance_one_step(dialogues: Sequence[Dialogue], agents: ChatBackend, judge: 
     requests = [ChatRequest(agent_view(d, s.speaker), seed=turn_seed(d), **settings.agent_sampling)
                 for d, s in zip(active, steps)]
     spoken: list[tuple[Dialogue, int]] = []  # (dialogue, index of its new working-agent turn)
-    for d, step, result in zip(active, steps, agents.complete_batch(requests)):
+    for d, step, result in zip(active, steps, complete_or_fail(agents, active, requests, "agent turn")):
+        if result is None:
+            continue
         d.turns.append(Turn(step.round, step.speaker, step.kind, result.text))
         if step.kind == "agent":
             spoken.append((d, len(d.turns) - 1))
@@ -56,6 +60,7 @@ def advance_one_step(dialogues: Sequence[Dialogue], agents: ChatBackend, judge: 
         d.cursor += 1
     if spoken and settings.questionnaire_every_turn:
         administer_questionnaires(spoken, agents, settings.questionnaire_sampling)
+    spoken = [(d, i) for d, i in spoken if d.failure is None]
     if spoken:
         label_turns(spoken, judge, settings.judge_sampling)
     return [d for d in active if d.finished]
@@ -66,15 +71,18 @@ def administer_questionnaires(spoken: Sequence[tuple[Dialogue, int]], agents: Ch
     """Side query per (dialogue, turn index): same system prompt and history + the questionnaire."""
     requests = [ChatRequest(questionnaire_messages(agent_view(d, d.turns[i].speaker, upto=i + 1)),
                             seed=d.key.seed, **sampling) for d, i in spoken]
-    for (d, i), result in zip(spoken, agents.complete_batch(requests)):
-        d.turns[i].questionnaire = {**parse_questionnaire(result.text).as_dict(), "raw": result.text}
+    replies = complete_or_fail(agents, [d for d, _ in spoken], requests, "questionnaire")
+    for (d, i), result in zip(spoken, replies):
+        if result is not None:
+            d.turns[i].questionnaire = {**parse_questionnaire(result.text).as_dict(), "raw": result.text}
 
 
 def label_turns(spoken: Sequence[tuple[Dialogue, int]], judge: ChatBackend, sampling: dict) -> None:
     """The judge's label for each new agent message (one batch)."""
     requests = [judge_request(d.turns[i].content, sampling, seed=d.key.seed) for d, i in spoken]
-    for (d, i), result in zip(spoken, judge.complete_batch(requests)):
-        d.turns[i].judge = judge_label(result.text)
+    for (d, i), result in zip(spoken, complete_or_fail(judge, [d for d, _ in spoken], requests, "judge")):
+        if result is not None:
+            d.turns[i].judge = judge_label(result.text)
 
 
 def run_dialogues(dialogues: Sequence[Dialogue], agents: ChatBackend, judge: ChatBackend,

@@ -5,17 +5,18 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Sequence
 
 from agent_safety.metrics import point_biserial, score_danger_pairs
 from agent_safety.plots import plot_jdr, plot_pdr, plot_score_vs_danger
-from agent_safety.store import read_records
+from agent_safety.store import current_records, is_failed, read_records
 from agent_safety.tables import markdown_table, summary_rows
 
 RESULTS_FILE = "dialogues.jsonl"
 REPORT_FILE = "report.md"
 
 
-def correlation_line(records: list[dict]) -> str:
+def correlation_line(records: Sequence[dict]) -> str:
     scores, labels = score_danger_pairs(records)
     r, p = point_biserial(scores, labels)
     if math.isnan(r):
@@ -24,22 +25,45 @@ def correlation_line(records: list[dict]) -> str:
     return f"Point-biserial correlation (Dark Triad score vs danger): r = {r:.3f}, p = {p:.3g}, n = {len(scores)}."
 
 
+def failure_lines(records: Sequence[dict], limit: int = 20) -> list[str]:
+    """Markdown list of failed dialogues (key, stage, error), at most `limit` of them."""
+    failed = [r for r in records if is_failed(r)]
+    lines = [f"- `{'/'.join(str(v) for v in r['key'].values())}` at {r['failure']['stage']}: "
+             f"{r['failure']['error']}" for r in failed[:limit]]
+    if len(failed) > limit:
+        lines.append(f"- ... and {len(failed) - limit} more (see `{RESULTS_FILE}`)")
+    return lines
+
+
+def headline(records: Sequence[dict]) -> str:
+    """The report's first line: how many dialogues, how many complete, how many failed."""
+    failed = sum(1 for r in records if is_failed(r))
+    text = f"{len(records)} dialogues from `{RESULTS_FILE}`: {len(records) - failed} complete, {failed} failed."
+    if failed:
+        text += (" **Failed dialogues are left out of every metric; rerun the same command to retry them.**")
+    return text
+
+
 def write_report(workdir: str | Path) -> Path:
     """Writes DIR/report.md and DIR/plots/*.png from DIR/dialogues.jsonl; returns the report path."""
     workdir = Path(workdir)
     results = workdir / RESULTS_FILE
     if not results.exists():
         raise FileNotFoundError(f"no results file {results}; run `python tools/psysafe.py` first")
-    records = read_records(results)
+    records = current_records(read_records(results))
+    complete = [r for r in records if not is_failed(r)]
     rows = summary_rows(records)
     plots = [plot_pdr(rows, workdir / "plots" / "pdr.png"), plot_jdr(rows, workdir / "plots" / "jdr_by_round.png"),
-             plot_score_vs_danger(records, workdir / "plots" / "score_vs_danger.png")] if rows else []
-    text = [f"# PsySafe report\n\n{len(records)} dialogues from `{RESULTS_FILE}`.\n",
+             plot_score_vs_danger(complete, workdir / "plots" / "score_vs_danger.png")] if complete else []
+    text = [f"# PsySafe report\n\n{headline(records)}\n",
             "PDR: share of tasks with at least one dangerous agent message. JDR-Rk: share of tasks where every "
             "working agent's message in round k is dangerous. Invalid judge verdicts count as not dangerous. "
-            "DTDD: Dark Triad questionnaire total (12-108) of valid answers.\n",
-            markdown_table(rows), correlation_line(records) + "\n"]
+            "DTDD: Dark Triad questionnaire total (12-108) of valid answers. n: complete dialogues; failed: "
+            "dialogues a model request failed for good (not in any metric).\n",
+            markdown_table(rows), correlation_line(complete) + "\n"]
     text += [f"![{p.stem}](plots/{p.name})\n" for p in plots]
+    if len(complete) < len(records):
+        text += ["## Failed dialogues\n", "\n".join(failure_lines(records)) + "\n"]
     report = workdir / REPORT_FILE
     report.write_text("\n".join(text), encoding="utf-8")
     return report

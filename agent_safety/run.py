@@ -2,12 +2,15 @@
 
 Grid: tasks x systems x attacks x defences x seeds. Dialogues are advanced `batch_size` at a time in
 lockstep; each is appended to DIR/dialogues.jsonl the moment it finishes, so a rerun of the same command
-skips finished dialogues and a killed run loses only those in flight. DIR/report.md and DIR/plots/ are
+skips finished dialogues and a killed run loses only those in flight. A dialogue whose model request
+failed for good is stored as failed (with the error) and run again by the next run; the run goes on and
+`RunSummary.failed` counts them (the command then exits non-zero). DIR/report.md and DIR/plots/ are
 written at the end (rebuild them any time with `python tools/psysafe_report.py --workdir=DIR`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import logging
@@ -22,12 +25,23 @@ from agent_safety.dialogue import Dialogue, DialogueKey, build_dialogue
 from agent_safety.engine import EngineSettings, run_dialogues
 from agent_safety.defences import parse_defences
 from agent_safety.report import RESULTS_FILE, write_report
-from agent_safety.store import DialogueStore
+from agent_safety.store import DialogueStore, current_records, is_failed, record_key
 from agent_safety.systems import SystemSpec, system_spec
 from agent_safety.tasks import Task, load_tasks
 
 log = logging.getLogger(__name__)
 SECRET_KEYS = ("api_key",)
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSummary:
+    """What a run did. grid: dialogues in the config's grid; ran: dialogues run now (the rest were already
+    complete); failed: dialogues of the grid that are failed in the results after this run."""
+
+    report: Path
+    grid: int
+    ran: int
+    failed: int
 
 
 def system_extras(config, system: str) -> tuple[str, ...]:
@@ -75,8 +89,8 @@ def build_backends(config) -> tuple[ChatBackend, ChatBackend]:
 
 
 def run_experiment(config, workdir: str | Path, agents: ChatBackend | None = None,
-                   judge: ChatBackend | None = None, progress: bool = True) -> Path:
-    """Runs every unfinished dialogue of the grid, then writes the report; returns its path.
+                   judge: ChatBackend | None = None, progress: bool = True) -> RunSummary:
+    """Runs every unfinished (never run, or failed) dialogue of the grid, then writes the report.
 
     agents / judge: backends to use instead of those the config describes (tests pass scripted ones).
     """
@@ -92,16 +106,25 @@ def run_experiment(config, workdir: str | Path, agents: ChatBackend | None = Non
     if todo:
         if agents is None:
             agents, judge = build_backends(config)
-        judge = judge or agents
-        settings = engine_settings(config)
-        backends = {"agents": agents.name, "judge": judge.name}
-        with tqdm(total=len(todo), desc="dialogues", disable=not progress) as bar:
-            def save(dialogue: Dialogue) -> None:
-                store.append({**dialogue.to_record(), "backends": backends})
-                bar.update(1)
+        run_grid(todo, config, agents, judge or agents, store, progress)
+    grid_keys = {record_key({"key": key.as_dict()}) for key, _, _ in grid}
+    failed = [r for r in current_records(store.records()) if is_failed(r) and record_key(r) in grid_keys]
+    if failed:
+        log.warning("%d of %d dialogues failed; rerun the same command to retry them", len(failed), len(grid))
+    return RunSummary(write_report(workdir), len(grid), len(todo), len(failed))
 
-            for start in range(0, len(todo), config.batch_size):
-                chunk = [build_dialogue(key, task, spec, config.rounds or spec.default_rounds, config.trait_vector)
-                         for key, task, spec in todo[start:start + config.batch_size]]
-                run_dialogues(chunk, agents, judge, settings, on_finished=save)
-    return write_report(workdir)
+
+def run_grid(todo: Sequence[tuple[DialogueKey, Task, SystemSpec]], config, agents: ChatBackend,
+             judge: ChatBackend, store: DialogueStore, progress: bool) -> None:
+    """Runs `todo` `config.batch_size` dialogues at a time, storing each as soon as it is done."""
+    settings = engine_settings(config)
+    backends = {"agents": agents.name, "judge": judge.name}
+    with tqdm(total=len(todo), desc="dialogues", disable=not progress) as bar:
+        def save(dialogue: Dialogue) -> None:
+            store.append({**dialogue.to_record(), "backends": backends})
+            bar.update(1)
+
+        for start in range(0, len(todo), config.batch_size):
+            chunk = [build_dialogue(key, task, spec, config.rounds or spec.default_rounds, config.trait_vector)
+                     for key, task, spec in todo[start:start + config.batch_size]]
+            run_dialogues(chunk, agents, judge, settings, on_finished=save)

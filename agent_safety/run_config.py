@@ -6,8 +6,12 @@ Backend sub-configs (`backend`, `judge_backend`):
   scripted: policy ("demo"), delay_s (seconds per request, to simulate a slow model).
   jax: model_path (HF dir, GGUF file or orbax checkpoint dir), dtype, max_batch, attention (the attention
        backend, common.attention: "auto", "xla", or an installed plugin such as "cpu").
-  openai: model, base_url, api_key (empty -> OPENAI_BASE_URL / OPENAI_API_KEY), timeout_s,
-          max_retries, backoff_s, concurrency. api_key is never written to results.
+  openai: model, base_url, api_key (empty -> OPENAI_BASE_URL / OPENAI_API_KEY), timeout_s (one HTTP
+          attempt), concurrency. api_key is never written to results.
+          Faults (backends/retry.py): max_attempts per request (first included), max_request_s (seconds one
+          request may take, attempts and waits together), backoff_s, backoff_max_s, jitter (0..1).
+          Retried: 408/409/429/5xx, timeouts, dropped connections, malformed replies; Retry-After honoured.
+          A request that still fails fails its dialogue only (stored as failed, rerun by the next run).
 """
 
 from __future__ import annotations
@@ -19,7 +23,8 @@ def backend_config(kind: str = "scripted") -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(dict(
         kind=kind, policy="demo", delay_s=0.0,
         model_path="", dtype="float32", max_batch=64, attention="auto",
-        model="", base_url="", api_key="", timeout_s=60.0, max_retries=4, backoff_s=1.0, concurrency=8,
+        model="", base_url="", api_key="", timeout_s=60.0, concurrency=8,
+        max_attempts=5, max_request_s=600.0, backoff_s=1.0, backoff_max_s=30.0, jitter=0.5,
     ))
 
 

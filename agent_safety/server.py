@@ -2,7 +2,8 @@
 
 Concurrent HTTP requests are gathered by `RequestBatcher` into one `complete_batch` call (up to
 `max_batch` requests, waiting at most `batch_window_s` for company), so serving the JAX backend
-decodes many clients' requests together. Streaming and n > 1 are not supported (HTTP 400).
+decodes many clients' requests together. Streaming and n > 1 are not supported (HTTP 400). A request the
+backend fails for good answers 400 when it was refused (a context too long), else 502.
 `ServerThread` runs the server on a loopback port inside the current process (tests, notebooks).
 """
 
@@ -151,6 +152,9 @@ def make_app(backend: ChatBackend, model_name: str = "psysafe", max_batch: int =
             result = batcher.submit(request).result()
         except Exception as error:  # noqa: BLE001 - any backend failure is the server's fault
             return _error(500, f"backend error: {type(error).__name__}: {error}", "server_error")
+        if result.failed:  # a refusal of this request is the client's 400, any other failure the server's 502
+            return _error(502 if result.retryable else 400, result.error,
+                          "server_error" if result.retryable else "invalid_request_error")
         return {
             "id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "object": "chat.completion",
             "created": int(time.time()), "model": body.model or model_name,

@@ -1,13 +1,16 @@
-"""Results as JSON Lines: one finished dialogue per line, appended (flush + fsync) as it completes.
+"""Results as JSON Lines: one dialogue per line, appended (flush + fsync) as it completes or fails.
 
 A killed run loses only the dialogues in flight. A last line cut off mid-write is dropped — and cut
 from the file on open, so the next append starts on a clean line (`common.jsonl`). Records are keyed
-by (task_id, system, attack, defence, seed); a rerun skips keys already present.
+by (task_id, system, attack, defence, seed). A record with a `failure` (a model request failed for good)
+does not finish its key: the next run runs it again and appends the new record after it. A rerun skips
+keys that have a complete record; `current_records` gives one record per key, the complete one if any.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Sequence
 
 from common.jsonl import append_jsonl, read_jsonl, repair_tail
 
@@ -22,32 +25,49 @@ def record_key(record: dict) -> tuple:
     return tuple(key[f] for f in KEY_FIELDS)
 
 
+def is_failed(record: dict) -> bool:
+    """Whether the dialogue of this record failed (a model request failed for good)."""
+    return bool(record.get("failure"))
+
+
 def read_records(path: str | Path) -> list[dict]:
     """All complete records of a results file (missing file -> []); see `common.jsonl.read_jsonl`."""
     path = Path(path)
     return read_jsonl(path) if path.exists() else []
 
 
+def current_records(records: Sequence[dict]) -> list[dict]:
+    """One record per key, in the order keys first appear: the complete record if there is one, else
+    the latest failed attempt (earlier failed attempts of a key are history)."""
+    chosen: dict[tuple, dict] = {}
+    for r in records:
+        key = record_key(r)
+        if key not in chosen or is_failed(chosen[key]):
+            chosen[key] = r
+    return list(chosen.values())
+
+
 class DialogueStore:
-    """Append-only JSONL file of finished dialogues."""
+    """Append-only JSONL file of finished (complete or failed) dialogues."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         repair_tail(self.path)
-        self.finished_keys = {record_key(r) for r in read_records(self.path)}
+        self.finished_keys = {record_key(r) for r in read_records(self.path) if not is_failed(r)}
 
     def is_finished(self, key: dict) -> bool:
-        """Whether a dialogue with this key dict (task_id, system, attack, defence, seed) is stored."""
+        """Whether a complete dialogue with this key dict (task_id, system, attack, defence, seed) is stored."""
         return record_key({"key": key}) in self.finished_keys
 
     def append(self, record: dict) -> None:
-        """Writes one record as one line and forces it to disk; a key already stored raises."""
+        """Writes one record as one line and forces it to disk; a key already complete raises."""
         key = record_key(record)
         if key in self.finished_keys:
             raise ValueError(f"dialogue {key} is already stored in {self.path}")
         append_jsonl(self.path, record)
-        self.finished_keys.add(key)
+        if not is_failed(record):
+            self.finished_keys.add(key)
 
     def records(self) -> list[dict]:
         return read_records(self.path)

@@ -10,6 +10,7 @@ import numpy as np
 from agent_safety.attack import ATTACK_MODES
 from agent_safety.metrics import (count_invalid, input_detection_ratio, joint_danger_rate,
                                   process_danger_rate, questionnaire_scores)
+from agent_safety.store import is_failed
 
 GROUP_FIELDS = ("system", "attack", "defence")
 
@@ -31,10 +32,13 @@ def group_records(records: Sequence[dict]) -> dict[tuple, list[dict]]:
 
 
 def summary_row(records: Sequence[dict], max_round: int) -> dict:
-    """n, PDR, JDR-R1..R`max_round`, mean questionnaire score, invalid counts, input detection ratio."""
+    """n (complete dialogues), failed, PDR, JDR-R1..R`max_round`, mean questionnaire score, invalid
+    counts, input detection ratio; the metrics count complete dialogues only."""
+    failed = sum(1 for r in records if is_failed(r))
+    records = [r for r in records if not is_failed(r)]
     scores = questionnaire_scores(records)
     invalid = count_invalid(records)
-    row = {"n": len(records), "PDR": process_danger_rate(records)}
+    row = {"n": len(records), "failed": failed, "PDR": process_danger_rate(records)}
     for k in range(1, max_round + 1):
         row[f"JDR-R{k}"] = joint_danger_rate(records, k)
     row.update({"mean DTDD": float(np.mean(scores)) if scores else math.nan,

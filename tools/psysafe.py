@@ -4,13 +4,15 @@
 
 Grid: tasks x systems x attacks x defences x seeds. Each finished dialogue is appended to
 DIR/dialogues.jsonl at once, so rerunning the same command skips finished dialogues and a killed run loses
-only those in flight. DIR/report.md and DIR/plots/ are written at the end (`tools/psysafe_report.py`
-rebuilds them).
+only those in flight. A dialogue whose model request failed for good is stored as failed and retried
+by the next run; the command exits with status 1 while any dialogue of the grid is failed. DIR/report.md
+and DIR/plots/ are written at the end (`tools/psysafe_report.py` rebuilds them).
 """
 
 from __future__ import annotations
 
 import logging
+import sys
 
 from absl import app, flags
 from ml_collections import config_flags
@@ -26,7 +28,12 @@ def main(argv) -> None:
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     enable_compilation_cache()
-    print(run_experiment(_CONFIG.value, _WORKDIR.value))
+    summary = run_experiment(_CONFIG.value, _WORKDIR.value)
+    print(summary.report)
+    if summary.failed:
+        print(f"{summary.failed} of {summary.grid} dialogues failed (see {summary.report}); "
+              "rerun the same command to retry them", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

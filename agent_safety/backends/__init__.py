@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import time
 
-from agent_safety.backends.base import ChatBackend, ChatMessage, ChatRequest, ChatResult
+from agent_safety.backends.base import ChatBackend, ChatMessage, ChatRequest, ChatResult, failed_result
+from agent_safety.backends.retry import RetryPolicy
 from agent_safety.backends.scripted import ScriptedBackend
 
 BACKEND_KINDS = ("scripted", "jax", "openai")
@@ -25,6 +26,13 @@ def _scripted_policy(name: str, delay_s: float):
     return slow_reply
 
 
+def retry_policy(cfg) -> RetryPolicy:
+    """The fault-handling keys of a backend config (see `run_config`) as a `RetryPolicy`."""
+    return RetryPolicy(max_attempts=int(cfg["max_attempts"]), max_total_s=float(cfg["max_request_s"]),
+                       backoff_s=float(cfg["backoff_s"]), backoff_max_s=float(cfg["backoff_max_s"]),
+                       jitter=float(cfg["jitter"]))
+
+
 def make_backend(cfg) -> ChatBackend:
     """A backend from a `run_config.backend_config()`-shaped mapping (see that module for the keys)."""
     kind = cfg["kind"]
@@ -41,10 +49,10 @@ def make_backend(cfg) -> ChatBackend:
         from agent_safety.backends.openai_backend import OpenAIBackend
 
         return OpenAIBackend(model=cfg["model"], base_url=cfg["base_url"] or None, api_key=cfg["api_key"] or None,
-                             timeout_s=float(cfg["timeout_s"]), max_retries=int(cfg["max_retries"]),
-                             backoff_s=float(cfg["backoff_s"]), concurrency=int(cfg["concurrency"]))
+                             timeout_s=float(cfg["timeout_s"]), retry=retry_policy(cfg),
+                             concurrency=int(cfg["concurrency"]))
     raise ValueError(f"unknown backend kind {kind!r}; known: {BACKEND_KINDS}")
 
 
 __all__ = ["ChatBackend", "ChatMessage", "ChatRequest", "ChatResult", "ScriptedBackend", "make_backend",
-           "BACKEND_KINDS"]
+           "BACKEND_KINDS", "RetryPolicy", "failed_result", "retry_policy"]

@@ -60,12 +60,29 @@ class ChatRequest:
 
 @dataclasses.dataclass(frozen=True)
 class ChatResult:
-    """The generated reply. finish_reason: "stop" (end token/stop) or "length" (hit max_tokens)."""
+    """The generated reply. finish_reason: "stop" (end token/stop), "length" (hit max_tokens) or "error".
+
+    error: set when the request failed for good (after any retries); then text is "" and the caller
+    fails only the dialogue that asked. A secret-free one-line description.
+    retryable: for a failed request, whether the fault was of a kind that may pass (a 5xx, a timeout)
+    rather than a refusal of this request (a content filter, a context too long).
+    """
 
     text: str
     finish_reason: str = "stop"
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    error: str | None = None
+    retryable: bool = False
+
+    @property
+    def failed(self) -> bool:
+        return self.error is not None
+
+
+def failed_result(error: str, retryable: bool = False) -> ChatResult:
+    """The result of a request that failed for good."""
+    return ChatResult(text="", finish_reason="error", error=error, retryable=retryable)
 
 
 class ChatBackend(abc.ABC):
@@ -75,7 +92,8 @@ class ChatBackend(abc.ABC):
 
     @abc.abstractmethod
     def complete_batch(self, requests: Sequence[ChatRequest]) -> list[ChatResult]:
-        """Returns one `ChatResult` per request, in order."""
+        """Returns one `ChatResult` per request, in order. A request that fails for good gets a failed
+        result (`failed_result`) instead of raising, so the other requests of the batch still count."""
 
 
 def messages_from_dicts(messages: Sequence[dict]) -> tuple[ChatMessage, ...]:

@@ -2,6 +2,8 @@
 
 One `complete_batch` call renders every request with the tokenizer's chat template and decodes them
 together: requests that share sampling settings go into ONE `generate` call (chunked by `max_batch`).
+A request whose prompt plus max_tokens exceeds the model's context fails alone (a failed result, not
+retried); nothing else here is transient, so there are no retries.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 import zlib
 from typing import Sequence
 
-from agent_safety.backends.base import ChatBackend, ChatRequest, ChatResult
+from agent_safety.backends.base import ChatBackend, ChatRequest, ChatResult, failed_result
 
 
 def render_prompt_ids(tokenizer, request: ChatRequest) -> list[int]:
@@ -31,11 +33,13 @@ class JaxBackend(ChatBackend):
 
     stop_token_ids: decoding stops at any of these; default `common.tokenizer.end_token_ids(tokenizer)`.
     max_batch: most prompts per `generate` call (memory bound).
+    max_context: most tokens (prompt + new) per sequence; default the model's max_position_embeddings.
     """
 
     def __init__(self, model, tokenizer, stop_token_ids: Sequence[int] | None = None,
-                 max_batch: int = 64, name: str = "jax"):
+                 max_batch: int = 64, name: str = "jax", max_context: int | None = None):
         self.model = model
+        self.max_context = max_context or getattr(getattr(model, "config", None), "max_position_embeddings", None)
         self.tokenizer = tokenizer
         if stop_token_ids is None:
             from common.tokenizer import end_token_ids
@@ -58,24 +62,31 @@ class JaxBackend(ChatBackend):
     def complete_batch(self, requests: Sequence[ChatRequest]) -> list[ChatResult]:
         from common import generate
 
-        results: list[ChatResult | None] = [None] * len(requests)
+        prompts = [render_prompt_ids(self.tokenizer, r) for r in requests]
+        results = [self._context_failure(len(p), r.max_tokens) for p, r in zip(prompts, requests)]
         groups: dict[tuple, list[int]] = {}
         for i, r in enumerate(requests):
-            groups.setdefault(r.sampling_key(), []).append(i)
+            if results[i] is None:
+                groups.setdefault(r.sampling_key(), []).append(i)
         for (max_tokens, temperature, top_p, top_k), indices in groups.items():
             for start in range(0, len(indices), self.max_batch):
                 chunk = indices[start:start + self.max_batch]
-                prompts = [render_prompt_ids(self.tokenizer, requests[i]) for i in chunk]
                 outs = generate(
-                    self.model, self.tokenizer, prompts, max_new_tokens=max_tokens,
+                    self.model, self.tokenizer, [prompts[i] for i in chunk], max_new_tokens=max_tokens,
                     temperature=temperature, top_k=top_k, top_p=top_p,
                     seed=combined_seed([requests[i] for i in chunk]),
                     stop_token_ids=self.stop_token_ids,
                 )
                 self.generate_calls += 1
-                for i, prompt, out in zip(chunk, prompts, outs):
-                    results[i] = self._result(prompt, out, max_tokens)
+                for i, out in zip(chunk, outs):
+                    results[i] = self._result(prompts[i], out, max_tokens)
         return results
+
+    def _context_failure(self, prompt_tokens: int, max_tokens: int) -> ChatResult | None:
+        if self.max_context and prompt_tokens + max_tokens > self.max_context:
+            return failed_result(f"context too long: {prompt_tokens} prompt tokens + max_tokens {max_tokens} > "
+                                 f"{self.max_context} (not retried)")
+        return None
 
     def _result(self, prompt: list[int], out, max_tokens: int) -> ChatResult:
         ids = list(out.token_ids)

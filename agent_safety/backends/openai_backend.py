@@ -1,50 +1,97 @@
 """Backend for any OpenAI-compatible `/v1/chat/completions` endpoint, through the official client.
 
 Secrets: the API key comes from the argument or `OPENAI_API_KEY` and is handed to the client only;
-`name` and `repr` never contain it, so nothing that logs or stores the backend can leak it.
-Retries: timeouts, connection errors and 5xx responses are retried with exponential backoff
-(`backoff_s * 2**attempt`, capped at `backoff_max_s`); 4xx responses are not retried.
+`name`, `repr` and error descriptions never contain it, so nothing that logs or stores the backend leaks it.
+Faults (`classify_error`, policy in `retry.py`): 408, 409, 429, 5xx, timeouts, dropped connections and
+malformed replies (invalid JSON, no `choices`) are retried with backoff, honouring Retry-After; any other
+4xx (a content filter, a context that is too long) is not. A request that fails for good becomes a failed
+`ChatResult` for that request alone — the rest of the batch is unaffected.
 Batches: requests of one `complete_batch` are sent concurrently from a thread pool.
 """
 
 from __future__ import annotations
 
-import logging
+import json
 import os
+import random
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Sequence
 
 import openai
+import pydantic
 
-from agent_safety.backends.base import ChatBackend, ChatRequest, ChatResult
+from agent_safety.backends.base import ChatBackend, ChatRequest, ChatResult, failed_result
+from agent_safety.backends.retry import (AttemptFailure, RequestFailed, RetryPolicy, call_with_retries,
+                                         retry_after_seconds)
 
-log = logging.getLogger(__name__)
-
-
-def is_retryable(error: Exception) -> bool:
-    """Timeouts, dropped connections and server errors (HTTP >= 500) are worth another try."""
-    if isinstance(error, openai.APIConnectionError):  # includes APITimeoutError
-        return True
-    return isinstance(error, openai.APIStatusError) and error.status_code >= 500
+RETRYABLE_STATUS = frozenset({408, 409, 429})  # plus every status >= 500
 
 
-def backoff_delays(max_retries: int, backoff_s: float, backoff_max_s: float) -> list[float]:
-    """Seconds to wait before retry 1..max_retries: backoff_s, 2*backoff_s, 4*backoff_s, ... capped."""
-    return [min(backoff_s * 2 ** i, backoff_max_s) for i in range(max_retries)]
+class MalformedReply(Exception):
+    """A 200 response that is not a usable chat completion (no choices, no message, not an object)."""
+
+
+class ContentFiltered(Exception):
+    """The endpoint answered but withheld the reply (finish_reason "content_filter")."""
+
+
+def _error_message(error: openai.APIStatusError) -> str:
+    """The server's own message and code (the client unwraps {"error": {...}} into `body`)."""
+    body = error.body if isinstance(error.body, dict) else {}
+    message, code = str(body.get("message") or error.message), body.get("code")
+    return f"{code}: {message}" if code and str(code) not in message else message
+
+
+def classify_error(error: Exception) -> AttemptFailure:
+    """Retryable or not, with a one-line description; unknown exceptions (bugs) are re-raised."""
+    if isinstance(error, openai.APITimeoutError):
+        return AttemptFailure(True, "timeout")
+    if isinstance(error, openai.APIConnectionError):
+        return AttemptFailure(True, f"connection error: {error.__cause__ or error}")
+    if isinstance(error, openai.APIStatusError):
+        status = error.status_code
+        retryable = status in RETRYABLE_STATUS or status >= 500
+        wait = retry_after_seconds(error.response.headers) if retryable else None
+        return AttemptFailure(retryable, f"HTTP {status}: {_error_message(error)}"[:500], wait)
+    if isinstance(error, (MalformedReply, json.JSONDecodeError, pydantic.ValidationError,
+                          openai.APIResponseValidationError)):
+        return AttemptFailure(True, f"malformed reply: {str(error).splitlines()[0][:300] if str(error) else ''}")
+    if isinstance(error, ContentFiltered):
+        return AttemptFailure(False, f"content filter: {error}")
+    raise error
+
+
+def result_from_response(response) -> ChatResult:
+    """A ChatResult from a parsed completion; raises MalformedReply / ContentFiltered on unusable ones."""
+    choices = getattr(response, "choices", None)
+    if not choices:
+        raise MalformedReply(f"no choices in the reply ({type(response).__name__})")
+    choice = choices[0]
+    if getattr(choice, "message", None) is None:
+        raise MalformedReply("the first choice has no message")
+    if choice.finish_reason == "content_filter":
+        raise ContentFiltered("finish_reason content_filter")
+    usage = response.usage
+    return ChatResult(
+        text=choice.message.content or "", finish_reason=choice.finish_reason or "stop",
+        prompt_tokens=usage.prompt_tokens if usage else 0,
+        completion_tokens=usage.completion_tokens if usage else 0,
+    )
 
 
 class OpenAIBackend(ChatBackend):
     """Chat completions from an OpenAI-compatible server.
 
-    base_url / api_key: fall back to OPENAI_BASE_URL / OPENAI_API_KEY. timeout_s: per HTTP attempt.
-    max_retries: extra attempts after the first on retryable errors. concurrency: parallel requests.
+    base_url / api_key: fall back to OPENAI_BASE_URL / OPENAI_API_KEY. timeout_s: per HTTP attempt (never
+    beyond what remains of retry.max_total_s). retry: attempts, total time, backoff (`RetryPolicy`).
+    concurrency: parallel requests. sleep / clock / rng: injectable for tests.
     """
 
     def __init__(self, model: str, base_url: str | None = None, api_key: str | None = None,
-                 timeout_s: float = 60.0, max_retries: int = 4, backoff_s: float = 1.0,
-                 backoff_max_s: float = 30.0, concurrency: int = 8,
-                 sleep: Callable[[float], None] = time.sleep):
+                 timeout_s: float = 60.0, retry: RetryPolicy = RetryPolicy(), concurrency: int = 8,
+                 sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic,
+                 rng: Callable[[], float] = random.random):
         if not model:
             raise ValueError("OpenAIBackend needs a model name (config key 'model')")
         base_url = base_url or os.environ.get("OPENAI_BASE_URL") or None
@@ -55,9 +102,11 @@ class OpenAIBackend(ChatBackend):
             api_key = "unused"  # local servers accept any key; the client insists on one
         self.model = model
         self.base_url = base_url
-        self.delays = backoff_delays(max_retries, backoff_s, backoff_max_s)
+        self.timeout_s = timeout_s
+        self.retry = retry
         self.concurrency = max(1, int(concurrency))
-        self._sleep = sleep
+        self._sleep, self._clock, self._rng = sleep, clock, rng
+        self._secret = api_key
         self._client = openai.OpenAI(base_url=base_url, api_key=api_key, timeout=timeout_s, max_retries=0)
         self.name = f"openai:{model}@{base_url or 'api.openai.com'}"
 
@@ -65,32 +114,21 @@ class OpenAIBackend(ChatBackend):
         return f"OpenAIBackend(model={self.model!r}, base_url={self.base_url!r})"
 
     def complete(self, request: ChatRequest) -> ChatResult:
-        """One request, with retries on retryable errors; the last error is raised when they run out."""
-        for attempt in range(len(self.delays) + 1):
-            try:
-                return self._call(request)
-            except Exception as error:  # noqa: BLE001 - classified just below
-                if not is_retryable(error) or attempt == len(self.delays):
-                    raise
-                log.warning("%s: attempt %d failed (%s); retrying in %.2fs",
-                            self.name, attempt + 1, type(error).__name__, self.delays[attempt])
-                self._sleep(self.delays[attempt])
-        raise AssertionError("unreachable")
+        """One request with retries; a failed result (never an exception) when it fails for good."""
+        try:
+            return call_with_retries(lambda seconds_left: self._call(request, seconds_left), classify_error,
+                                     self.retry, self._sleep, self._clock, self._rng, label=self.name)
+        except RequestFailed as failure:
+            return failed_result(str(failure).replace(self._secret, "<hidden>"), failure.retryable)
 
-    def _call(self, request: ChatRequest) -> ChatResult:
+    def _call(self, request: ChatRequest, seconds_left: float) -> ChatResult:
         extra = {"top_k": request.top_k} if request.top_k > 0 else None
         response = self._client.chat.completions.create(
             model=self.model, messages=[m.as_dict() for m in request.messages],
             max_tokens=request.max_tokens, temperature=request.temperature, top_p=request.top_p,
-            seed=request.seed, extra_body=extra,
+            seed=request.seed, extra_body=extra, timeout=max(min(self.timeout_s, seconds_left), 0.001),
         )
-        choice = response.choices[0]
-        usage = response.usage
-        return ChatResult(
-            text=choice.message.content or "", finish_reason=choice.finish_reason or "stop",
-            prompt_tokens=usage.prompt_tokens if usage else 0,
-            completion_tokens=usage.completion_tokens if usage else 0,
-        )
+        return result_from_response(response)
 
     def complete_batch(self, requests: Sequence[ChatRequest]) -> list[ChatResult]:
         if len(requests) <= 1 or self.concurrency == 1:

@@ -7,14 +7,15 @@ from typing import Callable, Sequence, Union
 
 from agent_safety.backends.base import ChatBackend, ChatRequest, ChatResult
 
-ReplySource = Union[Sequence[str], Callable[[ChatRequest], str]]
+ReplySource = Union[Sequence[Union[str, ChatResult]], Callable[[ChatRequest], Union[str, ChatResult]]]
 
 
 class ScriptedBackend(ChatBackend):
     """Replies with fixed strings (in order) or with `reply(request)`; keeps `requests` and `batches`.
 
     `batches` holds the size of every `complete_batch` call, so tests can check that a system step is
-    one call. A reply function may raise to simulate a failing model. Thread-safe.
+    one call. A reply may be a `ChatResult` (e.g. `failed_result(...)`: one request failing for good);
+    a reply function may raise to simulate a backend failing as a whole. Thread-safe.
     """
 
     def __init__(self, replies: ReplySource, name: str = "scripted"):
@@ -25,7 +26,7 @@ class ScriptedBackend(ChatBackend):
         self.requests: list[ChatRequest] = []
         self.batches: list[int] = []
 
-    def _reply(self, request: ChatRequest) -> str:
+    def _reply(self, request: ChatRequest) -> Union[str, ChatResult]:
         if self._fn is not None:
             return self._fn(request)
         with self._lock:
@@ -39,4 +40,5 @@ class ScriptedBackend(ChatBackend):
         with self._lock:
             self.requests.extend(requests)
             self.batches.append(len(requests))
-        return [ChatResult(text=self._reply(r)) for r in requests]
+        replies = [self._reply(r) for r in requests]
+        return [r if isinstance(r, ChatResult) else ChatResult(text=r) for r in replies]

@@ -15,7 +15,8 @@ def get_config():
     c.backend.kind = "openai"
     c.backend.model = "gpt-4o-mini"
     c.backend.timeout_s = 120.0
-    c.backend.max_retries = 5
+    c.backend.max_attempts = 6
+    c.backend.max_request_s = 900.0
     c.backend.concurrency = 16
     c.judge_backend.kind = "same"
     c.tasks.source = "builtin"

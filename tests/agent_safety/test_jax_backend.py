@@ -56,6 +56,23 @@ def test_one_sampler_call_per_sampling_setting(monkeypatch):
     assert results[0].prompt_tokens == len("<user>a<assistant>") and results[0].completion_tokens == 4
 
 
+def test_a_prompt_beyond_the_context_fails_alone_without_a_sampler_call(monkeypatch):
+    calls = []
+
+    def fake_generate(model, tokenizer, prompts, max_new_tokens, **kw):
+        calls.append([len(p) for p in prompts])
+        return [types.SimpleNamespace(token_ids=[ord("y"), END]) for _ in prompts]
+
+    monkeypatch.setattr(common, "generate", fake_generate, raising=False)
+    model = types.SimpleNamespace(config=types.SimpleNamespace(max_position_embeddings=40))
+    backend = JaxBackend(model=model, tokenizer=CharTokenizer(), stop_token_ids=[END])
+    fits, too_long = _request("a", max_tokens=8), _request("b" * 20, max_tokens=8)  # 18 + 8 and 37 + 8 tokens
+    results = backend.complete_batch([too_long, fits])
+    assert [r.failed for r in results] == [True, False] and results[1].text == "y"
+    assert "context too long: 37 prompt tokens + max_tokens 8 > 40" in results[0].error
+    assert calls == [[len("<user>a<assistant>")]]
+
+
 @pytest.mark.slow
 def test_smollm2_greedy_matches_transformers(smollm2_dir):
     import torch

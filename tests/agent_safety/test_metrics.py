@@ -112,3 +112,10 @@ def test_summary_rows_split_safe_and_dangerous():
     table = markdown_table(rows, ["attack", "tasks", "PDR", "JDR-R2"])
     assert table.splitlines()[0] == "| attack | tasks | PDR | JDR-R2 |"
     assert table.splitlines()[3] == "| HI | dangerous | 0.667 | 0.000 |"
+
+
+def test_failed_dialogues_are_counted_apart_and_left_out_of_every_metric():
+    failed = {**record(3, [[T, T]]), "failure": {"stage": "judge", "error": "HTTP 503 (gave up after 5 attempts)"}}
+    (row,) = summary_rows(RECORDS + [failed, failed])
+    assert (row["n"], row["failed"]) == (6, 2)
+    assert row["PDR"] == pytest.approx(4 / 6) and row["JDR-R1"] == pytest.approx(2 / 6)

@@ -9,12 +9,14 @@ import time
 from pathlib import Path
 
 import pytest
+from tests.agent_safety.fake_endpoint import FakeEndpoint, completion, error
 
-from agent_safety.backends import ScriptedBackend
+from agent_safety.backends import ChatRequest, ScriptedBackend
+from agent_safety.backends.base import messages_from_dicts
 from agent_safety.demo_policy import demo_reply
 from agent_safety.run import run_experiment
 from agent_safety.run_config import default_config
-from agent_safety.store import DialogueStore, read_records, record_key
+from agent_safety.store import DialogueStore, current_records, read_records, record_key
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -49,13 +51,16 @@ class FailAfter(ScriptedBackend):
 
 
 def test_run_writes_results_and_report_then_resumes_without_calls(tmp_path):
-    report = run_experiment(small_config(), tmp_path, progress=False)
+    summary = run_experiment(small_config(), tmp_path, progress=False)
+    assert (summary.grid, summary.ran, summary.failed) == (16, 16, 0)
+    report = summary.report
     assert report == tmp_path / "report.md"
     stored = keys(tmp_path)
     assert len(stored) == len(set(stored)) == 16
     text = report.read_text()
-    assert "| autogen | HI-Traits | none | dangerous | 2 | 1.000 | 1.000 | 1.000 | 0.000 |" in text
-    assert "| autogen | none | none | safe | 2 | 0.000 |" in text
+    assert "| autogen | HI-Traits | none | dangerous | 2 | 0 | 1.000 | 1.000 | 1.000 | 0.000 |" in text
+    assert "| autogen | none | none | safe | 2 | 0 | 0.000 |" in text
+    assert "16 dialogues from `dialogues.jsonl`: 16 complete, 0 failed." in text
     assert all((tmp_path / "plots" / f).stat().st_size > 1000
                for f in ("pdr.png", "jdr_by_round.png", "score_vs_danger.png"))
     record = read_records(tmp_path / "dialogues.jsonl")[0]
@@ -67,17 +72,53 @@ def test_run_writes_results_and_report_then_resumes_without_calls(tmp_path):
     assert (tmp_path / "dialogues.jsonl").read_bytes() == before and never.requests == []
 
 
-def test_crash_part_way_then_rerun_loses_and_duplicates_nothing(tmp_path):
-    # A chunk of 3 autogen dialogues takes 6 steps x 3 calls x 3 requests = 54 requests.
-    with pytest.raises(RuntimeError, match="backend died"):
-        run_experiment(small_config(), tmp_path, agents=FailAfter(60), progress=False)
-    first = keys(tmp_path)
-    assert len(first) == 3
+def test_backend_dying_part_way_fails_the_rest_and_a_rerun_completes_them(tmp_path):
+    # A chunk of 3 autogen dialogues takes 6 steps x 3 calls x 3 requests = 54 requests; after 60 every
+    # batch raises, so every later dialogue fails (stored with the error) and the run still ends.
+    summary = run_experiment(small_config(), tmp_path, agents=FailAfter(60), progress=False)
+    assert (summary.grid, summary.ran, summary.failed) == (16, 16, 13)
+    records = read_records(tmp_path / "dialogues.jsonl")
+    assert [bool(r["failure"]) for r in records] == [False] * 3 + [True] * 13
+    assert {r["failure"]["error"] for r in records[3:]} == {"RuntimeError: backend died"}
+    assert "16 dialogues from `dialogues.jsonl`: 3 complete, 13 failed." in summary.report.read_text()
     lines_before = (tmp_path / "dialogues.jsonl").read_text().splitlines()
-    run_experiment(small_config(), tmp_path, agents=ScriptedBackend(demo_reply), progress=False)
-    final = keys(tmp_path)
-    assert len(final) == len(set(final)) == 16 and final[:3] == first
-    assert (tmp_path / "dialogues.jsonl").read_text().splitlines()[:3] == lines_before
+    again = run_experiment(small_config(), tmp_path, agents=ScriptedBackend(demo_reply), progress=False)
+    assert (again.ran, again.failed) == (13, 0)
+    assert (tmp_path / "dialogues.jsonl").read_text().splitlines()[:16] == lines_before
+    current = current_records(read_records(tmp_path / "dialogues.jsonl"))
+    assert len(current) == 16 and not any(r["failure"] for r in current)
+    assert [record_key(r) for r in current] == keys(tmp_path)[:16]
+    assert "16 complete, 0 failed" in again.report.read_text()
+
+
+def test_a_task_the_endpoint_always_refuses_fails_alone_and_the_command_exits_non_zero(tmp_path):
+    """The real command against a fake endpoint on 127.0.0.1 that serves the demo policy but answers 400
+    (content filter) to every request about one task: that task's dialogues are stored as failed, the
+    others complete, the report counts the failures and the exit status is 1."""
+    refused = "Plan a one-week study schedule"
+
+    def script(body):
+        request = ChatRequest(messages=messages_from_dicts(body["messages"]), max_tokens=8)
+        if any(refused in m.content for m in request.messages):
+            return error(400, "The prompt triggered the content filter.", "content_filter")
+        return completion(demo_reply(request))
+
+    cmd = [sys.executable, str(REPO / "tools/psysafe.py"), f"--config={REPO / 'configs/psysafe/openai_endpoint.py'}",
+           f"--workdir={tmp_path}", "--config.backend.model=fake", "--config.tasks.limit_per_kind=2",
+           "--config.attacks=('none','HI')", "--config.backend.max_attempts=2", "--config.backend.backoff_s=0.01"]
+    with FakeEndpoint(script) as endpoint:
+        env = {**os.environ, "OPENAI_BASE_URL": endpoint.base_url, "OPENAI_API_KEY": "sk-fake"}
+        run = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 1, run.stderr[-2000:]
+    assert "2 of 8 dialogues failed" in run.stderr
+    records = read_records(tmp_path / "dialogues.jsonl")
+    failed = [r for r in records if r["failure"]]
+    assert len(records) == 8 and len(failed) == 2
+    assert all(r["task"]["text"].startswith(refused) for r in failed)
+    assert all("HTTP 400: content_filter" in r["failure"]["error"] and "not retried" in r["failure"]["error"]
+               for r in failed)
+    report = (tmp_path / "report.md").read_text()
+    assert "8 dialogues from `dialogues.jsonl`: 6 complete, 2 failed." in report and "## Failed dialogues" in report
 
 
 def test_truncated_last_line_is_dropped_and_repaired(tmp_path):
@@ -109,6 +150,22 @@ def test_store_refuses_duplicates(tmp_path):
         store.append(record)
     with pytest.raises(ValueError, match="'key'"):
         store.append({"turns": []})
+
+
+def test_store_keeps_failed_attempts_as_history_and_reruns_their_keys(tmp_path):
+    key = {"task_id": "t", "system": "s", "attack": "a", "defence": "none", "seed": 0}
+    other = {**key, "task_id": "u"}
+    store = DialogueStore(tmp_path / "d.jsonl")
+    store.append({"key": key, "failure": {"stage": "judge", "error": "timeout"}})
+    store.append({"key": other, "failure": None})
+    store.append({"key": key, "failure": {"stage": "agent turn", "error": "HTTP 503"}})
+    assert not DialogueStore(tmp_path / "d.jsonl").is_finished(key)
+    assert current_records(store.records())[0]["failure"]["error"] == "HTTP 503"  # the latest attempt
+    store.append({"key": key, "failure": None, "n": 4})
+    assert DialogueStore(tmp_path / "d.jsonl").is_finished(key)
+    assert current_records(store.records()) == [{"key": key, "failure": None, "n": 4}, {"key": other, "failure": None}]
+    with pytest.raises(ValueError, match="already stored"):
+        store.append({"key": key, "failure": {"stage": "judge", "error": "late"}})
 
 
 def test_api_key_is_not_written(tmp_path):
