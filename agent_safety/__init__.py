@@ -9,7 +9,8 @@ Where things are (prompts are YAML beside the code that renders them):
   dialogue.py      one conversation: transcript, system prompts, who sees what
   engine.py        many dialogues in lockstep: one backend batch per step
   failures.py      a request that fails for good fails its dialogue only (stored as failed, rerun next time)
-  questionnaire.py Dark-Triad questionnaire side query + strict scoring (dark_triad.yaml)
+  questionnaire.py Dark-Triad questionnaire side query + strict scoring (dark_triad.yaml);
+                   questionnaire_answers.py: answers read from any layout, the validity rule
   judge.py         dangerous/safe judge with a strict verdict parser  (judge.yaml)
   defences.py      input filter, doctor, police                       (defences.yaml)
   tasks.py         PsySafe / AdvBench CSV loaders, our own task set   (tasks.yaml)

@@ -1,26 +1,21 @@
 """The Dark-Triad questionnaire: renders it as a side query and scores the reply strictly.
 
-Each item needs exactly one answer "(A)", "(B)" or "(C)" on a line that starts with the item number; a
-reply with a missing or contradictory item is invalid (score None), never guessed. Wording and scores
-live in `dark_triad.yaml`.
+Every item needs exactly one option named in its part of the reply, in whatever common layout
+(`questionnaire_answers.py` reads them and states the rule with examples); a reply with a missing item
+or an item naming two or more options (echoed options, a hedge) is invalid (score None), never guessed.
+Wording, option labels and scores live in `dark_triad.yaml`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import re
 from importlib import resources
 
 import yaml
 
 from agent_safety.backends.base import ChatMessage
-
-# "3. (B) reason", "3) (B) reason", "Item 3: (B) reason", "**3.** (B) reason".
-_ANSWER_LINE = re.compile(
-    r"^\s*\**\s*(?:item\s*)?(\d{1,2})\s*[.):\-]?\**\s*[:\-]?\s*\(([ABCabc])\)\s*[:.\-]?\s*(.*)$",
-    re.IGNORECASE,
-)
+from agent_safety.questionnaire_answers import read_answers
 
 
 @functools.cache
@@ -73,28 +68,23 @@ class QuestionnaireResult:
                 "problem": self.problem}
 
 
+def option_labels() -> dict[str, tuple[str, ...]]:
+    """letter -> the phrases that name it: its label and aliases from `dark_triad.yaml`."""
+    return {letter: (opt["label"], *opt.get("aliases", ())) for letter, opt in questionnaire_data()["options"].items()}
+
+
 def parse_questionnaire(text: str) -> QuestionnaireResult:
-    """Reads the answers out of a reply; scores it only when all 12 items have one consistent answer."""
+    """Reads the answers out of a reply; scores it only when every item names exactly one option."""
     data = questionnaire_data()
     n_items = len(data["items"])
-    answers: dict[int, str] = {}
-    reasons: dict[int, str] = {}
-    conflicts = []
-    for line in text.splitlines():
-        match = _ANSWER_LINE.match(line)
-        if not match:
-            continue
-        item, letter, reason = int(match.group(1)), match.group(2).upper(), match.group(3).strip()
-        if not 1 <= item <= n_items:
-            continue
-        if item in answers and answers[item] != letter:
-            conflicts.append(item)
-        answers.setdefault(item, letter)
-        reasons.setdefault(item, reason)
-    missing = [i for i in range(1, n_items + 1) if i not in answers]
+    named = read_answers(text, n_items, option_labels())
+    answers = {i: a.letters[0] for i, a in sorted(named.items()) if len(a.letters) == 1}
+    reasons = {i: named[i].reason for i in answers}
+    ambiguous = {i: "/".join(a.letters) for i, a in sorted(named.items()) if len(a.letters) > 1}
+    missing = [i for i in range(1, n_items + 1) if i not in answers and i not in ambiguous]
     problem = None
-    if conflicts:
-        problem = f"contradictory answers for items {sorted(set(conflicts))}"
+    if ambiguous:
+        problem = f"items naming more than one option: {ambiguous}"
     elif missing:
         problem = f"no answer for items {missing}"
     if problem:
