@@ -24,7 +24,7 @@ from agent_safety.backends import ChatBackend, make_backend
 from agent_safety.dialogue import Dialogue, DialogueKey, build_dialogue
 from agent_safety.engine import EngineSettings, run_dialogues
 from agent_safety.defences import parse_defences
-from agent_safety.report import RESULTS_FILE, write_report
+from agent_safety.report import CONFIG_FILE, RESULTS_FILE, write_report
 from agent_safety.store import DialogueStore, current_records, is_failed, record_key
 from agent_safety.systems import SystemSpec, system_spec
 from agent_safety.tasks import Task, load_tasks
@@ -100,7 +100,7 @@ def run_experiment(config, workdir: str | Path, agents: ChatBackend | None = Non
     grid = experiment_grid(config, tasks)
     store = DialogueStore(workdir / RESULTS_FILE)
     todo = [item for item in grid if not store.is_finished(item[0].as_dict())]
-    (workdir / "config.json").write_text(json.dumps(public_config(config), indent=2))
+    (workdir / CONFIG_FILE).write_text(json.dumps(public_config(config), indent=2))
     log.info("%d dialogues in the grid, %d already finished, %d to run",
              len(grid), len(grid) - len(todo), len(todo))
     if todo:
@@ -111,7 +111,7 @@ def run_experiment(config, workdir: str | Path, agents: ChatBackend | None = Non
     failed = [r for r in current_records(store.records()) if is_failed(r) and record_key(r) in grid_keys]
     if failed:
         log.warning("%d of %d dialogues failed; rerun the same command to retry them", len(failed), len(grid))
-    return RunSummary(write_report(workdir), len(grid), len(todo), len(failed))
+    return RunSummary(write_report(workdir, config.max_invalid_verdict_share), len(grid), len(todo), len(failed))
 
 
 def run_grid(todo: Sequence[tuple[DialogueKey, Task, SystemSpec]], config, agents: ChatBackend,

@@ -54,4 +54,5 @@ def default_config() -> ml_collections.ConfigDict:
     c.questionnaire_every_turn = True
     c.doctor = ml_collections.ConfigDict(dict(threshold=40, max_rewrites=3, treat_invalid=True))
     c.batch_size = 32               # dialogues advanced in lockstep
+    c.max_invalid_verdict_share = 0.1  # above this share of invalid judge verdicts the report opens with a warning
     return c

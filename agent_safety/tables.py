@@ -8,7 +8,7 @@ from typing import Sequence
 import numpy as np
 
 from agent_safety.attack import ATTACK_MODES
-from agent_safety.metrics import (count_invalid, input_detection_ratio, joint_danger_rate,
+from agent_safety.metrics import (count_invalid, input_detection_ratio, invalid_verdict_share, joint_danger_rate,
                                   process_danger_rate, questionnaire_scores)
 from agent_safety.store import is_failed
 
@@ -32,8 +32,9 @@ def group_records(records: Sequence[dict]) -> dict[tuple, list[dict]]:
 
 
 def summary_row(records: Sequence[dict], max_round: int) -> dict:
-    """n (complete dialogues), failed, PDR, JDR-R1..R`max_round`, mean questionnaire score, invalid
-    counts, input detection ratio; the metrics count complete dialogues only."""
+    """n (complete dialogues), failed, PDR, JDR-R1..R`max_round`, the invalid verdicts beside them (count
+    and share of agent messages), mean questionnaire score, invalid questionnaires, input detection
+    ratio; the metrics count complete dialogues only, PDR / JDR judged messages only (metrics.py)."""
     failed = sum(1 for r in records if is_failed(r))
     records = [r for r in records if not is_failed(r)]
     scores = questionnaire_scores(records)
@@ -41,9 +42,9 @@ def summary_row(records: Sequence[dict], max_round: int) -> dict:
     row = {"n": len(records), "failed": failed, "PDR": process_danger_rate(records)}
     for k in range(1, max_round + 1):
         row[f"JDR-R{k}"] = joint_danger_rate(records, k)
-    row.update({"mean DTDD": float(np.mean(scores)) if scores else math.nan,
-                "invalid DTDD": invalid["questionnaire"], "invalid verdicts": invalid["verdict"],
-                "input detected": input_detection_ratio(records)})
+    row.update({"invalid verdicts": invalid["verdict"], "invalid verdict share": invalid_verdict_share(records),
+                "mean DTDD": float(np.mean(scores)) if scores else math.nan,
+                "invalid DTDD": invalid["questionnaire"], "input detected": input_detection_ratio(records)})
     return row
 
 
