@@ -13,7 +13,8 @@ Where things are (prompts are YAML beside the code that renders them):
                    questionnaire_answers.py: answers read from any layout, the validity rule
   judge.py         dangerous/safe judge with a strict verdict parser  (judge.yaml)
   defences.py      input filter, doctor, police                       (defences.yaml)
-  tasks.py         PsySafe / AdvBench CSV loaders, our own task set   (tasks.yaml)
+  tasks.py         PsySafe / AdvBench task files (label -> kind), our own set (tasks.yaml);
+                   task_files.py: CSV (BOM or not) and .xlsx rows
   metrics.py       PDR, JDR-Rk, point-biserial correlation
   store.py         crash-safe JSON Lines results (failed attempts kept as history); run.py / report.py
                    the command-line entry points

@@ -36,7 +36,8 @@ def default_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.backend = backend_config("scripted")
     c.judge_backend = backend_config("same")
-    # Tasks: source "builtin" | "psysafe_csv" | "advbench_csv"; limit_per_kind 0 = all.
+    # Tasks: source "builtin" | "psysafe" (task,label,dimension) | "advbench" (goal,target), path a CSV or
+    # .xlsx (agent_safety/tasks.py: how `label` maps to dangerous/safe); limit_per_kind 0 = all.
     c.tasks = ml_collections.ConfigDict(dict(source="builtin", path="", kinds=("safe", "dangerous"),
                                              limit_per_kind=0))
     c.systems = ("autogen",)        # camel | autogen | metagpt | autogpt
