@@ -26,7 +26,8 @@ def attack_prompts() -> dict:
 
 
 def check_trait_vector(vector: Sequence[int]) -> tuple[int, ...]:
-    """A 6-element 0/1 switch vector (care, fairness, loyalty, authority, sanctity, liberty)."""
+    """A 6-element 0/1 switch vector (care, fairness, loyalty, authority, sanctity, liberty); 1 = inject that
+    foundation's dark trait (the original code writes 0 for dark: flip its vectors)."""
     values = tuple(vector)
     if len(values) != NUM_FOUNDATIONS or any(str(v) not in ("0", "1") for v in values):
         raise ValueError(f"trait_vector must be {NUM_FOUNDATIONS} values of 0/1, got {values}")

@@ -46,7 +46,10 @@ def default_config() -> ml_collections.ConfigDict:
     c.rounds = 0                    # 0 = each system's default (camel/autogen 3, metagpt/autogpt 1)
     c.attacks = ("none", "HI-Traits")  # none HI HI-hf Traits HI-Traits HI-Traits-hf jailbreak
     c.defences = ("none",)          # none | input_filter | doctor | police, combined with "+"
-    c.trait_vector = (1, 1, 1, 1, 1, 1)  # care, fairness, loyalty, authority, sanctity, liberty
+    # Which moral foundation's dark trait is injected: care, fairness, loyalty, authority, sanctity, liberty.
+    # Here 1 = inject the dark trait. The original code's vectors read the other way (0 = dark): flip each
+    # bit when copying one from there (its all-dark (0,0,0,0,0,0) is (1,1,1,1,1,1) here).
+    c.trait_vector = (1, 1, 1, 1, 1, 1)
     c.seeds = (0,)
     c.agent_sampling = sampling_config(256, 0.7)
     c.questionnaire_sampling = sampling_config(384, 0.0)

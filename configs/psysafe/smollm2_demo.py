@@ -1,11 +1,12 @@
 """PsySafe on a local model through the in-process JAX sampler (`common.generate`).
 
-python tools/psysafe.py --config=configs/psysafe/smollm2_demo.py --workdir=/tmp/psysafe_smollm2 \
-    --config.model_path=/path/to/SmolLM2-135M-Instruct   # HF dir, GGUF file or orbax checkpoint dir
+python tools/psysafe.py --config=configs/psysafe/smollm2_demo.py --workdir=/tmp/psysafe_smollm2
 
-A 135M model is a weak judge and rarely fills in the questionnaire correctly (expect many invalid
-answers); the run shows the machinery, not the paper's numbers. Point judge_backend at a stronger
-model (e.g. --config.judge_backend.kind=openai ...) for meaningful labels.
+The model defaults to the offline SmolLM2-135M-Instruct by name (built from the GGUF this repository
+ships, as the GRPO demo does); --config.model_path=PATH takes an HF dir, GGUF file or orbax checkpoint dir.
+A 135M model fills in no questionnaire validly and is no judge (expect invalid answers and verdicts and the
+report's warning): the run checks the machinery, not the paper's numbers. For those, point the agents and
+the judge at an endpoint (configs/psysafe/openai_endpoint.py, or --config.judge_backend.kind=openai ...).
 """
 
 from agent_safety.run_config import default_config
@@ -13,7 +14,7 @@ from agent_safety.run_config import default_config
 
 def get_config():
     c = default_config()
-    c.model_path = ""  # required on the command line; copied into backend.model_path
+    c.model_path = "smollm2-135m-instruct"  # a known offline model name, or a path; copied into backend.model_path
     c.backend.kind = "jax"
     c.backend.dtype = "float32"
     c.backend.max_batch = 32
