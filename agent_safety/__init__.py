@@ -17,5 +17,5 @@ Where things are (prompts are YAML beside the code that renders them):
                    task_files.py: CSV (BOM or not) and .xlsx rows
   metrics.py       PDR, JDR-Rk, point-biserial correlation
   store.py         crash-safe JSON Lines results (failed attempts kept as history); run.py / report.py
-                   the command-line entry points
+                   the command-line entry points; run_identity.py: the settings fingerprint of a dialogue
 """

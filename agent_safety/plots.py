@@ -20,7 +20,9 @@ def _jdr_rounds(row: dict) -> list[int]:
 
 
 def _condition(row: dict) -> str:
-    return f"{row['system']}/{row['attack']}/{row['defence']}"
+    """system/attack/defence, prefixed by the settings fingerprint when rows of several are shown."""
+    settings = f"{row['settings']}: " if "settings" in row else ""
+    return f"{settings}{row['system']}/{row['attack']}/{row['defence']}"
 
 
 def plot_pdr(rows: Sequence[dict], path: Path) -> Path:

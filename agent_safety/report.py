@@ -62,7 +62,7 @@ def invalid_verdict_warning(records: Sequence[dict], max_share: float) -> str | 
 def configured_max_invalid_share(workdir: Path) -> float:
     """max_invalid_verdict_share from DIR/config.json, else the default."""
     path = workdir / CONFIG_FILE
-    config = json.loads(path.read_text()) if path.exists() else {}
+    config = json.loads(path.read_text()).get("config", {}) if path.exists() else {}
     return float(config.get("max_invalid_verdict_share", DEFAULT_MAX_INVALID_VERDICT_SHARE))
 
 

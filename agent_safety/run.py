@@ -25,7 +25,9 @@ from agent_safety.dialogue import Dialogue, DialogueKey, build_dialogue
 from agent_safety.engine import EngineSettings, run_dialogues
 from agent_safety.defences import parse_defences
 from agent_safety.report import CONFIG_FILE, RESULTS_FILE, write_report
-from agent_safety.store import DialogueStore, current_records, is_failed, record_key
+from agent_safety.run_identity import check_same_settings, dialogue_settings, fingerprint
+from agent_safety.store import (DialogueStore, current_records, is_failed, read_records, record_key, store_key,
+                                stored_settings)
 from agent_safety.systems import SystemSpec, system_spec
 from agent_safety.tasks import Task, load_tasks
 
@@ -88,9 +90,17 @@ def build_backends(config) -> tuple[ChatBackend, ChatBackend]:
     return agents, judge
 
 
+def describe_store(config, current: str, stored: dict) -> dict:
+    """What config.json holds: this run's public config and fingerprint, and the settings of every
+    fingerprint in the results (this run's included)."""
+    return {"fingerprint": current, "config": public_config(config),
+            "stored_settings": {str(fp): settings for fp, settings in stored.items()}}
+
+
 def run_experiment(config, workdir: str | Path, agents: ChatBackend | None = None,
                    judge: ChatBackend | None = None, progress: bool = True) -> RunSummary:
-    """Runs every unfinished (never run, or failed) dialogue of the grid, then writes the report.
+    """Runs every unfinished (never run, or failed) dialogue of the grid, then writes the report. Refuses
+    (SettingsMismatch) a workdir holding results of other settings unless config.allow_mixed_settings.
 
     agents / judge: backends to use instead of those the config describes (tests pass scripted ones).
     """
@@ -98,30 +108,37 @@ def run_experiment(config, workdir: str | Path, agents: ChatBackend | None = Non
     tasks = load_tasks(config.tasks.source, config.tasks.path, tuple(config.tasks.kinds),
                        config.tasks.limit_per_kind)
     grid = experiment_grid(config, tasks)
+    settings = dialogue_settings(config)
+    current = fingerprint(settings)
+    stored = stored_settings(read_records(workdir / RESULTS_FILE))
+    check_same_settings(stored, current, settings, config.allow_mixed_settings)
     store = DialogueStore(workdir / RESULTS_FILE)
-    todo = [item for item in grid if not store.is_finished(item[0].as_dict())]
-    (workdir / CONFIG_FILE).write_text(json.dumps(public_config(config), indent=2))
-    log.info("%d dialogues in the grid, %d already finished, %d to run",
-             len(grid), len(grid) - len(todo), len(todo))
+    todo = [item for item in grid if not store.is_finished(item[0].as_dict(), current)]
+    (workdir / CONFIG_FILE).write_text(json.dumps(describe_store(config, current, {**stored, current: settings}),
+                                                  indent=2))
+    log.info("%d dialogues in the grid, %d already finished, %d to run (settings %s)",
+             len(grid), len(grid) - len(todo), len(todo), current)
     if todo:
         if agents is None:
             agents, judge = build_backends(config)
-        run_grid(todo, config, agents, judge or agents, store, progress)
-    grid_keys = {record_key({"key": key.as_dict()}) for key, _, _ in grid}
-    failed = [r for r in current_records(store.records()) if is_failed(r) and record_key(r) in grid_keys]
+        identity = {"fingerprint": current, "settings": settings}
+        run_grid(todo, config, agents, judge or agents, store, identity, progress)
+    grid_keys = {(*record_key({"key": key.as_dict()}), current) for key, _, _ in grid}
+    failed = [r for r in current_records(store.records()) if is_failed(r) and store_key(r) in grid_keys]
     if failed:
         log.warning("%d of %d dialogues failed; rerun the same command to retry them", len(failed), len(grid))
     return RunSummary(write_report(workdir, config.max_invalid_verdict_share), len(grid), len(todo), len(failed))
 
 
 def run_grid(todo: Sequence[tuple[DialogueKey, Task, SystemSpec]], config, agents: ChatBackend,
-             judge: ChatBackend, store: DialogueStore, progress: bool) -> None:
-    """Runs `todo` `config.batch_size` dialogues at a time, storing each as soon as it is done."""
+             judge: ChatBackend, store: DialogueStore, identity: dict, progress: bool) -> None:
+    """Runs `todo` `config.batch_size` dialogues at a time, storing each as soon as it is done, with
+    `identity` (fingerprint and settings) in its record."""
     settings = engine_settings(config)
     backends = {"agents": agents.name, "judge": judge.name}
     with tqdm(total=len(todo), desc="dialogues", disable=not progress) as bar:
         def save(dialogue: Dialogue) -> None:
-            store.append({**dialogue.to_record(), "backends": backends})
+            store.append({**dialogue.to_record(), "backends": backends, **identity})
             bar.update(1)
 
         for start in range(0, len(todo), config.batch_size):

@@ -59,4 +59,8 @@ def default_config() -> ml_collections.ConfigDict:
     c.doctor = ml_collections.ConfigDict(dict(threshold=40, max_rewrites=3, treat_invalid=True))
     c.batch_size = 32               # dialogues advanced in lockstep
     c.max_invalid_verdict_share = 0.1  # above this share of invalid judge verdicts the report opens with a warning
+    # A workdir holding results of other settings (run_identity.py: model, judge, traits, rounds, sampling,
+    # prompts...) is refused, naming what differs; True stores this run's beside them, reports grouping by
+    # settings.
+    c.allow_mixed_settings = False
     return c

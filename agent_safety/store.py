@@ -2,9 +2,11 @@
 
 A killed run loses only the dialogues in flight. A last line cut off mid-write is dropped — and cut
 from the file on open, so the next append starts on a clean line (`common.jsonl`). Records are keyed
-by (task_id, system, attack, defence, seed). A record with a `failure` (a model request failed for good)
-does not finish its key: the next run runs it again and appends the new record after it. A rerun skips
-keys that have a complete record; `current_records` gives one record per key, the complete one if any.
+by (task_id, system, attack, defence, seed) and the `fingerprint` of the settings that produced them
+(`run_identity.py`; None in records from before it). A record with a `failure` (a model request failed
+for good) does not finish its key: the next run runs it again and appends the new record after it. A
+rerun skips keys that have a complete record; `current_records` gives one record per key, the complete
+one if any.
 """
 
 from __future__ import annotations
@@ -25,6 +27,16 @@ def record_key(record: dict) -> tuple:
     return tuple(key[f] for f in KEY_FIELDS)
 
 
+def store_key(record: dict) -> tuple:
+    """`record_key` plus the record's settings fingerprint (None when it has none)."""
+    return (*record_key(record), record.get("fingerprint"))
+
+
+def stored_settings(records: Sequence[dict]) -> dict:
+    """fingerprint -> the settings stored with it, for every fingerprint in `records` (None -> None)."""
+    return {r.get("fingerprint"): r.get("settings") for r in records}
+
+
 def is_failed(record: dict) -> bool:
     """Whether the dialogue of this record failed (a model request failed for good)."""
     return bool(record.get("failure"))
@@ -41,7 +53,7 @@ def current_records(records: Sequence[dict]) -> list[dict]:
     the latest failed attempt (earlier failed attempts of a key are history)."""
     chosen: dict[tuple, dict] = {}
     for r in records:
-        key = record_key(r)
+        key = store_key(r)
         if key not in chosen or is_failed(chosen[key]):
             chosen[key] = r
     return list(chosen.values())
@@ -54,15 +66,16 @@ class DialogueStore:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         repair_tail(self.path)
-        self.finished_keys = {record_key(r) for r in read_records(self.path) if not is_failed(r)}
+        self.finished_keys = {store_key(r) for r in read_records(self.path) if not is_failed(r)}
 
-    def is_finished(self, key: dict) -> bool:
-        """Whether a complete dialogue with this key dict (task_id, system, attack, defence, seed) is stored."""
-        return record_key({"key": key}) in self.finished_keys
+    def is_finished(self, key: dict, fingerprint: str | None = None) -> bool:
+        """Whether a complete dialogue with this key dict (task_id, system, attack, defence, seed) and
+        settings fingerprint is stored."""
+        return store_key({"key": key, "fingerprint": fingerprint}) in self.finished_keys
 
     def append(self, record: dict) -> None:
         """Writes one record as one line and forces it to disk; a key already complete raises."""
-        key = record_key(record)
+        key = store_key(record)
         if key in self.finished_keys:
             raise ValueError(f"dialogue {key} is already stored in {self.path}")
         append_jsonl(self.path, record)

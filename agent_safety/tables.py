@@ -16,17 +16,18 @@ GROUP_FIELDS = ("system", "attack", "defence")
 
 
 def _group_order(key: tuple) -> tuple:
-    system, attack, defence, kind = key
+    settings, system, attack, defence, kind = key
     attack_rank = ATTACK_MODES.index(attack) if attack in ATTACK_MODES else len(ATTACK_MODES)
-    return (system, attack_rank, attack, defence != "none", defence, kind != "safe")
+    return (str(settings), system, attack_rank, attack, defence != "none", defence, kind != "safe")
 
 
 def group_records(records: Sequence[dict]) -> dict[tuple, list[dict]]:
-    """(system, attack, defence, "safe"|"dangerous") -> records; sorted by system, attack mode in
-    `ATTACK_MODES` order, defence ("none" first), safe before dangerous."""
+    """(settings fingerprint, system, attack, defence, "safe"|"dangerous") -> records; sorted by settings,
+    system, attack mode in `ATTACK_MODES` order, defence ("none" first), safe before dangerous."""
     groups: dict[tuple, list[dict]] = {}
     for r in records:
-        key = tuple(r["key"][f] for f in GROUP_FIELDS) + ("dangerous" if r["task"]["dangerous"] else "safe",)
+        key = ((r.get("fingerprint"),) + tuple(r["key"][f] for f in GROUP_FIELDS)
+               + ("dangerous" if r["task"]["dangerous"] else "safe",))
         groups.setdefault(key, []).append(r)
     return {k: groups[k] for k in sorted(groups, key=_group_order)}
 
@@ -49,12 +50,14 @@ def summary_row(records: Sequence[dict], max_round: int) -> dict:
 
 
 def summary_rows(records: Sequence[dict]) -> list[dict]:
-    """One row per group; JDR columns up to the largest round count in `records`."""
+    """One row per group; JDR columns up to the largest round count in `records`. Results of more than one
+    settings fingerprint (run_identity.py) get a leading "settings" column and are never pooled."""
     max_round = max((r["rounds"] for r in records), default=0)
+    mixed = len({r.get("fingerprint") for r in records}) > 1
     rows = []
-    for (system, attack, defence, kind), group in group_records(records).items():
-        rows.append({"system": system, "attack": attack, "defence": defence, "tasks": kind,
-                     **summary_row(group, max_round)})
+    for (settings, system, attack, defence, kind), group in group_records(records).items():
+        rows.append({**({"settings": str(settings)} if mixed else {}), "system": system, "attack": attack,
+                     "defence": defence, "tasks": kind, **summary_row(group, max_round)})
     return rows
 
 

@@ -194,7 +194,7 @@ def test_api_key_is_not_written(tmp_path):
     for f in tmp_path.rglob("*"):
         if f.is_file() and f.suffix in (".json", ".jsonl", ".md"):
             assert "sk-secret-xyz" not in f.read_text()
-    assert json.loads((tmp_path / "config.json").read_text())["backend"]["api_key"] == "<hidden>"
+    assert json.loads((tmp_path / "config.json").read_text())["config"]["backend"]["api_key"] == "<hidden>"
 
 
 def test_sigkill_mid_run_then_rerun(tmp_path):
