@@ -56,7 +56,8 @@ def classify_error(error: Exception) -> AttemptFailure:
         return AttemptFailure(retryable, f"HTTP {status}: {_error_message(error)}"[:500], wait)
     if isinstance(error, (MalformedReply, json.JSONDecodeError, pydantic.ValidationError,
                           openai.APIResponseValidationError)):
-        return AttemptFailure(True, f"malformed reply: {str(error).splitlines()[0][:300] if str(error) else ''}")
+        first_line = (str(error).splitlines() or [type(error).__name__])[0]
+        return AttemptFailure(True, f"malformed reply: {first_line[:300]}")
     if isinstance(error, ContentFiltered):
         return AttemptFailure(False, f"content filter: {error}")
     raise error
