@@ -70,9 +70,9 @@ def test_rewards_and_losses_equal_the_single_process_run(two_process_run, single
     for step in range(1, TOTAL + 1):
         for key in EXACT:
             assert two[step][key] == one[step][key], (step, key, two[step][key], one[step][key])
-        for key in CLOSE:
+        for key in CLOSE:  # from step 2 on, through parameters that carry Adam's noise (below)
             a, b = two[step][key], one[step][key]
-            assert math.isclose(a, b, rel_tol=1e-4, abs_tol=2e-5), (step, key, a, b)
+            assert math.isclose(a, b, rel_tol=3e-4, abs_tol=2e-5), (step, key, a, b)
     # the run learns something: not a comparison of two constant streams
     assert len({one[s]["reward/mean"] for s in range(1, TOTAL + 1)}) > 1
 
@@ -85,12 +85,15 @@ def test_saved_parameters_equal_the_single_process_run(two_process_run, single_p
     two = _param_leaves(step_dirs(two_process_run[0])[-1])
     one = _param_leaves(step_dirs(single_process_run)[-1])
     assert len(two) == len(one) > 0
-    # Adam turns the summation-order noise of near-zero gradients into update noise, a few elements the most
-    # (2026-12-02: 91 of 75776 above 1e-4, the largest 3.5e-4): every element within a third of one step's update
-    # (lr 3e-3) and 99.9 % of them within a tenth; a wrong shard or a lost update would differ by whole steps.
+    # Adam turns the summation-order noise of near-zero gradients into update noise, a few elements the most: a
+    # gradient that is ~0 in both runs can take opposite signs, and each run then moves that element by up to lr
+    # (3e-3). Measured 2026-12-06 (responses packed to their 1 token): median 1.6e-5, 99 % 1.6e-4, 99.9 % 5.0e-4,
+    # largest 3.3e-3. So: 99 % of elements within a tenth of one step's update, 99.9 % within a third, none beyond
+    # the two opposite steps of a sign flip; a wrong shard or a lost update would move most elements by whole steps.
     diff = np.concatenate([np.abs(x - y).ravel() for x, y in zip(two, one)])
-    assert diff.max() <= 1e-3 and np.quantile(diff, 0.999) <= 3e-4, (diff.max(), np.quantile(diff, 0.999))
+    quantiles = {q: float(np.quantile(diff, q)) for q in (0.99, 0.999)}
+    assert quantiles[0.99] <= 3e-4 and quantiles[0.999] <= 1e-3 and diff.max() <= 6e-3, (quantiles, diff.max())
     # ... and two steps of training are far outside both bounds: the comparison can fail.
     earlier = _param_leaves(step_dirs(single_process_run)[-2])
     steps = np.concatenate([np.abs(x - y).ravel() for x, y in zip(earlier, one)])
-    assert np.median(steps) > 3e-4 * 3 and steps.max() > 10 * 1e-3
+    assert np.median(steps) > 3 * 3e-4 and steps.max() > 10 * 1e-3
