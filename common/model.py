@@ -341,6 +341,8 @@ class Decoder(nnx.Module):
         return constrain(out, ("batch", "length", "act_vocab")) if out.ndim == 3 else out
 
 
-def abstract_decoder(config: ModelConfig, dtype="float32", param_dtype="float32") -> Decoder:
+def abstract_decoder(config: ModelConfig, dtype="float32", param_dtype="float32",
+                     attention: str | AttentionBackend = "xla") -> Decoder:
     """The decoder's structure with ShapeDtypeStruct leaves: no memory is allocated."""
-    return nnx.eval_shape(lambda: Decoder(config, dtype=dtype, param_dtype=param_dtype, rngs=nnx.Rngs(0)))
+    return nnx.eval_shape(lambda: Decoder(config, dtype=dtype, param_dtype=param_dtype, rngs=nnx.Rngs(0),
+                                          attention=attention))

@@ -9,15 +9,19 @@ import jax
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from common.attention import select_backend
 from common.config import ModelConfig
 from common.model import abstract_decoder
 from common.sharding import named_sharding
 
 
-def abstract_model_state(config: ModelConfig, mesh: Mesh, *, dtype="bfloat16", param_dtype="float32"):
+def abstract_model_state(config: ModelConfig, mesh: Mesh, *, dtype="bfloat16", param_dtype="float32",
+                         attention: str = "auto"):
     """(graphdef, state): the decoder's graph and its parameters as ShapeDtypeStructs placed on `mesh` by
-    the logical-axis rules (what the trainer gets from `nnx.split(model)` on that mesh)."""
-    graphdef, state = nnx.split(abstract_decoder(config, dtype=dtype, param_dtype=param_dtype))
+    the logical-axis rules (what the trainer gets from `nnx.split(model)` on that mesh). attention: the
+    backend, selected for `mesh` as the trainer selects it ("auto" on a TPU slice's devices: splash)."""
+    backend = select_backend(attention, mesh=mesh)
+    graphdef, state = nnx.split(abstract_decoder(config, dtype=dtype, param_dtype=param_dtype, attention=backend))
 
     def to_struct(var):
         sharding = named_sharding(mesh, var.get_metadata()["logical_axes"], var.shape)

@@ -35,7 +35,8 @@ class JobShape:
     donated: the update step reuses its input buffers for its outputs (else both are alive at its end);
     rollout_batch: the sequences a step generates; `estimate_memory` counts them in one sampler call, and
     `common.aot.fits.rollout_chunk` picks how many go in each call; prompt_len / cache_length: the sampler's
-    prompt bucket and KV-cache slots per sequence.
+    prompt bucket and KV-cache slots per sequence; logprob_chunk: response positions whose logits exist at
+    once in the update (grpo.logprob_chunk; 0 = all).
     """
 
     micro_batch: int
@@ -52,6 +53,7 @@ class JobShape:
     rollout_batch: int = 0
     prompt_len: int = 0
     cache_length: int = 0
+    logprob_chunk: int = 512
 
     def replace(self, **changes) -> "JobShape":
         return dataclasses.replace(self, **changes)
@@ -69,7 +71,7 @@ class MemoryEstimate:
     working_set: int  # the largest transient: one block's forward + backward, or the response logits
     update_outputs: int  # new parameters + optimiser state while the old are alive (no donation)
     kv_cache: int
-    prefill: int  # the prompt pass's largest transient (attention scores)
+    prefill: int  # the prompt pass's largest transient (one layer's projections, MLP and attention tiles)
     per_device_micro_batch: int
     per_device_rollouts: int
 
@@ -137,16 +139,23 @@ def _split(n: int, ways: int) -> int:
     return n // ways if ways > 1 and n % ways == 0 else n
 
 
+# Query x key slots of one attention tile: attention is blockwise (online softmax) on every backend, so a
+# layer's scores exist a tile row at a time, never [T, T] (`common.attention`).
+ATTENTION_TILE = 256
+
+
 def estimate_memory(config: ModelConfig, degrees: tuple[int, int, int], shape: JobShape) -> MemoryEstimate:
     """The per-device breakdown. Activation terms follow what XLA was seen to keep when compiling the GRPO
     update for TPU (docs/memory_plan.md), roughly (see the module docstring):
 
     * with remat, per layer: about 3.4 float32 copies of the block input [b, T, d] and 1.4 copies of the
-      layer's weights gathered over fsdp (compute dtype); without remat, per layer: the float32 attention
-      probabilities [b, H, T, T], the projections and the MLP hidden, and the gathered weights;
-    * the working set: the larger of one block's attention scores (1.5 float32 copies) and the response
-      logits (about 5 float32 copies of [b, R, V]: logits, log-softmax, the softmax and product of the
-      entropy term, and the gradient).
+      layer's weights gathered over fsdp (compute dtype); without remat, per layer: the projections and the
+      MLP hidden, and the gathered weights (attention keeps its output and log-normaliser, not scores);
+    * the working set: the larger of one block's attention tiles (a row of [ATTENTION_TILE] slots per query,
+      1.5 float32 copies) and the response logits of one log-prob chunk (about 5 float32 copies of
+      [b, chunk, V]: logits, log-softmax, the softmax and product of the entropy term, and the gradient);
+    * the prefill: one layer's projections and MLP hidden over every prompt token of the call, and its
+      attention tiles.
     """
     data, fsdp, tensor = degrees
     act = as_dtype(shape.dtype).itemsize
@@ -157,12 +166,13 @@ def estimate_memory(config: ModelConfig, degrees: tuple[int, int, int], shape: J
         config.intermediate_size, tensor)
     h, V = config.head_dim, _split(config.vocab_size, tensor)
     layer_weights = (d * (2 * heads + 2 * kv) * h + 3 * d * F) * act  # gathered over fsdp, split over tensor
-    scores = b * heads * T * T * 4
+    tiles = b * heads * T * min(T, ATTENTION_TILE) * 4
     if shape.remat:
         saved = L * (int(b * 3.4 * T * d * 4) + int(1.4 * layer_weights))
     else:
-        saved = L * (scores + b * T * (6 * d + 3 * F) * act + layer_weights)
-    working = max(int(1.5 * scores), 5 * b * R * V * 4)
+        saved = L * (b * T * (6 * d + 3 * F) * act + b * heads * T * 4 + layer_weights)
+    logit_rows = min(R, shape.logprob_chunk) if shape.logprob_chunk > 0 else R
+    working = max(int(1.5 * tiles), 5 * b * logit_rows * V * 4)
     r = _split(shape.rollout_batch, data * fsdp) if shape.rollout_batch else 0
     reference = 0 if shape.reference_on_host or not shape.frozen_copies else shape.frozen_copies * (
         param_bytes_per_device(config, degrees, shape.reference_dtype or shape.param_dtype))
@@ -170,5 +180,7 @@ def estimate_memory(config: ModelConfig, degrees: tuple[int, int, int], shape: J
                           reference=reference, saved_activations=saved, working_set=working,
                           update_outputs=0 if shape.donated else params * (1 + shape.optimizer_slots),
                           kv_cache=r * shape.cache_length * 2 * L * kv * h * act,
-                          prefill=r * heads * shape.prompt_len ** 2 * 4 * 2,
+                          prefill=r * shape.prompt_len * (
+                              (3 * F + 2 * (heads + 2 * kv) * h + 2 * d) * act
+                              + 2 * heads * min(shape.prompt_len, ATTENTION_TILE) * 4),
                           per_device_micro_batch=b, per_device_rollouts=r)

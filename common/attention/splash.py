@@ -52,18 +52,18 @@ def splash_attention(q: jax.Array, k: jax.Array, v: jax.Array, start: jax.Array,
     return out.transpose(0, 2, 1, 3)[:, :T]
 
 
-@functools.lru_cache(maxsize=64)
 def _kernel(length: int, heads: int, bq: int, bk: int, interpret: bool):
     """The splash kernel for a causal [length, length] mask on `heads` query heads, forward and backward tiles
-    of bq x bk. Its block-sparsity tables are built once, as concrete arrays even when first asked for inside a
-    trace, and skip the tiles above the diagonal."""
+    of bq x bk; its block-sparsity tables skip the tiles above the diagonal. Built anew in each trace (a tenth
+    of a second, the mask tables cached by the splash module), so its tables are that trace's constants: made
+    as concrete arrays instead, they would need a device, and a compile for a TPU topology on a CPU host
+    (`common.aot`) has none that can hold them."""
     from jax.experimental.pallas.ops.tpu import splash_attention as splash
 
     mask = splash.MultiHeadMask([splash.CausalMask((length, length))] * heads)
     sizes = splash.BlockSizes(block_q=bq, block_kv=bk, block_kv_compute=bk, block_q_dkv=bq, block_kv_dkv=bk,
                               block_kv_dkv_compute=bk, block_q_dq=bq, block_kv_dq=bk)
-    with jax.ensure_compile_time_eval():
-        return splash.make_splash_mha(mask, block_sizes=sizes, head_shards=1, q_seq_shards=1, interpret=interpret)
+    return splash.make_splash_mha(mask, block_sizes=sizes, head_shards=1, q_seq_shards=1, interpret=interpret)
 
 
 def sharded_splash_attention(q, k, v, start, mesh, block_q: int = BLOCK, block_k: int = BLOCK,

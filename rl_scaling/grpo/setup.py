@@ -187,7 +187,7 @@ def job_shape(cfg, prompt_len: int | None = None, degrees: tuple[int, int, int] 
                     reference_dtype=reference_dtype(cfg), reference_on_host=bool(g.get("reference_on_host", False)),
                     donated=True,  # make_update_fn donates parameters and optimiser state
                     rollout_batch=g.prompts_per_step * g.group_size, prompt_len=prompt_bucket,
-                    cache_length=cache_length)
+                    cache_length=cache_length, logprob_chunk=int(g.get("logprob_chunk", 512)))
 
 
 def device_memory_bytes() -> int | None:
