@@ -11,7 +11,8 @@ REPO = Path(__file__).resolve().parents[1]
 PACKAGES = ("common", "rl_scaling", "agent_safety")
 # libtpu's side directory (tools/setup.sh --tpu-aot) is found this way; it is not the repository.
 SYS_PATH_ALLOWED = {REPO / "common" / "aot" / "topology.py"}
-COMMANDS = ("train_grpo", "grid", "fit_scaling_law", "plan_size", "miniature", "psysafe", "psysafe_report")
+COMMANDS = ("train_grpo", "grid", "fit_scaling_law", "plan_size", "time_plan", "memory_plan", "miniature", "psysafe",
+            "psysafe_report")
 
 
 def _sources(*folders):

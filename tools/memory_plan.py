@@ -36,7 +36,7 @@ from common.aot.estimate import JobShape, estimate_memory  # noqa: E402
 from common.aot.fits import DEFAULT_HEADROOM, MemoryPlanError, check_fits  # noqa: E402
 from common.aot.table import gib_text, markdown, peaks, row_total, verdict  # noqa: E402
 from common.config_file import load_config  # noqa: E402
-from common.mesh_presets import RECOMMENDED, SIZES, get_mesh_preset  # noqa: E402
+from common.mesh_presets import RECOMMENDED, SIZES, get_mesh_preset, layout  # noqa: E402
 
 DEFAULT_CONFIG = "configs/grpo/base.py"
 DEFAULT_OUT = "docs/memory_plan.md"
@@ -69,15 +69,19 @@ def micro_batch_candidates(cfg, degrees: tuple[int, int, int]) -> list[tuple[int
     return out
 
 
-def job_candidates(cfg, model, degrees, base: JobShape, budget: float) -> list[JobShape]:
-    """Candidate shapes to compile, best first: no remat at one sequence per device when the estimate leaves a
-    wide margin, then remat at 2 and at 1 sequences per device. The estimate is rough about activations (see
-    common.aot.estimate), so it only decides whether no-remat is worth a compile; the compiler decides the rest."""
-    out = []
+def job_candidates(cfg, model, degrees, base: JobShape, budget: float, planned: JobShape | None = None
+                   ) -> list[JobShape]:
+    """Candidate shapes to compile, best first: `planned` (the recipe's layout for this size on this slice,
+    what `paper_recipe` configures the trainer with) when given, then no remat at one sequence per device when
+    the estimate leaves a wide margin, then remat at 2 and at 1 sequences per device. The estimate is rough
+    about activations (see common.aot.estimate), so it only decides whether no-remat is worth a compile; the
+    compiler decides the rest."""
+    out = [] if planned is None else [planned]
     no_remat = [base.replace(micro_batch=m, remat=False) for m, r in micro_batch_candidates(cfg, degrees) if not r]
     if no_remat and estimate_memory(model, degrees, no_remat[-1]).train_peak <= NO_REMAT_MARGIN * budget:
         out.append(no_remat[-1])
-    return out + [base.replace(micro_batch=m, remat=True) for m, r in micro_batch_candidates(cfg, degrees) if r]
+    out += [base.replace(micro_batch=m, remat=True) for m, r in micro_batch_candidates(cfg, degrees) if r]
+    return list(dict.fromkeys(out))  # each shape once, in order
 
 
 def compile_update(model, mesh, shape: JobShape, cfg):
@@ -138,7 +142,12 @@ def plan_row(size: str, preset_name: str, cfg, *, prompt_len: int, headroom: flo
     model = get_preset(size)
     degrees = tuple(degrees or preset.degrees(size))
     budget = preset.hbm_bytes * headroom
-    candidates = job_candidates(cfg, model, degrees, job_shape(cfg, prompt_len, degrees), budget)
+    base = job_shape(cfg, prompt_len, degrees)
+    planned = None
+    if tuple(degrees) == tuple(preset.degrees(size)):  # the slice's own layout: the recipe's micro-batch and remat
+        plan = layout(preset, size)
+        planned = base.replace(micro_batch=plan.micro_batch, remat=plan.remat)
+    candidates = job_candidates(cfg, model, degrees, base, budget, planned)
     shape = candidates[0]
     chunk, _ = sequences_per_call(cfg, model, degrees, preset.hbm_bytes, prompt_len=prompt_len, headroom=headroom)
     row = {"size": size, "preset": preset_name, "devices": preset.num_devices, "hbm_bytes": preset.hbm_bytes,
