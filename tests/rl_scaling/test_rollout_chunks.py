@@ -109,7 +109,7 @@ def test_chunks_by_hand_for_the_recipe():
     got = {(size, preset): sequences_per_call(cfg, get_preset(size), PRESETS[preset].degrees(size),
                                               PRESETS[preset].hbm_bytes)[0]
            for size, preset in [("qwen2_5_0_5b", "1xh100"), ("qwen2_5_7b", "v5p-64"), ("qwen2_5_7b", "8xh100")]}
-    assert got == {("qwen2_5_0_5b", "1xh100"): 256, ("qwen2_5_7b", "v5p-64"): 2048, ("qwen2_5_7b", "8xh100"): 512}
+    assert got == {("qwen2_5_0_5b", "1xh100"): 128, ("qwen2_5_7b", "v5p-64"): 1024, ("qwen2_5_7b", "8xh100"): 256}
 
 
 def test_sequences_per_call_overrides_and_cpu():
