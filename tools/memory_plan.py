@@ -237,7 +237,8 @@ def parse_args(argv=None):
     p.add_argument("--config", default=DEFAULT_CONFIG, help="GRPO config file (default: %(default)s)")
     p.add_argument("--sizes", default="all", help="comma-separated model presets, or 'all' (%(default)s)")
     p.add_argument("--presets", default="recommended",
-                   help="comma-separated mesh presets, or 'recommended' (each size's slice in RECOMMENDED)")
+                   help="comma-separated mesh presets; 'recommended' (alone or in the list) is each size's own "
+                        "slice (RECOMMENDED); docs/memory_plan.md: recommended,1xh100,8xh100")
     p.add_argument("--prompt-len", type=int, default=0,
                    help="prompt tokens per sequence (default: the config's data.max_prompt_len, as the trainer)")
     p.add_argument("--headroom", type=float, default=DEFAULT_HEADROOM, help="usable share of HBM (%(default)s)")
@@ -258,12 +259,13 @@ def selected_rows(sizes: str, presets: str) -> list[tuple[str, str]]:
     for s in size_list:
         if s not in SIZES:
             raise KeyError(f"unknown size {s!r}; known: {SIZES}")
-    if presets == "recommended":
-        return [(s, RECOMMENDED[s]) for s in size_list]
-    names = presets.split(",")
-    for n in names:
-        get_mesh_preset(n)
-    return [(s, n) for s in size_list for n in names]
+    rows = []  # "recommended" (alone or in the list): each size's own slice
+    for name in presets.split(","):
+        for size in size_list:
+            preset = RECOMMENDED[size] if name == "recommended" else get_mesh_preset(name).name
+            if (size, preset) not in rows:
+                rows.append((size, preset))
+    return rows
 
 
 def main(argv=None) -> int:
@@ -308,6 +310,7 @@ def main(argv=None) -> int:
                 failures.append(f"{size} on {preset_name}: {verdict(row, args.headroom)}")
             except MemoryPlanError as err:
                 failures.append(str(err))
+                row["notes"].append("does not fit: " + str(err).split(" does not fit: ", 1)[-1].replace("\n  - ", " · "))
     if args.out:
         command = "JAX_PLATFORMS=cpu python tools/memory_plan.py " + " ".join(
             argv if argv is not None else sys.argv[1:])

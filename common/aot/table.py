@@ -97,6 +97,37 @@ def _row_md(r: dict, headroom: float) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
+def estimator_error(rows: list[dict]) -> dict[str, list[tuple[str, float]]]:
+    """{"update": [(row name, analytic / compiled)], "sampler": [...]} over the rows with compiled programs:
+    the analytic training peak against the compiled update's (each with the reference copy beside it), the
+    analytic sampling peak of one call against the compiled sampler's (with what stays resident beside it)."""
+    out = {"update": [], "sampler": []}
+    for r in rows:
+        e, name = r["estimate"], f"{r['size']} on {r['preset']}"
+        train, sample = peaks(r)
+        if r["update"] and "refused" not in r["update"]:
+            out["update"].append((name, e["train_peak"] / train))
+        if r["sampler"] and "refused" not in r["sampler"] and "sample_peak_per_call" in e:
+            out["sampler"].append((name, e["sample_peak_per_call"] / sample))
+    return out
+
+
+def estimator_error_md(rows: list[dict]) -> list[str]:
+    """The analytic estimate's error against the compiled rows, as the page states it (rows without a
+    compile — GPU presets on a host without a GPU — rely on the estimate alone)."""
+    errors = estimator_error(rows)
+    if not errors["update"] and not errors["sampler"]:
+        return []
+    lines = ["", "The analytic estimate (`common.aot.estimate`, what rows without a compile rely on) against the "
+             "compiled rows above, as analytic / compiled:", ""]
+    for kind, what in (("update", "training peak"), ("sampler", "sampling peak of one sampler call")):
+        if errors[kind]:
+            ratios = [x for _, x in errors[kind]]
+            lines.append(f"- {what}: {min(ratios):.2f}x to {max(ratios):.2f}x (" +
+                         ", ".join(f"{n} {x:.2f}x" for n, x in errors[kind]) + ")")
+    return lines
+
+
 def markdown(rows: list[dict], command: str, headroom: float, recipe: str, libtpu: str | None) -> str:
     """The whole page: title, the command that made it, what was planned (`recipe`), columns, table, notes."""
     lines = [
@@ -156,6 +187,7 @@ def markdown(rows: list[dict], command: str, headroom: float, recipe: str, libtp
         if any(c.startswith("not recorded") for c in commits):
             lines += ["", "279922b changed the KV cache layout to [batch, kv heads, slots, head dim] and the attention "
                       "around it; programs compiled before it moved the same bytes through a different layout."]
+    lines += estimator_error_md(rows)
     notes = [(r["size"], r["preset"], n) for r in rows for n in r["notes"]]
     if notes:
         lines += ["", "Notes:", ""] + [f"- {s} on {p}: {n}" for s, p, n in notes]

@@ -237,3 +237,33 @@ def test_tiny_update_and_sampler_compile_for_v5e_2x2(tiny_tpu_compile):
     s = r["sampler"]
     assert param_bytes_per_device(get_preset("tiny"), (1, 4, 1)) <= s["arguments"] <= u["arguments"]
     assert u["compile_seconds"] > 0 and s["compile_seconds"] > 0
+
+
+def _compiled_row(size, preset, train_estimate, sampler_estimate, update_total, sampler_total):
+    part = lambda total: {"arguments": total, "outputs": 0, "alias": 0, "temporaries": 0, "generated_code": 0,
+                          "compile_seconds": 1.0}
+    estimate = {"train_peak": train_estimate, "sample_peak_per_call": sampler_estimate, "reference": 0,
+                "optimizer": 0}
+    return {"size": size, "preset": preset, "estimate": estimate, "update": part(update_total),
+            "sampler": part(sampler_total) | {"batch": 8}}
+
+
+def test_the_plan_states_the_estimates_error_against_the_compiles():
+    from common.aot.table import estimator_error, estimator_error_md
+
+    rows = [_compiled_row("a", "v5p-8", 30, 10, 10, 10), _compiled_row("b", "v5p-8", 15, 9, 10, 10)]
+    errors = estimator_error(rows)
+    assert errors["update"] == [("a on v5p-8", 3.0), ("b on v5p-8", 1.5)]
+    assert errors["sampler"] == [("a on v5p-8", 1.0), ("b on v5p-8", 0.9)]
+    text = "\n".join(estimator_error_md(rows))
+    assert "training peak: 1.50x to 3.00x" in text and "sampling peak of one sampler call: 0.90x to 1.00x" in text
+    assert estimator_error_md([dict(rows[0], update=None, sampler=None)]) == []  # nothing compiled: nothing said
+
+
+def test_plan_rows_take_recommended_inside_a_list_of_slices():
+    from tests.load_file import load_module
+
+    plan = load_module(REPO_ROOT / "tools" / "memory_plan.py", "memory_plan")
+    rows = plan.selected_rows("qwen2_5_0_5b,qwen2_5_7b", "recommended,8xh100,v5p-64")
+    assert rows == [("qwen2_5_0_5b", "v5e-16"), ("qwen2_5_7b", "v5p-64"), ("qwen2_5_0_5b", "8xh100"),
+                    ("qwen2_5_7b", "8xh100"), ("qwen2_5_0_5b", "v5p-64")]
