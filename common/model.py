@@ -228,11 +228,12 @@ class Decoder(nnx.Module):
     or a backend already selected for a mesh); `model.backend` holds it.
 
     The layers' parameters are stacked, [L, ...] on a leading "layers" axis (`layers`, one `Block`), and
-    the forward pass runs them as one `jax.lax.scan` (scan_layers=True: one layer's program, compiled once,
-    whatever the depth) or as an unrolled loop over their slices (False: what a backend that runs its own
-    per-layer pass wants, `AttentionBackend.unrolled_layers`; None picks from the backend). Under a KV
-    cache the cache follows: one [L, B, S, K, h] array per k and v when scanning, a list of per-layer
-    arrays when unrolled (`new_cache`).
+    the forward pass runs them as one `jax.lax.scan`: one layer's program, compiled once, whatever the depth.
+    Under a KV cache, scan_layers=False runs them as an unrolled loop over their slices instead (what a backend
+    that runs its own per-layer cached pass wants, `AttentionBackend.unrolled_layers`; None picks from the
+    backend), and the cache follows: one [L, B, S, K, h] array per k and v when scanning, a list of per-layer
+    arrays when unrolled (`new_cache`). Without a cache (training, log-probs) the layers always scan: on the
+    CPU as fast as unrolled, and the SmolLM2 update compiled in 23 s instead of 33.
     """
 
     def __init__(self, config: ModelConfig, *, dtype="float32", param_dtype="float32",
@@ -299,7 +300,7 @@ class Decoder(nnx.Module):
         if policy is not None:
             layer = jax.checkpoint(layer, policy=policy, prevent_cse=not self.scan_layers)
         stores = None if cache is None else (cache.k, cache.v)
-        if self.scan_layers:
+        if self.scan_layers or cache is None:
             if cache is not None and cache.per_layer:
                 raise ValueError("a decoder that scans its layers takes a stacked cache (model.new_cache)")
 
