@@ -62,8 +62,8 @@ def select_backend(name: str | AttentionBackend = "auto", *, mesh=None, platform
     if isinstance(name, AttentionBackend):
         name.check_mesh(mesh)
         return name
-    platform = platform or (mesh.devices.flat[0].platform if mesh is not None else jax.default_backend())
-    if name == "auto":
+    if name == "auto":  # (a named backend needs no platform)
+        platform = platform or (mesh.devices.flat[0].platform if mesh is not None else jax.default_backend())
         for plugin in sorted(_plugins()):
             try:
                 cls = backend_class(plugin)
