@@ -296,11 +296,12 @@ class Decoder(nnx.Module):
             block = nnx.merge(graphdef, block_state)
             return block(x, cos, sin, visibility, layer_cache, index, self.dtype, self.backend, prefill)
 
+        scan = self.scan_layers or cache is None  # without a cache the layers always scan
         policy = remat_policy(remat)
-        if policy is not None:
-            layer = jax.checkpoint(layer, policy=policy, prevent_cse=not self.scan_layers)
+        if policy is not None:  # CSE across a scan's iterations is no risk; in an unrolled loop it would undo remat
+            layer = jax.checkpoint(layer, policy=policy, prevent_cse=not scan)
         stores = None if cache is None else (cache.k, cache.v)
-        if self.scan_layers or cache is None:
+        if scan:
             if cache is not None and cache.per_layer:
                 raise ValueError("a decoder that scans its layers takes a stacked cache (model.new_cache)")
 
