@@ -47,19 +47,22 @@ def resolve_model_path(path: str | Path) -> Path:
     return path
 
 
-def load_pretrained(path: str | Path, dtype: str = "float32", mesh: Mesh | None = None,
+def load_pretrained(path: str | Path, dtype: str | None = None, mesh: Mesh | None = None,
                     param_dtype: str | None = None, attention: str = "auto"):
     """(model, tokenizer) from an HF directory, a GGUF file, one of our orbax checkpoints, or a known
-    model name ("smollm2-135m-instruct"). `dtype` is the compute dtype; parameters are stored in
-    `param_dtype` (default: `dtype`). `mesh`: a Mesh with axes data/fsdp/tensor; each parameter is placed
+    model name ("smollm2-135m-instruct"). `dtype` is the compute dtype (default: the platform's,
+    `common.platform_flags.default_compute_dtype`: bfloat16 on GPU / TPU, float32 on CPU); parameters are
+    stored in `param_dtype` (default: `dtype`). `mesh`: a Mesh with axes data/fsdp/tensor; each parameter is placed
     with its sharding as it is read. `attention`: the attention backend (`common.attention.select_backend`:
     "auto" picks the best installed one for this platform and mesh; "xla" the reference)."""
     from common.attention import select_backend
     from common.checkpoint.hf_import import load_hf_decoder
     from common.checkpoint.orbax_io import is_checkpoint_dir, load_checkpoint
     from common.config import ModelConfig
+    from common.platform_flags import default_compute_dtype
     from common.tokenizer import load_tokenizer, qwen2_tokenizer
 
+    dtype = dtype or default_compute_dtype()
     path = resolve_model_path(path)
     if path.is_file():
         from common.checkpoint.gguf import convert_gguf_to_hf

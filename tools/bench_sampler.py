@@ -120,6 +120,9 @@ def main(argv=None):
     parser.add_argument("--out", help="append the markdown table to this file")
     args = parser.parse_args(argv)
 
+    from common.platform_flags import apply_platform_defaults
+
+    apply_platform_defaults()  # before JAX starts: XLA reads its GPU flags then
     import jax
     import torch
     from transformers import AutoModelForCausalLM

@@ -27,7 +27,8 @@ def parse_args(argv=None):
     p.add_argument("--top-p", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--n", type=int, default=1, help="samples per prompt")
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    p.add_argument("--dtype", default=None, choices=["float32", "bfloat16"],
+                   help="compute dtype (default: bfloat16 on GPU / TPU, float32 on CPU)")
     p.add_argument("--attention", default="auto", help="attention backend (common.attention): auto, xla, cpu, ...")
     p.add_argument("--logprobs", action="store_true", help="print each generated token's log-probability")
     args = p.parse_args(argv)
@@ -38,6 +39,9 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    from common.platform_flags import apply_platform_defaults
+
+    apply_platform_defaults()  # before JAX starts: XLA reads its GPU flags then
     from common import generate, load_pretrained
     from common.chat import render_chat
     from common.compile_cache import enable_compilation_cache

@@ -23,6 +23,9 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "run directory (results, report,
 
 def main(argv) -> None:
     del argv
+    from common.platform_flags import apply_platform_defaults
+
+    apply_platform_defaults()  # before JAX starts: XLA reads its GPU flags then
     from agent_safety.run import run_experiment
     from common.compile_cache import enable_compilation_cache
 

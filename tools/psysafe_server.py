@@ -32,6 +32,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.backend == "jax":
         from common.compile_cache import enable_compilation_cache
+        from common.platform_flags import apply_platform_defaults
+        apply_platform_defaults()  # before JAX starts: XLA reads its GPU flags then
         enable_compilation_cache()
     cfg = backend_config(args.backend)
     cfg.update(dict(model_path=args.model_path, dtype=args.dtype, model=args.upstream_model,

@@ -20,6 +20,9 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "run directory: metrics, TensorB
 
 def main(argv):
     del argv
+    from common.platform_flags import apply_platform_defaults
+
+    apply_platform_defaults()  # before JAX starts: XLA reads its GPU flags then
     from common.compile_cache import enable_compilation_cache
     from rl_scaling.grpo.trainer import GRPOTrainer
 

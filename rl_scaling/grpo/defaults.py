@@ -11,6 +11,7 @@ from __future__ import annotations
 import ml_collections
 
 from common.mesh_presets import RECOMMENDED, layout
+from common.platform_flags import default_compute_dtype
 
 # The slice a "gpu" recipe is laid out for: one 8-GPU host.
 GPU_HOST = "8xh100"
@@ -27,7 +28,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.model.init = "pretrained"  # "pretrained" | "random" (a fresh decoder from model.preset)
     c.model.preset = ""  # common.config preset for init="random" (e.g. "tiny")
     c.model.tokenizer = ""  # "" = the checkpoint's; "char" = the character tokenizer (tiny models)
-    c.model.dtype = "float32"  # compute dtype
+    c.model.dtype = default_compute_dtype()  # compute dtype: bfloat16 on GPU / TPU, float32 on CPU
     c.model.param_dtype = "float32"
     c.model.remat = False  # recompute activations in the backward pass (saves memory)
     c.model.attention = "auto"  # attention backend (common.attention): "auto", "xla", or a plugin such as "cpu"
@@ -35,12 +36,18 @@ def default_config() -> ml_collections.ConfigDict:
     c.mesh = ml_collections.ConfigDict({"data": 1, "fsdp": -1, "tensor": 1})
 
     c.data = ml_collections.ConfigDict()
-    c.data.source = "synthetic"  # "synthetic" | gsm8k | aime24 | amc23 | minerva_math | a .jsonl/.parquet path
+    # "synthetic" | a named set (gsm8k, aime24, ...: rl_scaling.data.DATASETS) | a .jsonl/.parquet table in the
+    # plain, verl or Hugging Face layout (docs/data.md)
+    c.data.source = "synthetic"
     c.data.split = "train"
     c.data.synthetic_level = 1
     c.data.synthetic_size = 4096
-    c.data.heldout_size = 64
-    c.data.curriculum = True  # easy-to-hard order (needs difficulties), never shuffled
+    c.data.prompt_wrapper = "strip"  # a table's prompt: "strip" its instructions (the template adds ours) | "keep"
+    c.data.pass_rate_column = ""  # a column or verl extra_info key, e.g. "qwen2.5_7b_pass_rate"; difficulty = 1 - it
+    c.data.difficulty_column = ""  # a column or extra_info key holding the difficulty (higher = harder)
+    c.data.heldout_size = 64  # balanced easy/hard when the problems have difficulties (the study's protocol)
+    c.data.curriculum = True  # easy-to-hard order, never shuffled; needs difficulties: without them an error
+    c.data.without_difficulty = "error"  # with curriculum: "error" | "file_order" (file order, random held-out, warned)
     c.data.reuse_tau = 0  # > 0: a difficulty-stratified subset repeated tau times (data-reuse study)
     c.data.template = "step_by_step_boxed"  # rl_scaling/data/prompts.yaml
     c.data.chat = True  # apply the tokenizer's chat template
@@ -99,7 +106,8 @@ def default_config() -> ml_collections.ConfigDict:
     c.eval.num_samples = 1  # pass@1 averaged over this many samples per problem
     c.eval.temperature = 0.7
     c.eval.max_new_tokens = 0  # 0 = grpo.max_response_len
-    c.eval.downstream = ""  # comma-separated dataset names evaluated at the end
+    c.eval.downstream = ""  # comma-separated named sets (rl_scaling.data.DATASETS) or files evaluated at the end
+    c.eval.downstream_missing = "error"  # a downstream set without its file: "error" (at start) | "skip" (warned)
     c.eval.downstream_limit = 0  # problems per downstream set; 0 = all
 
     c.checkpoint = ml_collections.ConfigDict()
@@ -126,9 +134,12 @@ def paper_recipe(size: str, arg: str = "") -> ml_collections.ConfigDict:
     `arg` is what follows the colon of `--config=configs/grpo/qwen2_5_7b.py:tpu,instruct`: hardware `tpu`
     (laid out for the size's planned slice, `common.mesh_presets.RECOMMENDED`) or `gpu` (one 8-GPU host),
     and variant `base` or `instruct`. fsdp stays -1 (the rest of whatever slice runs it); tensor degree,
-    micro-batch and remat come from the layout. The data set is yours to point at: a .parquet with
-    `problem`, `answer` and `difficulty` or `pass_rate` columns (`--config.data.source=/path/problems.parquet`);
-    GSM8K's train split is the offline stand-in.
+    micro-batch and remat come from the layout. The data set is yours to point at: a table with difficulties
+    (`--config.data.source=/path/problems.parquet`, a verl table with `--config.data.pass_rate_column=...`;
+    docs/data.md) gets the study's curriculum and balanced held-out split. GSM8K's train split is the offline
+    stand-in; it has no difficulties, so it trains in file order with a seeded random held-out split, and the
+    run warns at start (`data.without_difficulty = "file_order"`). Downstream sets whose files are not under
+    the data root (MATH-500 is not shipped) are skipped with a warning naming the expected path.
     """
     hardware, variant = parse_recipe_arg(arg)
     plan = layout(RECOMMENDED[size] if hardware == "tpu" else GPU_HOST, size)
@@ -147,11 +158,18 @@ def paper_recipe(size: str, arg: str = "") -> ml_collections.ConfigDict:
     c.grpo.reference_dtype = "bfloat16"
     c.grpo.min_length_bucket = 128  # prompts up to 2048 and responses up to 4096: at most 5 x 6 shapes
     c.data.source = "gsm8k"
-    c.data.heldout_size = 500
+    c.data.heldout_size = 500  # balanced between easy and hard when the source has difficulties
+    # The study trains in curriculum order, which needs difficulties. GSM8K, the default source, has none: it then
+    # trains in file order with a random held-out split, and the run says so at start. A table with pass rates
+    # gets the curriculum; "error" instead refuses a source without difficulties.
+    c.data.without_difficulty = "file_order"
     c.data.chat = variant == "instruct"
     c.data.num_epochs = 1
     c.eval.every = 1
-    c.eval.downstream = "gsm8k,aime24,amc23,minerva_math"
+    c.eval.downstream = "gsm8k,math500,aime24,amc23,minerva_math"
+    # MATH-500 is not in ../shared/data/math: put it at <data root>/math500/test.jsonl (docs/data.md); until then
+    # it (or any other missing set) is skipped with a warning naming the path.
+    c.eval.downstream_missing = "skip"
     c.checkpoint.every = 5
     c.checkpoint.keep = 3
     return c
