@@ -5,6 +5,7 @@ own: neither the checkpoint nor any whole tensor is gathered in one host's memor
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 import jax
 import numpy as np
@@ -54,12 +55,11 @@ def get_by_path(state: nnx.State, dotted: str) -> nnx.Variable:
     return node
 
 
-def load_hf_decoder(directory: str | Path, *, dtype="float32", param_dtype=None, mesh: Mesh | None = None,
-                    config: ModelConfig | None = None) -> Decoder:
-    """Reads an HF checkpoint directory into a Decoder. `param_dtype` defaults to `dtype`."""
+def hf_param_blocks(directory: str | Path, config: ModelConfig, state: nnx.State) -> dict[str, Callable]:
+    """Our parameter path (stacked: "layers.attn.qkv_kernel") -> `block(idx)`, the numpy block `idx` of that
+    parameter in the checkpoint's dtype, read from the memory-mapped files only when called. `state`: the
+    (abstract) decoder's state, for the shapes. Raises when a tensor is missing, unexpected or misshapen."""
     directory = Path(directory)
-    config = config or ModelConfig.from_hf_json(directory)
-    param_dtype = as_dtype(param_dtype or dtype)
     files = open_checkpoint_files(directory)
     entries = expected_entries(config)
 
@@ -74,8 +74,6 @@ def load_hf_decoder(directory: str | Path, *, dtype="float32", param_dtype=None,
             f"{directory}: checkpoint has {len(unexpected)} tensor(s) this config does not use, e.g. "
             f"{unexpected[:5]} (wrong config.json, e.g. attention_bias or tie_word_embeddings?)")
 
-    abstract = abstract_decoder(config, dtype=dtype, param_dtype=param_dtype)
-    graphdef, state = nnx.split(abstract)
     parts_of: dict[str, dict] = {}  # our stacked path -> {layer (None outside the layers): [(part, lazy view)]}
     for ours, hf_name, transform, part in entries:
         path, layer = stacked_path(ours)
@@ -87,14 +85,26 @@ def load_hf_decoder(directory: str | Path, *, dtype="float32", param_dtype=None,
                 f"tensor {hf_name!r} has shape {found} in the checkpoint, but the config needs {wanted}")
         view = to_ours(files[hf_name].view(hf_name), transform, target_shape)
         parts_of.setdefault(path, {}).setdefault(layer, []).append((part, view))
+    out = {}
     for path, layers in parts_of.items():
-        target = get_by_path(state, path)
         blocks = {layer: _param_block(parts) for layer, parts in layers.items()}
         if None in blocks:
-            block = blocks[None]
-        else:  # stacked layers: a device's block is its rows' blocks, one per layer
-            block = lambda idx, blocks=blocks: np.stack([blocks[i](idx[1:])
-                                                         for i in range(len(blocks))[idx[0]]])
+            out[path] = blocks[None]
+        else:  # stacked layers: a block is its rows' blocks, one per layer
+            out[path] = lambda idx, blocks=blocks: np.stack([blocks[i](idx[1:]) for i in range(len(blocks))[idx[0]]])
+    return out
+
+
+def load_hf_decoder(directory: str | Path, *, dtype="float32", param_dtype=None, mesh: Mesh | None = None,
+                    config: ModelConfig | None = None) -> Decoder:
+    """Reads an HF checkpoint directory into a Decoder. `param_dtype` defaults to `dtype`."""
+    directory = Path(directory)
+    config = config or ModelConfig.from_hf_json(directory)
+    param_dtype = as_dtype(param_dtype or dtype)
+    abstract = abstract_decoder(config, dtype=dtype, param_dtype=param_dtype)
+    graphdef, state = nnx.split(abstract)
+    for path, block in hf_param_blocks(directory, config, state).items():
+        target = get_by_path(state, path)
         value = place(block, tuple(target.shape), param_dtype, target.get_metadata()["logical_axes"], mesh)
         set_by_path(state, path, value)
     return nnx.merge(graphdef, state)
