@@ -1,9 +1,12 @@
-"""Read math problems from the JSON Lines sets of /work/shared/data/math and from parquet/JSONL tables.
+"""Read math problems from the named sets under the data root and from parquet/JSONL tables.
 
     load_problems("gsm8k", split="train")          # short name, resolved against the data root
-    load_problems("/data/dapo.parquet")              # a table: problem|question, answer, [difficulty|pass_rate]
+    load_problems("math500")                         # <data root>/math500/test.jsonl, if you put it there
+    load_problems("/data/dapo.parquet")              # a table in any layout of `rl_scaling.data.tables`
 
-Data root: `$MATH_DATA_DIR`, else `<repo>/../shared/data/math`.
+Data root: `$MATH_DATA_DIR`, else `<repo>/../shared/data/math`. The shared root holds gsm8k, aime24,
+amc23 and minerva_math; math500, aime25 and olympiadbench load from the same layout once their files are
+there (docs/data.md says where each comes from).
 """
 
 from __future__ import annotations
@@ -16,7 +19,8 @@ from typing import Any
 
 from common.jsonl import read_jsonl
 from rl_scaling.data.problem import Problem
-from rl_scaling.rewards.references import clean_reference, extract_reference_answer
+from rl_scaling.data.tables import TableOptions, load_table
+from rl_scaling.rewards.references import extract_reference_answer
 
 DATA_ROOT_ENV = "MATH_DATA_DIR"
 _REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -32,19 +36,19 @@ class DatasetLayout:
     id_field: str | None  # None: the line number is the id
 
 
-# The files of /work/shared/data/math (see its README.md). The reference field is in
+# The files of /work/shared/data/math (see its README.md) and the downstream sets a user adds beside them
+# in the same layout (docs/data.md). The reference field is in
 # rl_scaling.rewards.references.REFERENCE_FIELDS, next to the code that cleans it.
 DATASETS: dict[str, DatasetLayout] = {
     "gsm8k": DatasetLayout("gsm8k", ("train", "test"), "question", None),
     "aime24": DatasetLayout("aime24", ("test",), "problem", "id"),
     "amc23": DatasetLayout("amc23", ("test",), "problem", "id"),
     "minerva_math": DatasetLayout("minerva_math", ("test",), "problem", "idx"),
+    "math500": DatasetLayout("math500", ("test",), "problem", "unique_id"),
+    "aime25": DatasetLayout("aime25", ("test",), "problem", "id"),
+    "olympiadbench": DatasetLayout("olympiadbench", ("test",), "question", "id"),
 }
-DATASET_ALIASES = {"minerva": "minerva_math"}
-
-# Column names accepted in generic tables (parquet or JSONL), first match wins.
-QUESTION_COLUMNS = ("problem", "question", "prompt")
-ANSWER_COLUMNS = ("answer",)
+DATASET_ALIASES = {"minerva": "minerva_math", "math-500": "math500", "math_500": "math500"}
 
 
 def default_data_root() -> Path:
@@ -53,12 +57,30 @@ def default_data_root() -> Path:
     return Path(env) if env else (_REPO_ROOT.parent / "shared" / "data" / "math").resolve()
 
 
+def named_set_path(name: str, split: str = "test", data_root: str | os.PathLike | None = None) -> Path:
+    """`<data_root>/<folder>/<split>.jsonl` of a named set (ValueError for a split it does not have)."""
+    layout = DATASETS[DATASET_ALIASES.get(name, name)]
+    if split not in layout.splits:
+        raise ValueError(f"{name} has no split {split!r}; splits: {list(layout.splits)}")
+    root = Path(data_root) if data_root is not None else default_data_root()
+    return root / layout.folder / f"{split}.jsonl"
+
+
+def problems_file(path_or_name: str | os.PathLike, split: str = "test",
+                  data_root: str | os.PathLike | None = None) -> Path:
+    """The file `load_problems(path_or_name, split, data_root)` reads, whether or not it exists."""
+    text = os.fspath(path_or_name)
+    name = DATASET_ALIASES.get(text, text)
+    return named_set_path(name, split, data_root) if name in DATASETS else Path(text)
+
+
 def load_problems(
     path_or_name: str | os.PathLike,
     split: str = "test",
     data_root: str | os.PathLike | None = None,
+    options: TableOptions | None = None,
 ) -> list[Problem]:
-    """Problems of a named set (`gsm8k`, `aime24`, `amc23`, `minerva_math`) or of a file, in file order.
+    """Problems of a named set (a key of DATASETS, e.g. `gsm8k`, `math500`) or of a file, in file order.
 
     Args:
       path_or_name: a short name (resolved as `<data_root>/<folder>/<split>.jsonl`), or a path to a
@@ -66,22 +88,20 @@ def load_problems(
         format; any other file is read as a table (see `load_table`).
       split: for short names, `train` or `test` (only GSM8K has `train`).
       data_root: overrides `default_data_root()`.
+      options: how a table is read (`TableOptions`); named sets ignore it.
     Raises:
       FileNotFoundError: the file does not exist (the path and how to set the data root are named).
-      ValueError: unknown split; KeyError: a missing field/column (named, with the ones found).
+      ValueError: unknown split, an unreadable table (see `load_table`); KeyError: a record of a named
+        set without its field (named, with the ones found).
     """
     text = os.fspath(path_or_name)
     name = DATASET_ALIASES.get(text, text)
     if name in DATASETS:
-        layout = DATASETS[name]
-        if split not in layout.splits:
-            raise ValueError(f"{name} has no split {split!r}; splits: {list(layout.splits)}")
-        root = Path(data_root) if data_root is not None else default_data_root()
-        path = root / layout.folder / f"{split}.jsonl"
+        path = named_set_path(name, split, data_root)
         if not path.is_file():
             raise FileNotFoundError(
-                f"{name} split {split!r} not found at {path}; set ${DATA_ROOT_ENV} or data_root to the "
-                f"folder holding {sorted(DATASETS)}"
+                f"{name} split {split!r} not found at {path}; put the file there, or set ${DATA_ROOT_ENV} "
+                f"or data_root to the folder holding the named sets {sorted(DATASETS)} (layout: docs/data.md)"
             )
         return load_named_jsonl(path, name, split)
     path = Path(text)
@@ -92,7 +112,7 @@ def load_problems(
     folder = DATASET_ALIASES.get(path.parent.name, path.parent.name)
     if path.suffix == ".jsonl" and folder in DATASETS:
         return load_named_jsonl(path, folder, path.stem)
-    return load_table(path)
+    return load_table(path, options)
 
 
 def load_named_jsonl(path: Path, dataset: str, split: str) -> list[Problem]:
@@ -114,64 +134,7 @@ def load_named_jsonl(path: Path, dataset: str, split: str) -> list[Problem]:
     return problems
 
 
-def load_table(path: str | os.PathLike) -> list[Problem]:
-    """Problems of a parquet or JSONL table.
-
-    Columns: question in one of QUESTION_COLUMNS, `answer` (raw or clean: `#### 72`, a boxed
-    solution and numbers are cleaned), optional `id`, and optional `difficulty` (higher = harder) or
-    `pass_rate` (in [0, 1], higher = easier; stored as difficulty = 1 - pass_rate). `difficulty` wins
-    when both are present.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no data file {path}")
-    if path.suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        rows = pq.read_table(path).to_pylist()
-        columns = pq.read_schema(path).names
-    elif path.suffix == ".jsonl":
-        rows = read_jsonl(path, torn_tail="raise")
-        columns = sorted({key for row in rows for key in row})
-    else:
-        raise ValueError(f"unsupported data file type {path.suffix!r} ({path}); use .parquet or .jsonl")
-    question_col = _pick_column(columns, QUESTION_COLUMNS, path)
-    answer_col = _pick_column(columns, ANSWER_COLUMNS, path)
-    problems = []
-    for row_index, row in enumerate(rows):
-        where = f"{path} row {row_index}"
-        problems.append(
-            Problem(
-                id=str(row["id"]) if row.get("id") is not None else f"{path.stem}/{row_index}",
-                question=_field(row, question_col, where),
-                reference=clean_reference(_field(row, answer_col, where)),
-                difficulty=_difficulty(row, where),
-                source=path.stem,
-            )
-        )
-    return problems
-
-
-def _pick_column(columns: list[str], candidates: tuple[str, ...], path: Path) -> str:
-    for name in candidates:
-        if name in columns:
-            return name
-    wanted = " or ".join(repr(c) for c in candidates)
-    raise KeyError(f"{path} has no column {wanted}; columns found: {list(columns)}")
-
-
 def _field(record: Mapping[str, Any], key: str, where: str) -> Any:
     if key not in record or record[key] is None:
         raise KeyError(f"{where} has no {key!r} field; fields found: {sorted(record)}")
     return record[key]
-
-
-def _difficulty(row: Mapping[str, Any], where: str) -> float | None:
-    if row.get("difficulty") is not None:
-        return float(row["difficulty"])
-    if row.get("pass_rate") is not None:
-        rate = float(row["pass_rate"])
-        if not 0.0 <= rate <= 1.0:
-            raise ValueError(f"{where}: pass_rate must be in [0, 1], got {rate}")
-        return 1.0 - rate
-    return None

@@ -5,6 +5,9 @@ Formats (see /work/shared/data/math/README.md):
   MATH/Minerva  worked solution whose last `\\boxed{...}` is the answer
   AMC23         a float, `27.0`
   AIME24        an integer string, `"025"`
+  MATH-500      a clean answer string (`answer`; its `solution` also holds it boxed)
+  OlympiadBench a one-element list of inline math, `["$\\frac{1}{2}$"]` (`final_answer`)
+  verl tables   `reward_model.ground_truth`: a clean string, a number, or a one-element list
 """
 
 from __future__ import annotations
@@ -25,6 +28,9 @@ REFERENCE_FIELDS: dict[str, str] = {
     "amc23": "answer",
     "minerva_math": "solution",
     "math": "solution",
+    "math500": "answer",
+    "aime25": "answer",
+    "olympiadbench": "final_answer",
 }
 
 _THOUSANDS_NUMBER = re.compile(r"^[-+]?\d{1,3}(,\d{3})+(\.\d+)?$")
@@ -49,14 +55,20 @@ def format_number(value: float | int) -> str:
     return str(value)
 
 
-def clean_reference(reference: str | int | float) -> str:
+def clean_reference(reference: str | int | float | list | tuple) -> str:
     """The answer inside any raw reference, as a string.
 
     - GSM8K solution: the text after the last `####`, thousands commas removed;
     - a solution with `\\boxed{}`: the content of its last box;
     - a number (AMC's `27.0`): formatted without a spurious `.0`;
+    - a one-element list (OlympiadBench, some verl tables): its element, cleaned;
+    - inline math `$...$` as the whole answer: the math inside;
     - anything else: the stripped string itself.
     """
+    if isinstance(reference, (list, tuple)):
+        if len(reference) != 1:
+            raise ValueError(f"a reference list must hold one answer, got {len(reference)}: {list(reference)[:3]}")
+        return clean_reference(reference[0])
     if isinstance(reference, (int, float)) and not isinstance(reference, bool):
         return format_number(reference)
     if not isinstance(reference, str):
@@ -66,7 +78,10 @@ def clean_reference(reference: str | int | float) -> str:
     boxed = last_boxed(reference)
     if boxed is not None:
         return boxed.strip()
-    return reference.strip()
+    text = reference.strip()
+    if len(text) > 2 and text[0] == text[-1] == "$" and "$" not in text[1:-1]:
+        return text[1:-1].strip()
+    return text
 
 
 def extract_reference_answer(record: Mapping[str, Any], dataset: str) -> str:

@@ -8,6 +8,7 @@ import collections
 import json
 import operator
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -24,6 +25,7 @@ from rl_scaling.data import (
     render_prompt,
     reuse_subset,
     stratified_sample,
+    study_split,
     synthetic_arithmetic,
 )
 from rl_scaling.rewards import grade_batch
@@ -96,7 +98,9 @@ def test_loader_errors_name_the_problem(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"no data file .*nope.parquet"):
         load_problems(tmp_path / "nope.parquet")
     with pytest.raises(FileNotFoundError, match="not a known set name"):
-        load_problems("math500")
+        load_problems("math5000")
+    with pytest.raises(FileNotFoundError, match=r"math500 split 'test' not found at .*math500/test.jsonl"):
+        load_problems("math500", data_root=tmp_path)
     bad = tmp_path / "aime24"
     bad.mkdir()
     (bad / "test.jsonl").write_text('{"id": 1, "answer": "2"}\n{oops\n', encoding="utf-8")
@@ -139,11 +143,12 @@ def test_parquet_with_difficulty_question_and_id_columns(tmp_path):
 
 def test_table_errors_name_the_column(tmp_path):
     path = tmp_path / "t.parquet"
-    pq.write_table(pa.table({"problem": ["x?"], "solution": ["3"]}), path)
-    with pytest.raises(KeyError, match=r"no column 'answer'; columns found: \['problem', 'solution'\]"):
+    pq.write_table(pa.table({"problem": ["x?"], "result": ["3"]}), path)
+    with pytest.raises(ValueError, match=r"a reference column \('reward_model'.*'answer'.*columns found: "
+                                         r"\['problem', 'result'\]"):
         load_problems(path)
     pq.write_table(pa.table({"text": ["x?"], "answer": ["3"]}), path)
-    with pytest.raises(KeyError, match=r"no column 'problem' or 'question' or 'prompt'.*\['text', 'answer'\]"):
+    with pytest.raises(ValueError, match=r"a question column \('problem', 'question' or 'prompt'.*\['text', 'answer'\]"):
         load_problems(path)
     pq.write_table(pa.table({"problem": ["x?"], "answer": ["3"], "pass_rate": [1.5]}), path)
     with pytest.raises(ValueError, match=r"row 0: pass_rate must be in \[0, 1\], got 1.5"):
@@ -204,6 +209,51 @@ def test_heldout_split_is_disjoint_balanced_and_seeded():
     assert heldout != heldout_split(problems, 20, seed=1)[1]
     with pytest.raises(ValueError, match="cannot hold out 120"):
         heldout_split(problems, 120, seed=0)
+
+
+def test_study_split_is_balanced_seeded_and_keeps_the_curriculum():
+    problems = _problems([(i * 37) % 200 for i in range(200)])  # difficulties 0..199, shuffled
+    split = study_split(problems, 51, seed=3)
+    assert len(split.heldout) == 51 and len(split.train) == 149 and split.curriculum and not split.notes
+    assert set(split.train).isdisjoint(split.heldout) and set(split.train) | set(split.heldout) == set(problems)
+    assert sum(p.difficulty < 100 for p in split.heldout) == 25  # 25 easy, 26 hard (the odd one is hard)
+    assert [p.difficulty for p in split.train] == sorted(p.difficulty for p in split.train)
+    assert study_split(problems, 51, seed=3) == split  # deterministic per seed
+    assert study_split(problems, 51, seed=4).heldout != split.heldout
+    off = study_split(problems, 51, seed=3, curriculum=False)  # the same held-out split, file order
+    assert off.heldout == split.heldout and not off.curriculum
+    assert off.train == [p for p in problems if p in set(split.train)]
+
+
+def test_curriculum_without_difficulties_is_an_error_that_says_how():
+    problems = _problems([None] * 20)
+    how = (r"Provide them: .*data.pass_rate_column \(e.g. 'qwen2.5_7b_pass_rate'.*data.difficulty_column.*"
+           r"data.curriculum=False.*data.without_difficulty='file_order'")
+    with pytest.raises(ValueError, match=r"data.curriculum=True needs a difficulty for every problem, and none of "
+                                         r"the 20 problems of gsm8k have one \(without: e.g. \['p0', 'p1', 'p2'\]\). " + how):
+        study_split(problems, 5, seed=0, source="gsm8k")
+    with pytest.raises(ValueError, match=r"and only 19 of the 20 problems of the pool have one \(without: e.g. \['p7'\]\)"):
+        study_split(_problems([0.5] * 7 + [None] + [0.1] * 12), 5, seed=0)
+    fallback = study_split(problems, 5, seed=0, without_difficulty="file_order", source="gsm8k")
+    assert not fallback.curriculum and len(fallback.heldout) == 5
+    assert fallback.train == [p for p in problems if p not in fallback.heldout]  # file order
+    assert fallback.notes == (
+        "20 of the 20 problems of gsm8k have no difficulty: the held-out split is a seeded random draw, not the "
+        "study's easy/hard balance, and training runs in file order instead of the curriculum "
+        "(data.without_difficulty='file_order'); give difficulties (data.pass_rate_column or "
+        "data.difficulty_column, docs/data.md) for the study's protocol",)
+    off = study_split(problems, 5, seed=0, curriculum=False)
+    assert off.heldout == fallback.heldout and "random draw" in off.notes[0] and "file order" not in off.notes[0]
+    with pytest.raises(ValueError, match=r"unknown without_difficulty 'skip'; choices: \['error', 'file_order'\]"):
+        study_split(problems, 5, seed=0, without_difficulty="skip")
+
+
+def test_one_difficulty_for_all_is_a_seeded_random_split_without_notes():
+    problems = _problems([1.0] * 30)  # e.g. one synthetic level: nothing to balance
+    split = study_split(problems, 6, seed=2)
+    order = np.random.default_rng(2).permutation(30)  # a seeded permutation; its first 6 are held out
+    assert split.heldout == [problems[i] for i in sorted(order[:6])]
+    assert split.train == [problems[i] for i in sorted(order[6:])] and split.curriculum and not split.notes
 
 
 def test_stratified_sample_takes_each_stratum_share():
