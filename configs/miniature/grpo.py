@@ -21,6 +21,9 @@ def get_config():
     c.model.tokenizer = ""  # the checkpoint's own (the sentencepiece tokenizer saved with it)
     c.data.source = ""  # set by the study: <out>/data/rl_pool.jsonl
     c.data.heldout_size = 128
+    # The pool table has no difficulties on purpose (rl_scaling/miniature/corpus.py): training keeps its shuffled
+    # order and the held-out split is a seeded random draw (the run warns that this is not the study's protocol).
+    c.data.curriculum = False
     c.data.template = "plain"  # the bare question, as in the pretraining corpus
     c.data.chat = False
     c.data.max_prompt_len = 64

@@ -5,6 +5,7 @@ uses and `tools/memory_plan.py` reports, from the same functions."""
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from pathlib import Path
 
 import jax
@@ -17,8 +18,8 @@ from common.attention import select_backend
 from common.model import Decoder
 from common.sharding import MESH_AXES, make_mesh, named_sharding
 from common.tokenizer import char_tokenizer
-from rl_scaling.data import (DATASETS, Problem, curriculum_order, heldout_split, load_problems, load_table,
-                             render_prompt, reuse_subset, synthetic_arithmetic)
+from rl_scaling.data import (DATASETS, Problem, TableOptions, load_problems, load_table, problems_file,
+                             render_prompt, reuse_subset, study_split, synthetic_arithmetic)
 
 
 def build_mesh(cfg):
@@ -61,6 +62,13 @@ def build_policy(cfg, mesh):
     return model, tokenizer
 
 
+def table_options(data_cfg) -> TableOptions:
+    """How data.source is read when it is a table: data.prompt_wrapper, .pass_rate_column, .difficulty_column."""
+    return TableOptions(prompt_wrapper=data_cfg.get("prompt_wrapper", "strip"),
+                        pass_rate_column=data_cfg.get("pass_rate_column", ""),
+                        difficulty_column=data_cfg.get("difficulty_column", ""))
+
+
 def load_pool(cfg) -> list[Problem]:
     d = cfg.data
     if d.source == "synthetic":
@@ -69,7 +77,7 @@ def load_pool(cfg) -> list[Problem]:
         return load_problems(d.source, split=d.split)
     path = Path(d.source)
     if path.suffix in (".jsonl", ".parquet", ".json"):
-        return load_table(path)
+        return load_table(path, table_options(d))
     raise KeyError(f"unknown data.source {d.source!r}: 'synthetic', one of {sorted(DATASETS)}, "
                    "or a .jsonl / .parquet file")
 
@@ -95,11 +103,20 @@ def encode_prompts(problems, tokenizer, cfg) -> tuple[PromptSet, int]:
 
 
 def load_downstream_sets(cfg, tokenizer) -> dict[str, PromptSet]:
-    """eval.downstream ("gsm8k,aime24", names or files) as prompt sets, each cut to eval.downstream_limit
-    problems (0 = all). Prompts longer than data.max_prompt_len are dropped; a set left empty is an error."""
+    """eval.downstream ("gsm8k,math500", names or files) as prompt sets, each cut to eval.downstream_limit
+    problems (0 = all). Prompts longer than data.max_prompt_len are dropped; a set left empty is an error.
+    A set whose file is missing is an error naming the expected path, or with eval.downstream_missing =
+    "skip" a warning naming it, and the set is left out."""
     names = [n.strip() for n in str(cfg.eval.downstream).split(",") if n.strip()]
+    missing_policy = cfg.eval.get("downstream_missing", "error")
+    if missing_policy not in ("error", "skip"):
+        raise ValueError(f"unknown eval.downstream_missing {missing_policy!r}; choices: ['error', 'skip']")
     sets = {}
     for name in names:
+        if missing_policy == "skip" and not problems_file(name).is_file():
+            warnings.warn(f"eval.downstream {name!r} skipped: no file at {problems_file(name)} (data root layout: "
+                          "docs/data.md; eval.downstream_missing='error' makes this an error)", stacklevel=2)
+            continue
         problems = load_problems(name, split="test")
         if cfg.eval.downstream_limit:
             problems = problems[:cfg.eval.downstream_limit]
@@ -112,17 +129,15 @@ def load_downstream_sets(cfg, tokenizer) -> dict[str, PromptSet]:
 
 
 def split_train_heldout(cfg, pool: list[Problem]) -> tuple[list[Problem], list[Problem]]:
-    """Held-out split (balanced easy/hard when difficulties exist), curriculum order, reuse subset."""
+    """The study's held-out split and training order (`rl_scaling.data.study_split`: balanced easy/hard when
+    difficulties exist; data.curriculum without them is an error unless data.without_difficulty='file_order',
+    which warns), then the reuse subset."""
     d = cfg.data
-    has_difficulty = all(p.difficulty is not None for p in pool)
-    if has_difficulty and len({p.difficulty for p in pool}) > 1:
-        train, heldout = heldout_split(pool, d.heldout_size, cfg.seed)
-    else:  # a deterministic split without difficulty strata
-        order = np.random.default_rng(cfg.seed).permutation(len(pool))
-        heldout = [pool[i] for i in sorted(order[:d.heldout_size])]
-        train = [pool[i] for i in sorted(order[d.heldout_size:])]
-    if d.curriculum and has_difficulty:
-        train = curriculum_order(train)
+    split = study_split(pool, d.heldout_size, cfg.seed, curriculum=bool(d.curriculum),
+                        without_difficulty=d.get("without_difficulty", "error"), source=str(d.source))
+    for note in split.notes:
+        warnings.warn(note, stacklevel=2)
+    train, heldout = split.train, split.heldout
     if d.reuse_tau:
         total = cfg.num_steps * cfg.grpo.prompts_per_step
         train = reuse_subset(train, total, d.reuse_tau, cfg.seed)

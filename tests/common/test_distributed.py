@@ -124,7 +124,8 @@ def test_each_host_feeds_its_own_rows(two_process_report):
 # ---- the launch tool starts such runs -------------------------------------------------------------------
 
 LAUNCH_ARGS = ["--config=configs/grpo/base.py", "--preset=v5p-64", "--size=qwen2_5_7b", "--name=grpo-7b",
-               "--project=my-project", "--bucket=my-grpo-bucket", "--set", "data.source=gsm8k", "--dry-run"]
+               "--project=my-project", "--bucket=my-grpo-bucket", "--set", "data.source=gsm8k",
+               "--set", "data.curriculum=False", "--dry-run"]
 
 
 @pytest.fixture(scope="module")
