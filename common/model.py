@@ -22,6 +22,7 @@ from flax import nnx
 from common.attention import AttentionBackend, Visibility, select_backend
 from common.config import ModelConfig
 from common.kv_cache import KVCache, layer_slots, token_placement, write_slots
+from common.paged_kv import PagedKV, PageView, write_pages
 from common.sharding import constrain
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16, "float64": jnp.float64}
@@ -127,7 +128,8 @@ class Attention(nnx.Module):
         k, v [B, T, K, h] without a cache).
 
         layer_cache: None, or (k store, v store, layer): a layer's own [B, S, K, h] (layer None) or every
-        layer's [L, B, S, K, h] and this layer's index in it (`common.kv_cache.write_slots`).
+        layer's [L, B, S, K, h] and this layer's index in it (`common.kv_cache.write_slots`); or (k pool,
+        v pool, layer, PageView): the engine's paged cache (`common.paged_kv`).
         attend_fresh_only: attend to the T new keys only, not the whole cache (prefill of an empty cache:
         the same result, without scores over the empty slots)."""
         B, T, _ = x.shape
@@ -149,6 +151,10 @@ class Attention(nnx.Module):
         if layer_cache is None:
             new_cache = (k, v)
             out = backend.attend(q, k, v, visibility)
+        elif len(layer_cache) == 4:  # paged
+            k_pool, v_pool, layer, view = layer_cache
+            new_cache = (write_pages(k_pool, k, layer, view), write_pages(v_pool, v, layer, view))
+            out = backend.attend_paged(q, *new_cache, layer, view)
         else:
             k_store, v_store, layer = layer_cache
             new_cache = (write_slots(k_store, k, cache_index, layer), write_slots(v_store, v, cache_index, layer))
@@ -330,6 +336,25 @@ class Decoder(nnx.Module):
         if return_hidden:
             return x, new_cache
         return self.logits(x, sampling=cache is not None), new_cache
+
+    def forward_paged(self, tokens: jax.Array, kv: PagedKV, view: PageView) -> tuple[jax.Array, PagedKV]:
+        """The engine's pass (`common.engine`): tokens [B, T] int32 at view.positions, under the paged cache
+        -> (final hidden [B, T, d], the pool with their keys and values written). The layers always scan here
+        (the pool is one stacked array per k and v, carried by the scan and written in place)."""
+        cos, sin = rope_cos_sin(view.positions, self.config.head_dim, self.config.rope_theta)
+        x = constrain(jnp.take(self.embedding[...], tokens, axis=0).astype(self.dtype), ("batch", "length", "act_embed"))
+        graphdef, stacked = nnx.split(self.layers)
+
+        def body(carry, xs):
+            x, pools = carry
+            block_state, i = xs
+            x, pools = nnx.merge(graphdef, block_state)(x, cos, sin, None, (*pools, i, view), None, self.dtype,
+                                                        self.backend)
+            return (x, pools), None
+
+        layer_ids = jnp.arange(self.config.num_layers, dtype=jnp.int32)
+        (x, (k, v)), _ = jax.lax.scan(body, (x, (kv.k, kv.v)), (stacked, layer_ids))
+        return rms_norm(x, self.final_norm[...], self.config.rms_norm_eps), PagedKV(k=k, v=v)
 
     def head(self) -> tuple[jax.Array, bool]:
         """(the output head's weight in the compute dtype, transposed: whether it is [V, d], the tied embedding)."""

@@ -20,6 +20,8 @@ from typing import Any, ClassVar
 import jax
 import jax.numpy as jnp
 
+from common.attention.paged import paged_reference_attention
+
 
 def attention_mask(query_slots: jax.Array, key_length: int, start: jax.Array, prefix=None) -> jax.Array:
     """query_slots [T] int, start [B], prefix [B] or None -> bool [B, T, S]: key slot s visible iff
@@ -67,6 +69,13 @@ class AttentionBackend:
         """Attention under a KV cache (prefill, decode step; never differentiated): as `attend`, over the
         cache's slots (or a prefill's fresh keys)."""
         return self.attend(q, k, v, visibility)
+
+    def attend_paged(self, q: jax.Array, k_pool: jax.Array, v_pool: jax.Array, layer, view) -> jax.Array:
+        """Attention under the engine's paged cache (`common.paged_kv`; prefill chunks and decode steps, never
+        differentiated): q [B, T, H, h] of `layer`, whose keys and values are already in the pools [K, L, N,
+        page, h]; view: the call's `PageView`. Default: the XLA gather of the listed pages
+        (`common.attention.paged.paged_reference_attention`); a paged kernel overrides it."""
+        return paged_reference_attention(q, k_pool, v_pool, layer, view)
 
     # ---- a whole cached forward pass (optional) -----------------------------------------------------
 

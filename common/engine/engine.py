@@ -1,0 +1,208 @@
+"""The rollout engine: continuous batching over a paged KV cache, as a `Rollout`.
+
+    engine = Engine(model, max_slots=64, page_size=16, num_pages=4096)
+    out = engine.generate(nnx.state(model), prompt_ids, max_new_tokens=512, temperature=1.0, seed=0)
+
+Each iteration admits waiting prompts into free slots (bounded by free pages, `common.engine.scheduler`),
+runs one prefill call for chunks of newly admitted prompts, then one decode step for every sequence that is
+generating; a sequence that stops frees its slot and pages at once, and the next prompt takes them. Decode
+attention reads only each row's filled pages (the call lists as many pages as its longest row holds, in
+power-of-two buckets), through the attention backend's `attend_paged`. Shapes come from small sets (rows and
+pages in powers of two, prefill lengths in `length_bucket`s), so a run compiles a bounded number of programs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from typing import Any, Sequence as Seq
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from jax.sharding import Mesh
+
+from common.engine.pages import PageCache
+from common.engine.programs import pass_and_sample
+from common.engine.scheduler import Scheduler, Sequence, Work
+from common.model import Decoder
+from common.paged_kv import NULL_PAGE, PagedKV, PageView, pool_bytes
+from common.prefill_plan import bucket, length_bucket
+from common.rollout import Rollout, SampleOutput
+from common.sampling import SamplingMode, check_logprobs_not_nan
+from common.vocab import check_prompt_ids
+
+
+class PromptTooLongError(ValueError):
+    """A prompt with its new-token budget does not fit the model's positions or the page pool."""
+
+
+def pages_for_budget(config, memory_bytes: int, page_size: int, dtype) -> int:
+    """Pages (the null page included) a pool of at most `memory_bytes` holds."""
+    return max(2, memory_bytes // pool_bytes(config, 1, page_size, dtype))
+
+
+class Engine(Rollout):
+    """Holds one page pool and the compiled programs for one model.
+
+    max_slots: sequences generating at once (the largest decode batch). page_size: tokens a page. num_pages:
+    the pool (page 0 is the null page), or memory_bytes: the pool's budget (`pages_for_budget`), or neither:
+    enough for max_slots sequences of max_cache_length tokens. prefill_chunk: tokens of one prompt per prefill
+    call; prefill_tokens: of all prompts in one prefill call (default 4 chunks). min_rows: the smallest row
+    bucket (fewer shapes to compile)."""
+
+    def __init__(self, model: Decoder, *, mesh: Mesh | None = None, max_slots: int = 64, page_size: int = 16,
+                 num_pages: int | None = None, memory_bytes: int | None = None,
+                 max_cache_length: int | None = None, prefill_chunk: int = 256, prefill_tokens: int | None = None,
+                 min_rows: int = 8, pad_id: int = 0):
+        self.graphdef, self.state = nnx.split(model)
+        self.config = model.config
+        self.dtype = model.dtype
+        self.mesh = mesh
+        self.max_slots, self.page_size, self.min_rows, self.pad_id = max_slots, page_size, min_rows, pad_id
+        self.max_cache_length = max_cache_length or model.config.max_position_embeddings
+        if num_pages is None:
+            num_pages = (pages_for_budget(model.config, memory_bytes, page_size, self.dtype) if memory_bytes
+                         else 1 + max_slots * math.ceil(self.max_cache_length / page_size))
+        self.num_pages = num_pages
+        self.prefill_chunk = prefill_chunk
+        self.prefill_tokens = prefill_tokens or 4 * prefill_chunk
+        self._kv: PagedKV | None = None
+        self._compiled: dict[tuple, Any] = {}
+        self.stats: dict[str, int] = {}
+
+    # ---- programs ---------------------------------------------------------------------------------
+
+    @property
+    def compile_keys(self) -> list[tuple]:
+        return list(self._compiled)
+
+    def _program(self, rows: int, tokens: int, pages: int, mode: SamplingMode):
+        key = (rows, tokens, pages, mode)
+        if key not in self._compiled:
+            graphdef = self.graphdef
+
+            def run(state, kv, *args):
+                return pass_and_sample(nnx.merge(graphdef, state), kv, *args, mode=mode)
+
+            self._compiled[key] = jax.jit(run, donate_argnums=(1,))
+        return self._compiled[key]
+
+    def _pool(self) -> PagedKV:
+        if self._kv is None:
+            ctx = jax.set_mesh(self.mesh) if self.mesh is not None else contextlib.nullcontext()
+            with ctx:
+                self._kv = jax.jit(lambda: PagedKV.zeros(self.config, self.num_pages, self.page_size,
+                                                         self.dtype))()
+        return self._kv
+
+    # ---- one call -----------------------------------------------------------------------------------
+
+    def _arrays(self, work: Work, rows: int, width: int, pages: int):
+        """Host arrays of a call: tokens [rows, width], PageView, last [rows], sequence ids, token index."""
+        tokens = np.full((rows, width), self.pad_id, np.int32)
+        positions = np.zeros((rows, width), np.int32)
+        lengths = np.zeros((rows,), np.int32)
+        table = np.full((rows, pages), NULL_PAGE, np.int32)
+        last = np.zeros((rows,), np.int32)
+        ids = np.zeros((rows,), np.int32)
+        index = np.zeros((rows,), np.int32)
+        for r, (seq, first, n) in enumerate(work.rows):
+            tokens[r, :n] = [seq.token(p) for p in range(first, first + n)]
+            positions[r] = first + np.arange(width)
+            lengths[r] = first + n
+            used = self._pages_needed(first + n)
+            table[r, :used] = seq.pages[:used]
+            last[r], ids[r], index[r] = n - 1, seq.id, len(seq.generated)
+        return tokens, PageView(page_table=table, positions=positions, lengths=lengths), last, ids, index
+
+    def _pages_needed(self, tokens: int) -> int:
+        return math.ceil(tokens / self.page_size)
+
+    def _run(self, params, work: Work, width: int, settings, mode: SamplingMode):
+        """Runs one call; returns (sampled tokens [n], log-probs [n]) of its rows."""
+        rows = min(bucket(len(work.rows), self.min_rows), bucket(self.max_slots, 1))
+        rows = max(rows, len(work.rows))
+        pages = bucket(max(self._pages_needed(first + n) for _, first, n in work.rows), 1)
+        pages = min(pages, self._pages_needed(self.max_cache_length))
+        tokens, view, last, ids, index = self._arrays(work, rows, width, pages)
+        self._kv, token, logp = self._program(rows, width, pages, mode)(
+            params, self._pool(), tokens, view, last, settings[0], ids, index, *settings[1:])
+        token, logp = jax.device_get((token, logp))
+        self.stats["calls"] = self.stats.get("calls", 0) + 1
+        self.stats["row_tokens"] = self.stats.get("row_tokens", 0) + rows * width
+        return np.asarray(token)[:len(work.rows)], np.asarray(logp)[:len(work.rows)]
+
+    # ---- Rollout ----------------------------------------------------------------------------------
+
+    def update_params(self, model: Decoder) -> None:
+        self.state = nnx.state(model)
+
+    def sample(self, prompt_ids, **kwargs) -> SampleOutput:
+        """`generate` with the parameters the engine holds."""
+        return self.generate(self.state, prompt_ids, **kwargs)
+
+    def _check(self, prompt_ids, max_new_tokens: int) -> None:
+        if max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+        for i, p in enumerate(prompt_ids):
+            if len(p) == 0:
+                raise ValueError(f"prompt {i} is empty")
+            need = len(p) + max_new_tokens
+            if need > self.max_cache_length:
+                raise PromptTooLongError(f"prompt {i} has {len(p)} tokens; with max_new_tokens={max_new_tokens} "
+                                         f"it needs {need} positions, the engine allows {self.max_cache_length}")
+            if self._pages_needed(need) > self.num_pages - 1:
+                raise PromptTooLongError(f"prompt {i} with max_new_tokens={max_new_tokens} needs "
+                                         f"{self._pages_needed(need)} pages of {self.page_size} tokens; the "
+                                         f"pool holds {self.num_pages - 1}")
+        check_prompt_ids(prompt_ids, self.config.vocab_size)
+
+    def generate(self, params, prompt_ids: Seq[Seq[int]], *, max_new_tokens: int, temperature: float = 0.0,
+                 top_k: int = 0, top_p: float = 1.0, seed: int = 0, stop_token_ids: Seq[int] = ()
+                 ) -> SampleOutput:
+        """The `Rollout` protocol. Sequence i draws its tokens from (seed, i, token index): the same samples
+        whatever the batch, the pool size or the order of admission."""
+        if not prompt_ids:
+            return SampleOutput([], [], [])
+        self._check(prompt_ids, max_new_tokens)
+        mode = SamplingMode.from_params(temperature, top_k, top_p)
+        settings = (jnp.int32(seed), jnp.float32(temperature or 1.0), jnp.float32(top_p))
+        stops = frozenset(int(t) for t in stop_token_ids)
+        scheduler = Scheduler(PageCache(self.num_pages, self.page_size), max_slots=self.max_slots,
+                              prefill_chunk=self.prefill_chunk, prefill_tokens=self.prefill_tokens)
+        seqs = [Sequence(i, list(map(int, p)), max_new_tokens) for i, p in enumerate(prompt_ids)]
+        for seq in seqs:
+            scheduler.add(seq)
+        self.stats = {"calls": 0, "row_tokens": 0}
+        ctx = jax.set_mesh(self.mesh) if self.mesh is not None else contextlib.nullcontext()
+        with ctx:
+            while not scheduler.done:
+                scheduler.admit()
+                ran = False
+                for work, width in self._iteration(scheduler):
+                    token, logp = self._run(params, work, width, settings, mode)
+                    scheduler.computed(work)
+                    for (seq, first, n), t, lp in zip(work.rows, token, logp):
+                        if first + n == seq.length:  # the call reached the context's end: a new token
+                            scheduler.sampled(seq, int(t), float(lp), stops)
+                    ran = True
+                if not ran and not scheduler.done:
+                    raise RuntimeError("the engine made no progress: no admitted sequence and none admissible "
+                                       f"({len(scheduler.waiting)} waiting, {scheduler.pages.available} pages free)")
+        self.stats["preemptions"] = scheduler.preemptions
+        logprobs = [s.logprobs for s in seqs]
+        check_logprobs_not_nan(logprobs)
+        return SampleOutput(token_ids=[s.generated for s in seqs], logprobs=logprobs,
+                            finish_reasons=[s.finish_reason for s in seqs],
+                            decode_steps=max(len(s.generated) for s in seqs))
+
+    def _iteration(self, scheduler: Scheduler):
+        """This iteration's calls: a prefill call (if any prompt has chunks left), then a decode step."""
+        prefill = scheduler.prefill_work()
+        if prefill.rows:
+            yield prefill, min(length_bucket(prefill.tokens, 16), self.prefill_chunk)
+        decode = scheduler.decode_work()
+        if decode.rows:
+            yield decode, 1

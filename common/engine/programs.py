@@ -1,0 +1,35 @@
+"""The engine's one device program: a pass of some tokens of some sequences over the paged cache, then one
+sampled token per sequence from its last real token's logits.
+
+A decode step is the pass of one token per row; a prefill chunk the pass of up to T tokens per row (right
+padded, the padding written to the null page). The random key of a sampled token is derived from (seed,
+sequence id, token index) only, so a sequence's samples never depend on the slot, the neighbours or the
+chunking it had; it is the same derivation as the static sampler's (row r, step i), so both draw the same
+tokens from the same logits.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from common.paged_kv import PagedKV, PageView
+from common.sampling import SamplingMode, sample_tokens
+
+
+def token_keys(seed, sequence_ids: jax.Array, token_index: jax.Array) -> jax.Array:
+    """seed int32 scalar, sequence_ids [B], token_index [B] -> [B] PRNG keys."""
+    base = jax.random.key(seed)
+    return jax.vmap(lambda s, i: jax.random.fold_in(jax.random.fold_in(base, s), i))(sequence_ids, token_index)
+
+
+def pass_and_sample(model, kv: PagedKV, tokens, view: PageView, last, seed, sequence_ids, token_index, temperature,
+                    top_p, *, mode: SamplingMode):
+    """tokens [B, T] int32 at view.positions under the pool kv; last [B]: index in T of each row's last real
+    token; sequence_ids, token_index [B] int32 (the key of the token sampled next). -> (the pool with the
+    tokens' keys and values written, sampled tokens [B] int32, their log-probabilities [B] float32)."""
+    hidden, kv = model.forward_paged(tokens, kv, view)
+    final = jnp.take_along_axis(hidden, last[:, None, None], axis=1)[:, 0]  # [B, d]
+    logits = model.logits(final, sampling=True)
+    token, logp = sample_tokens(logits, token_keys(seed, sequence_ids, token_index), temperature, top_p, mode)
+    return kv, token, logp

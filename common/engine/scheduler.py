@@ -1,0 +1,179 @@
+"""Continuous batching on the host: which sequences run, which tokens of theirs each device call computes,
+and which pages hold them. Pure Python over `PageCache`; the engine (`common.engine.engine`) runs the calls.
+
+A sequence's context is its prompt then its generated tokens; `computed` of them have keys and values in
+its pages. Each call computes the rest of some sequences' context (a prefill chunk: many tokens; a decode
+step: the one token sampled last) and samples the next token from the last one it computed. A sequence
+that is admitted takes a slot and the pages of its prompt (full pages another prompt already filled are
+shared, `PageCache.match`); decoding takes a new page each `page_size` tokens; when none is left the most
+recently admitted sequence is preempted: its pages are released and it waits at the head of the queue, to be
+recomputed later from its context (its samples do not change: their keys depend on the sequence and the
+token index only). So any number of prompts runs in a fixed pool and never runs out of memory.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import math
+
+from common.engine.pages import OutOfPages, PageCache, page_keys
+
+
+@dataclasses.dataclass(eq=False)
+class Sequence:
+    """One prompt's generation. id: its place in the request (its random stream)."""
+
+    id: int
+    prompt: list[int]
+    max_new_tokens: int
+    generated: list[int] = dataclasses.field(default_factory=list)
+    logprobs: list[float] = dataclasses.field(default_factory=list)
+    pages: list[int] = dataclasses.field(default_factory=list)
+    computed: int = 0  # context tokens whose keys and values are in `pages`
+    finish_reason: str | None = None  # "stop" | "length" once done
+    prompt_keys: list[bytes] = dataclasses.field(default_factory=list)  # of the prompt's full pages
+
+    @property
+    def length(self) -> int:
+        return len(self.prompt) + len(self.generated)
+
+    def token(self, position: int) -> int:
+        n = len(self.prompt)
+        return self.prompt[position] if position < n else self.generated[position - n]
+
+    @property
+    def pending(self) -> int:
+        """Context tokens still to compute (1 when decoding: the token sampled last)."""
+        return self.length - self.computed
+
+
+@dataclasses.dataclass
+class Work:
+    """One device call: rows (sequence, first position, token count)."""
+
+    rows: list[tuple[Sequence, int, int]]
+
+    @property
+    def tokens(self) -> int:
+        return max((n for _, _, n in self.rows), default=0)
+
+
+class Scheduler:
+    """Slots, queue and pages. max_slots: sequences admitted at once (the decode batch). prefill_chunk: the
+    most tokens of one sequence a prefill call computes; prefill_tokens: of all its rows together, so a long
+    prompt does not stall the decoders for long."""
+
+    def __init__(self, pages: PageCache, *, max_slots: int, prefill_chunk: int, prefill_tokens: int):
+        self.pages = pages
+        self.max_slots = max_slots
+        self.prefill_chunk = prefill_chunk
+        self.prefill_tokens = max(prefill_tokens, prefill_chunk)
+        self.waiting: collections.deque[Sequence] = collections.deque()
+        self.running: list[Sequence] = []  # in admission order
+        self.preemptions = 0
+
+    @property
+    def page_size(self) -> int:
+        return self.pages.page_size
+
+    def pages_for(self, tokens: int) -> int:
+        return math.ceil(tokens / self.page_size)
+
+    def add(self, seq: Sequence) -> None:
+        seq.prompt_keys = page_keys(seq.prompt, self.page_size)
+        self.waiting.append(seq)
+
+    @property
+    def done(self) -> bool:
+        return not self.waiting and not self.running
+
+    # ---- admission ------------------------------------------------------------------------------
+
+    def admit(self) -> None:
+        """Admit waiting sequences, in order, while slots and pages last; one whose shared pages are still
+        being prefilled is passed over until they are ready."""
+        passed = []
+        while self.waiting and len(self.running) < self.max_slots:
+            seq = self.waiting.popleft()
+            if not self._try_admit(seq):
+                passed.append(seq)
+                if self.pages.available == 0:
+                    break
+        self.waiting.extendleft(reversed(passed))
+
+    def _try_admit(self, seq: Sequence) -> bool:
+        shareable = min(len(seq.prompt_keys), (seq.length - 1) // self.page_size)  # compute >= 1 token
+        matched, ready = self.pages.match(seq.prompt_keys[:shareable])
+        need = self.pages_for(seq.length) - len(matched)
+        if not ready or need > self.pages.available:
+            self.pages.release(matched)
+            return False
+        seq.pages = matched + self.pages.allocate(need)
+        seq.computed = len(matched) * self.page_size
+        for i in range(len(matched), len(seq.prompt_keys)):
+            self.pages.publish(seq.pages[i], seq.prompt_keys[i])
+        self.running.append(seq)
+        return True
+
+    # ---- one iteration's calls ------------------------------------------------------------------
+
+    def prefill_work(self) -> Work:
+        """Chunks of the admitted sequences that have more than one token to compute (their pages are
+        already taken at admission)."""
+        rows, budget = [], self.prefill_tokens
+        for seq in self.running:
+            if seq.pending > 1 and budget > 0:
+                n = min(seq.pending, self.prefill_chunk, budget)
+                rows.append((seq, seq.computed, n))
+                budget -= n
+        return Work(rows)
+
+    def decode_work(self) -> Work:
+        """One token for every sequence whose context is computed but for its last token, each with the page
+        that token needs (preempting the most recently admitted sequences when none is left)."""
+        rows = []
+        for seq in list(self.running):
+            if seq not in self.running or seq.pending != 1:
+                continue
+            while len(seq.pages) < self.pages_for(seq.length):
+                try:
+                    seq.pages += self.pages.allocate(1)
+                except OutOfPages:
+                    victim = self.running[-1]
+                    self.preempt(victim)
+                    if victim is seq:
+                        break
+            if seq in self.running:
+                rows.append((seq, seq.computed, 1))
+        return Work([r for r in rows if r[0] in self.running])
+
+    def preempt(self, seq: Sequence) -> None:
+        """Release a running sequence's pages; it waits first in line, to be recomputed from its context."""
+        self.running.remove(seq)
+        self.pages.release(seq.pages)
+        seq.pages, seq.computed = [], 0
+        self.waiting.appendleft(seq)
+        self.preemptions += 1
+
+    def computed(self, work: Work) -> None:
+        """The call ran: its tokens' keys and values are in their pages (pages of a prompt they completed
+        become shareable)."""
+        for seq, first, n in work.rows:
+            seq.computed = first + n
+            for i in range(min(len(seq.prompt_keys), seq.computed // self.page_size)):
+                self.pages.ready(seq.pages[i])
+
+    def sampled(self, seq: Sequence, token: int, logprob: float, stop_ids) -> None:
+        """Append a token sampled after the sequence's last computed one; retire it when it stops or reaches
+        its budget (its pages are released)."""
+        seq.generated.append(token)
+        seq.logprobs.append(logprob)
+        if token in stop_ids:
+            seq.finish_reason = "stop"
+        elif len(seq.generated) >= seq.max_new_tokens:
+            seq.finish_reason = "length"
+        if seq.finish_reason is not None:
+            self.running.remove(seq)
+            self.pages.release(seq.pages)
+            seq.pages = []

@@ -1,0 +1,108 @@
+"""The paged KV cache on the device: a pool of fixed-size pages, and which pages and positions a call uses.
+
+Layout: keys and values of every layer in one array each, [K, L, N, page, h] (kv head, layer, page, slot in
+the page, head dim); kv heads first so a tensor-parallel shard holds whole heads. Reshaped (for free) to
+[K, L * N, page, h] it is the page pool of the Pallas TPU paged-attention kernel
+(`jax.experimental.pallas.ops.tpu.paged_attention`), with layer l's page p at l * N + p: a kernel reads a
+layer's pages from the one pool by index, with no copy of the layer's slice (`layer_page_table`). Page 0
+is the null page: nothing reads it as a sequence's key, and the rows and tokens of a call that are padding
+write there (`NULL_PAGE`), so a fixed-shape program never needs a branch.
+
+Which page holds what is the host's business (`common.engine.pages`): a call gets a `PageView` — per row the
+page table (its pages in order), the RoPE position of each query token, and the row's length after the call
+(keys at positions < length are valid; a query token at a position >= length is padding). Token at position
+p of a row sits in page `page_table[b, p // page]`, slot `p % page`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+
+from common.config import ModelConfig
+from common.sharding import constrain
+
+NULL_PAGE = 0  # written by padding, read by nothing
+PAGE_AXES = ("act_kv_heads", "layers", None, None, None)  # logical axes of the stacked page pool
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass
+class PagedKV:
+    """k, v: [K, L, N, page, h] in the compute dtype (N pages a layer, page 0 the null page)."""
+
+    k: jax.Array
+    v: jax.Array
+
+    @property
+    def page_size(self) -> int:
+        return self.k.shape[3]
+
+    @property
+    def num_pages(self) -> int:
+        """Pages a layer (the null page included)."""
+        return self.k.shape[2]
+
+    @classmethod
+    def zeros(cls, config: ModelConfig, num_pages: int, page_size: int, dtype) -> "PagedKV":
+        shape = (config.num_kv_heads, config.num_layers, num_pages, page_size, config.head_dim)
+        return cls(k=constrain(jnp.zeros(shape, dtype), PAGE_AXES), v=constrain(jnp.zeros(shape, dtype), PAGE_AXES))
+
+
+def pool_bytes(config: ModelConfig, num_pages: int, page_size: int, dtype) -> int:
+    """Bytes of a page pool (keys and values, every layer)."""
+    return 2 * config.num_layers * config.num_kv_heads * num_pages * page_size * config.head_dim * \
+        jnp.dtype(dtype).itemsize
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass
+class PageView:
+    """The pages and positions of one call: page_table [B, P] int32 (a row's pages in order; unused entries
+    NULL_PAGE), positions [B, T] int32 (each query token's position in its row), lengths [B] int32 (the row's
+    length once the call's tokens are written: its valid keys; 0 for a padding row)."""
+
+    page_table: jax.Array
+    positions: jax.Array
+    lengths: jax.Array
+
+    def valid(self) -> jax.Array:
+        """bool [B, T]: which query tokens are real (the rest are padding)."""
+        return self.positions < self.lengths[:, None]
+
+    def write_index(self, page_size: int) -> tuple[jax.Array, jax.Array]:
+        """(page [B, T], slot in the page [B, T]) each query token's key and value go to; padding -> the null
+        page's slot 0."""
+        valid = self.valid()
+        page_of = jnp.take_along_axis(self.page_table, jnp.clip(self.positions // page_size, 0,
+                                                                  self.page_table.shape[1] - 1), axis=1)
+        return (jnp.where(valid, page_of, NULL_PAGE).astype(jnp.int32),
+                jnp.where(valid, self.positions % page_size, 0).astype(jnp.int32))
+
+
+def write_pages(store: jax.Array, new: jax.Array, layer, view: PageView) -> jax.Array:
+    """store [K, L, N, page, h] with new [B, T, K, h] (one layer's fresh keys or values) written at the view's
+    positions of `layer`, in the store's dtype; padding tokens land in the null page."""
+    page, slot = view.write_index(store.shape[3])
+    layers = jnp.full_like(page, layer)  # adjacent index arrays: their axes [B, T] take their place, after K
+    return store.at[:, layers, page, slot].set(jnp.moveaxis(new.astype(store.dtype), 2, 0), mode="drop")
+
+
+def gather_pages(store: jax.Array, layer, page_table: jax.Array) -> jax.Array:
+    """A layer's keys or values of the listed pages, [B, K, P * page, h] (position-ordered per row)."""
+    pages = store[:, jnp.full_like(page_table, layer), page_table]  # [K, B, P, page, h]
+    K, B, P, page, h = pages.shape
+    return jnp.moveaxis(pages, 0, 1).reshape(B, K, P * page, h)
+
+
+def layer_page_table(page_table: jax.Array, layer, pages_per_layer: int) -> jax.Array:
+    """A layer's page table in the flattened pool [K, L * N, page, h] (`flat_pool`)."""
+    return page_table + layer * pages_per_layer
+
+
+def flat_pool(store: jax.Array) -> jax.Array:
+    """store [K, L, N, page, h] -> [K, L * N, page, h] (a reshape of adjacent axes: no copy)."""
+    K, L, N, page, h = store.shape
+    return store.reshape(K, L * N, page, h)

@@ -1,0 +1,192 @@
+"""The rollout engine (continuous batching over a paged KV cache) against the static sampler and the dense
+attention reference, on tiny random models: ragged prompts, page boundaries, chunked prefill, preemption,
+shared prompt pages, and samples that do not depend on the batch a sequence ran in."""
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from common.attention import reference_attention
+from common.attention.paged import paged_reference_attention
+from common.config import get_preset
+from common.engine import Engine, PromptTooLongError
+from common.engine.pages import OutOfPages, PageCache, page_keys
+from common.engine.scheduler import Scheduler, Sequence
+from common.model import Decoder
+from common.paged_kv import NULL_PAGE, PageView, write_pages
+from common.sampler import Sampler
+
+PROMPTS = [[5, 9, 13], [7, 1, 4, 4, 30, 2], [100], [8, 8], [5, 9, 13] + [2] * 17 + [7], list(range(40, 73))]
+
+
+@pytest.fixture(scope="module")
+def model():
+    return Decoder(get_preset("tiny"), rngs=nnx.Rngs(3))
+
+
+@pytest.fixture(scope="module")
+def static(model):
+    return Sampler(model, max_cache_length=128)
+
+
+# ---- attention over pages ------------------------------------------------------------------------
+
+
+def test_paged_attention_equals_the_dense_reference_on_ragged_rows_and_page_boundaries():
+    rng = np.random.default_rng(0)
+    L, K, G, h, page, N = 2, 2, 3, 8, 4, 16
+    lengths = [1, 4, 5, 11]  # one token, a full page, one past it, a ragged tail
+    T = 3  # the last T tokens of each row are this call's queries (fewer when the row is shorter)
+    k_pool = np.zeros((K, L, N, page, h), np.float32)
+    v_pool = np.zeros_like(k_pool)
+    free = list(rng.permutation(np.arange(1, N)))  # pages in scrambled order
+    table = np.full((len(lengths), 4), NULL_PAGE, np.int32)
+    dense_k, dense_v = [], []
+    for b, n in enumerate(lengths):
+        for j in range(-(-n // page)):
+            table[b, j] = free.pop()
+        k, v = rng.normal(size=(2, n, K, h)).astype(np.float32)
+        dense_k.append(k)
+        dense_v.append(v)
+        for p in range(n):
+            k_pool[:, 1, table[b, p // page], p % page] = k[p]
+            v_pool[:, 1, table[b, p // page], p % page] = v[p]
+    positions = np.stack([np.arange(n - T, n) for n in lengths])  # a 1-token row's early queries: padding-like
+    q = rng.normal(size=(len(lengths), T, K * G, h)).astype(np.float32)
+    view = PageView(page_table=table, positions=np.maximum(positions, 0), lengths=np.asarray(lengths, np.int32))
+    out = np.asarray(paged_reference_attention(q, k_pool, v_pool, 1, view))
+    for b, n in enumerate(lengths):
+        S = 16
+        k = np.zeros((1, S, K, h), np.float32)
+        v = np.zeros_like(k)
+        k[0, :n], v[0, :n] = dense_k[b], dense_v[b]
+        mask = np.arange(S)[None, None, :] <= view.positions[b][None, :, None]
+        ref = np.asarray(reference_attention(q[b:b + 1], k, v, mask, accumulate_f32=True))
+        np.testing.assert_allclose(out[b], ref[0], atol=1e-5)
+
+
+def test_writes_land_in_the_listed_pages_and_padding_in_the_null_page():
+    pool = np.zeros((1, 1, 6, 2, 1), np.float32)
+    view = PageView(page_table=np.array([[3, 5, 0]], np.int32), positions=np.array([[1, 2, 3, 4]], np.int32),
+                    lengths=np.array([3], np.int32))  # positions 1, 2 real; 3, 4 padding
+    new = np.array([[[[1.0]], [[2.0]], [[9.0]], [[9.0]]]], np.float32)  # [B, T, K, h]
+    out = np.asarray(write_pages(jnp.asarray(pool), new, 0, view))[0, 0, :, :, 0]
+    assert out[3, 1] == 1.0 and out[5, 0] == 2.0
+    assert out[[1, 2, 4]].sum() == 0 and set(out[NULL_PAGE]) <= {0.0, 9.0}
+
+
+# ---- the page book -------------------------------------------------------------------------------
+
+
+def test_page_cache_counts_shares_and_reclaims():
+    cache = PageCache(5, 2)
+    a = cache.allocate(3)
+    assert NULL_PAGE not in a and cache.available == 1
+    with pytest.raises(OutOfPages):
+        cache.allocate(2)
+    keys = page_keys([1, 2, 3, 4, 5], 2)
+    assert len(keys) == 2 and page_keys([1, 2, 3, 9], 2)[0] == keys[0] != page_keys([1, 2, 3, 9], 2)[1]
+    cache.publish(a[0], keys[0])
+    cache.publish(a[1], keys[1])
+    pages, ready = cache.match(keys)
+    assert pages == a[:2] and not ready  # pending until their prefill ran
+    cache.release(pages)
+    cache.ready(a[0])
+    cache.ready(a[1])
+    pages, ready = cache.match(keys)
+    assert pages == a[:2] and ready and cache.refs(a[0]) == 2
+    cache.release(pages + a)  # every user gone: the two cached pages stay cached, the third is free
+    assert cache.available == 4 and cache.in_use == 0
+    assert cache.match(keys)[0] == a[:2]
+    cache.release(a[:2])
+    cache.allocate(4)  # reclaims the cached pages, least recently released first
+    assert cache.match(keys)[0] == []
+    with pytest.raises(ValueError, match="released more often"):
+        PageCache(3, 2).release([1])
+
+
+def test_a_group_of_copies_shares_its_prompt_pages():
+    cache = PageCache(64, 4)
+    sched = Scheduler(cache, max_slots=8, prefill_chunk=64, prefill_tokens=256)
+    prompt = list(range(1, 19))  # 18 tokens: 4 full pages and a tail of 2
+    for i in range(8):
+        sched.add(Sequence(i, prompt, 4))
+    sched.admit()
+    assert len(sched.running) == 1  # the copies wait for the first one's pages to be prefilled
+    work = sched.prefill_work()
+    sched.computed(work)
+    sched.admit()
+    assert len(sched.running) == 8
+    shared = sched.running[0].pages[:4]
+    assert all(s.pages[:4] == shared and s.computed == 16 for s in sched.running[1:])
+    assert cache.in_use == 4 + 8  # the shared pages once, a tail page each
+
+
+def test_admission_is_bounded_by_free_pages_and_decode_preempts_the_newest():
+    sched = Scheduler(PageCache(5, 2), max_slots=8, prefill_chunk=8, prefill_tokens=8)
+    seqs = [Sequence(i, [10 + i, 20 + i, 30 + i, 40 + i], 8) for i in range(3)]
+    for s in seqs:
+        sched.add(s)
+    sched.admit()
+    assert sched.running == seqs[:2] and list(sched.waiting) == seqs[2:]  # 2 pages each, 4 free
+    sched.computed(sched.prefill_work())
+    for s in seqs[:2]:
+        sched.sampled(s, 1, -0.5, stop_ids=())
+    work = sched.decode_work()  # each needs a third page: none is free, the newest is preempted
+    assert [r[0] for r in work.rows] == [seqs[0]] and sched.preemptions == 1
+    assert list(sched.waiting)[0] is seqs[1] and seqs[1].computed == 0 and seqs[1].generated == [1]
+
+
+# ---- the engine ----------------------------------------------------------------------------------
+
+LAYOUTS = [
+    dict(page_size=16, max_slots=8),  # everything at once
+    dict(page_size=4, max_slots=2, num_pages=18),  # two slots, refills, a preemption
+    dict(page_size=4, max_slots=8, num_pages=24, prefill_chunk=4),  # chunked prefill, preemptions
+]
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_the_engine_draws_the_static_samplers_tokens_in_any_layout(model, static, temperature):
+    ref = static.sample(PROMPTS, max_new_tokens=30, temperature=temperature, seed=4, stop_token_ids=[3])
+    for layout in LAYOUTS:
+        engine = Engine(model, max_cache_length=128, **layout)
+        out = engine.sample(PROMPTS, max_new_tokens=30, temperature=temperature, seed=4, stop_token_ids=[3])
+        assert out.token_ids == ref.token_ids, layout
+        assert out.finish_reasons == ref.finish_reasons
+        np.testing.assert_allclose(np.concatenate(out.logprobs), np.concatenate(ref.logprobs), atol=1e-5)
+    assert engine.stats["preemptions"] > 0
+
+
+def test_samples_do_not_depend_on_the_neighbours(model):
+    engine = Engine(model, max_cache_length=128, page_size=8, max_slots=4)
+    kw = dict(max_new_tokens=12, temperature=1.0, top_k=20, top_p=0.9, seed=7)
+    together = engine.sample(PROMPTS, **kw)
+    fewer = engine.sample(PROMPTS[:3], **kw)  # sequences 0..2 with other neighbours, other slots, other pages
+    assert fewer.token_ids == together.token_ids[:3]
+    for lps in together.logprobs:
+        assert np.all(np.isfinite(lps)) and np.all(np.asarray(lps) <= 0)
+
+
+def test_group_copies_share_pages_and_sample_independently(model, static):
+    prompt = list(range(40, 73))
+    kw = dict(max_new_tokens=10, temperature=1.0, seed=2)
+    ref = static.sample([prompt] * 8, **kw)
+    engine = Engine(model, max_cache_length=128, page_size=8, max_slots=8)
+    out = engine.sample([prompt] * 8, **kw)
+    assert out.token_ids == ref.token_ids and len({tuple(t) for t in out.token_ids}) > 1
+    # the first copy prefills 33 tokens; the other seven only their last one (4 shared pages)
+    assert engine.stats["row_tokens"] < 2 * 48 + 8 * 10 * 8
+
+
+def test_requests_that_cannot_fit_fail_clearly(model):
+    engine = Engine(model, max_cache_length=128, page_size=4, num_pages=6)
+    with pytest.raises(PromptTooLongError, match="needs 21 pages"):
+        engine.sample([list(range(1, 80))], max_new_tokens=4)
+    with pytest.raises(PromptTooLongError, match="positions"):
+        Engine(model, max_cache_length=16).sample([[1] * 10], max_new_tokens=8)
+    with pytest.raises(ValueError, match="empty"):
+        engine.sample([[]], max_new_tokens=2)
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        engine.sample([[1]], max_new_tokens=0)
