@@ -92,8 +92,9 @@ def bench_ours(model, tokenizer, prompts, new_tokens, repeats):
 
 
 def bench_hf(hf_model, prompts, new_tokens, repeats, pad_id):
+    """transformers' generate, greedy, on the model's device (a GPU's work is waited for before the clock stops)."""
     import torch
-    ids = torch.tensor(prompts)
+    ids = torch.tensor(prompts, device=hf_model.device)
     mask = torch.ones_like(ids)
     kw = dict(max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False, pad_token_id=pad_id)
     with torch.no_grad():
@@ -101,7 +102,7 @@ def bench_hf(hf_model, prompts, new_tokens, repeats, pad_id):
         times = []
         for _ in range(repeats):
             t = time.perf_counter()
-            out = hf_model.generate(ids, attention_mask=mask, **kw)
+            out = hf_model.generate(ids, attention_mask=mask, **kw).cpu()
             times.append(time.perf_counter() - t)
             assert out.shape[1] == ids.shape[1] + new_tokens
     return len(prompts) * new_tokens / min(times)
