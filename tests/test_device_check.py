@@ -76,18 +76,18 @@ def test_limits_fit_eight_minutes(check):
 
 
 def test_a_step_that_fails_or_hangs_leaves_its_file(check, tmp_path, monkeypatch):
-    results = {}
-
-    def fake(name, out, dry_run, limit):
-        results[name] = {"step": name, "status": "timeout" if name == "update" else "ok", "seconds": 1.0,
-                         "models": {}, "rows": [], "backends": {}, "batch1_weight_bytes_per_s": 0.0,
-                         "batch1_hbm_share": None}
-        return results[name]
+    def fake(name, out, dry_run, limit):  # decode stopped at its limit after its first batch
+        if name == "decode":
+            return {"step": name, "status": "timeout", "limit_s": limit,
+                    "rows": [{"batch": 1, "ours_tokens_per_s": 50.0, "transformers_tokens_per_s": 25.0, "ratio": 2.0}]}
+        return {"step": name, "status": "failed", "returncode": 1, "stderr_tail": "boom"}
 
     monkeypatch.setattr(check, "spawn_step", fake)
-    check.run_all(tmp_path, ["parity", "update"], dry_run=True)
-    assert json.loads((tmp_path / "update.json").read_text())["status"] == "timeout"
-    assert "**update**: timeout" in (tmp_path / "summary.md").read_text()
+    check.run_all(tmp_path, ["decode", "update"], dry_run=True)
+    assert json.loads((tmp_path / "decode.json").read_text())["status"] == "timeout"
+    summary = (tmp_path / "summary.md").read_text()
+    assert "**decode**: timeout" in summary and "batch 1: ours 50.0 tok/s" in summary
+    assert "**update**: failed" in summary
 
 
 def test_a_real_timeout_is_reported(check, tmp_path):

@@ -25,39 +25,78 @@ LIMITS = {"parity": 75, "decode": 150, "update": 150, "attention": 60}
 DRY_LIMIT = 120  # per step on a CPU, tiny shapes
 
 
-def run_step(name: str, dry_run: bool) -> dict:
-    """This process runs step `name` and returns its results (with the device and the seconds it took)."""
+def run_step(name: str, dry_run: bool, path: Path) -> dict:
+    """This process runs step `name` and returns its results (with the device and the seconds it took); what
+    the step reports on the way is saved at `path` with status "partial"."""
     from common.platform_flags import apply_platform_defaults
 
     applied = apply_platform_defaults()  # before JAX starts
     import device_check_steps as steps  # beside this script
 
+    head = {"step": name, "device": steps.device_info(), "dry_run": dry_run, "env_set": applied,
+            "XLA_FLAGS": os.environ.get("XLA_FLAGS", "")}
     t = time.perf_counter()
-    result = steps.STEPS[name](steps.DRY if dry_run else steps.GPU)
-    return {"step": name, "status": "ok", "seconds": time.perf_counter() - t, "device": steps.device_info(),
-            "dry_run": dry_run, "env_set": applied, "XLA_FLAGS": os.environ.get("XLA_FLAGS", ""), **result}
+    report = lambda partial: path.write_text(json.dumps({**head, "status": "partial", **partial}, indent=2))  # noqa: E731
+    result = steps.STEPS[name](steps.DRY if dry_run else steps.GPU, report)
+    return {**head, "status": "ok", "seconds": time.perf_counter() - t, **result}
 
 
 def spawn_step(name: str, out: Path, dry_run: bool, limit: float) -> dict:
-    """Runs `name` in a child process under `limit` seconds; its results, or what went wrong."""
+    """Runs `name` in a child process under `limit` seconds; its results, or what went wrong beside what it had
+    reported by then."""
+    path = out / f"{name}.json"
+    path.unlink(missing_ok=True)
     cmd = [sys.executable, str(Path(__file__).resolve()), "--step", name, "--out", str(out)]
     t = time.perf_counter()
     try:
         done = subprocess.run(cmd + (["--dry-run"] if dry_run else []), capture_output=True, text=True,
                               timeout=limit)
     except subprocess.TimeoutExpired as e:
-        tail = (e.stderr or b"")[-3000:]
-        return {"step": name, "status": "timeout", "limit_s": limit,
-                "stderr_tail": tail.decode(errors="replace") if isinstance(tail, bytes) else tail}
-    path = out / f"{name}.json"
+        tail = e.stderr or b""
+        tail = tail.decode(errors="replace") if isinstance(tail, bytes) else tail
+        return {**partial(path), "step": name, "status": "timeout", "limit_s": limit, "stderr_tail": tail[-3000:]}
     if done.returncode == 0 and path.exists():
         return json.loads(path.read_text())
-    return {"step": name, "status": "failed", "returncode": done.returncode, "seconds": time.perf_counter() - t,
-            "stderr_tail": done.stderr[-3000:]}
+    return {**partial(path), "step": name, "status": "failed", "returncode": done.returncode,
+            "seconds": time.perf_counter() - t, "stderr_tail": done.stderr[-3000:]}
+
+
+def partial(path: Path) -> dict:
+    """What a step had reported when it stopped (empty if nothing)."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
 
 
 def fmt(x, spec: str = ".3g") -> str:
     return "-" if x is None else format(x, spec)
+
+
+def step_lines(name: str, r: dict) -> list[str]:
+    """The rows of a step's results, as far as it got."""
+    if name == "parity":
+        return [f"  - {m}: logits max |diff| {fmt(v['logits_max_abs_diff'])} (rel {fmt(v['logits_rel_err'])}), "
+                f"greedy {v['greedy_tokens_equal']}/{v['greedy_tokens']} equal, bf16 rel {fmt(v['bf16_logits_rel_err'])}"
+                for m, v in r.get("models", {}).items()]
+    if name == "decode":
+        lines = [f"  - batch {row['batch']}: ours {fmt(row['ours_tokens_per_s'], '.1f')} tok/s, transformers "
+                 f"{fmt(row['transformers_tokens_per_s'], '.1f')} tok/s ({fmt(row['ratio'], '.2f')}x)"
+                 for row in r.get("rows", [])]
+        if "batch1_weight_bytes_per_s" in r:
+            share = r["batch1_hbm_share"]
+            lines.append(f"  - batch 1 reads weights at {r['batch1_weight_bytes_per_s'] / 1e9:.0f} GB/s: "
+                         f"{fmt(share and 100 * share, '.0f')}% of HBM bandwidth")
+        return lines
+    if name == "update" and "update_s" in r:
+        peak, mfu = r["peak_bytes_in_use"], r["mfu"]
+        return [f"  - {r['micro_batches']} micro-batches of {r['micro_batch']} x {r['prompt_len']}+{r['response_len']} "
+                f"tokens: {r['update_s']:.2f} s, MFU {fmt(mfu and 100 * mfu, '.1f')}%, peak memory "
+                f"{fmt(peak and peak / 2**30, '.1f')} GiB"]
+    if name == "attention":
+        return [f"  - {b}: max |diff| {fmt(v['max_abs_diff_vs_f32'])}, forward {v['forward_ms']:.2f} ms, "
+                f"forward+backward {v['forward_backward_ms']:.2f} ms" for b, v in r.get("backends", {}).items()]
+    return []
 
 
 def summary_lines(results: dict[str, dict]) -> list[str]:
@@ -67,26 +106,7 @@ def summary_lines(results: dict[str, dict]) -> list[str]:
         device = r.get("device", {})
         lines.append(f"- **{name}**: {r['status']}" + (f", {r['seconds']:.0f} s" if "seconds" in r else "")
                      + (f" on {device.get('device_kind')} (jax {device.get('jax')})" if device else ""))
-        if r["status"] != "ok":
-            continue
-        if name == "parity":
-            lines += [f"  - {m}: logits max |diff| {fmt(v['logits_max_abs_diff'])} (rel {fmt(v['logits_rel_err'])}), "
-                      f"greedy {v['greedy_tokens_equal']}/{v['greedy_tokens']} equal, bf16 rel "
-                      f"{fmt(v['bf16_logits_rel_err'])}" for m, v in r["models"].items()]
-        elif name == "decode":
-            lines += [f"  - batch {row['batch']}: ours {fmt(row['ours_tokens_per_s'], '.1f')} tok/s, transformers "
-                      f"{fmt(row['transformers_tokens_per_s'], '.1f')} tok/s ({fmt(row['ratio'], '.2f')}x)"
-                      for row in r["rows"]]
-            lines.append(f"  - batch 1 reads weights at {fmt(r['batch1_weight_bytes_per_s'] / 1e9, '.0f')} GB/s: "
-                         f"{fmt(r['batch1_hbm_share'] and 100 * r['batch1_hbm_share'], '.0f')}% of HBM bandwidth")
-        elif name == "update":
-            peak = r["peak_bytes_in_use"]
-            lines.append(f"  - {r['micro_batches']} micro-batches of {r['micro_batch']} x {r['prompt_len']}+"
-                         f"{r['response_len']} tokens: {r['update_s']:.2f} s, MFU {fmt(r['mfu'] and 100 * r['mfu'], '.1f')}%,"
-                         f" peak memory {fmt(peak and peak / 2**30, '.1f')} GiB")
-        elif name == "attention":
-            lines += [f"  - {b}: max |diff| {fmt(v['max_abs_diff_vs_f32'])}, forward {v['forward_ms']:.2f} ms, "
-                      f"forward+backward {v['forward_backward_ms']:.2f} ms" for b, v in r["backends"].items()]
+        lines += step_lines(name, r)
     return lines
 
 
@@ -117,7 +137,8 @@ def main(argv=None) -> int:
         os.environ["JAX_PLATFORMS"] = "cpu"
     out = Path(args.out)
     if args.step:
-        (out / f"{args.step}.json").write_text(json.dumps(run_step(args.step, args.dry_run), indent=2))
+        path = out / f"{args.step}.json"
+        path.write_text(json.dumps(run_step(args.step, args.dry_run, path), indent=2))
         return 0
     unknown = set(args.steps.split(",")) - set(LIMITS)
     if unknown:

@@ -1,5 +1,6 @@
-"""The steps of tools/device_check.py: each `step(shapes) -> dict` runs in its own process and returns what
-its results file holds. Models are random (seed 0) at the named sizes' shapes: nothing is downloaded, and
+"""The steps of tools/device_check.py: each `step(shapes, report) -> dict` runs in its own process and returns
+what its results file holds; `report(partial)` saves what it has so far (a step stopped at its time limit keeps
+it). Models are random (seed 0) at the named sizes' shapes: nothing is downloaded, and
 transformers gets the same weights through an HF directory written by `common.checkpoint.hf_export`.
 
 * parity: logits (float32, matmuls at highest precision on both sides) and greedy tokens against transformers,
@@ -43,7 +44,7 @@ class Shapes:
     response_len: int = 4096
     micro_batches: int = 16  # of the recipe's 1024 per mini-batch: seconds scale with the count
     attention: tuple[int, int, int, int, int] = (4, 4096, 14, 2, 64)  # B, T, H, K, h (0.5B's heads)
-    repeats: int = 3
+    repeats: int = 2
 
 
 GPU = Shapes()
@@ -156,7 +157,7 @@ def our_greedy(model, ids: np.ndarray, new_tokens: int) -> np.ndarray:
     return np.asarray(out.token_ids)
 
 
-def parity(shapes: Shapes) -> dict:
+def parity(shapes: Shapes, report=lambda partial: None) -> dict:
     import jax
     import torch
 
@@ -182,10 +183,11 @@ def parity(shapes: Shapes) -> dict:
                       "greedy_first_mismatch": [int(np.argmin(r)) if not r.all() else None for r in same],
                       "bf16_logits_max_abs_diff": float(np.abs(a16 - b16).max()),
                       "bf16_logits_rel_err": float(np.abs(a16 - b16).max() / np.abs(b16).max())}
+        report({"models": rows})
     return {"models": rows, "torch_device": str(torch_device())}
 
 
-def decode(shapes: Shapes) -> dict:
+def decode(shapes: Shapes, report=lambda partial: None) -> dict:
     import jax
 
     from rl_scaling.time_plan import rollout_weight_bytes
@@ -202,6 +204,7 @@ def decode(shapes: Shapes) -> dict:
             hf = bench_hf(theirs, prompts, shapes.decode_new_tokens, shapes.repeats, 0) if theirs else None
             rows.append({"batch": batch, "ours_tokens_per_s": ours, "transformers_tokens_per_s": hf,
                          "ratio": ours / hf if hf else None, "compile_s": compile_s})
+            report({"rows": rows})
     weight_bytes = rollout_weight_bytes(cfg, 1)
     steps_per_s = rows[0]["ours_tokens_per_s"] / rows[0]["batch"]
     share = steps_per_s * weight_bytes / info["hbm_bandwidth"] if info["hbm_bandwidth"] else None
@@ -240,7 +243,7 @@ def timed(fn, repeats: int) -> list[float]:
     return out
 
 
-def update(shapes: Shapes) -> dict:
+def update(shapes: Shapes, report=lambda partial: None) -> dict:
     import jax
     from flax import nnx
 
@@ -273,7 +276,7 @@ def update(shapes: Shapes) -> dict:
             "peak_bytes_in_use": stats.get("peak_bytes_in_use"), "bytes_limit": stats.get("bytes_limit")}
 
 
-def attention(shapes: Shapes) -> dict:
+def attention(shapes: Shapes, report=lambda partial: None) -> dict:
     import jax
     import jax.numpy as jnp
 
@@ -301,6 +304,7 @@ def attention(shapes: Shapes) -> dict:
                           timed(lambda: jax.block_until_ready(forward(q, k, v, vis)), shapes.repeats + 2)),
                       "forward_backward_ms": 1e3 * statistics.median(
                           timed(lambda: jax.block_until_ready(grad(q, k, v)), shapes.repeats + 2))}
+        report({"backends": rows})
     return {"shape": {"batch": B, "tokens": T, "heads": H, "kv_heads": K, "head_dim": h}, "dtype": "bfloat16",
             "causal": True, "backends": rows, "auto": select_backend("auto").name}
 
