@@ -29,14 +29,20 @@ rows of docs/memory_plan.md were compiled by libtpu for the real chips at the de
 GiB, of 95 GiB) at two sequences per device (one for 72B), so those are the numbers kept.
 
 Device counts: a v4 / v5p "-N" name counts TensorCores (N/2 chips, one JAX device per megacore chip);
-v5e / v6e names count chips. TPU `hbm_bytes` are the chip's HBM; H100 is the 80 GB SXM part.
+v5e / v6e names count chips. TPU `hbm_bytes` are the chip's HBM. A GPU preset's `hbm_bytes` is what JAX's
+allocator may take on the card (the 80 GB H100 SXM's 81,559 MiB x the entry points' XLA_PYTHON_CLIENT_MEM_FRACTION,
+`common.platform_flags`): the `memory_stats()['bytes_limit']` the trainer derives its sequences per sampler call
+from, so that the plan's number and the trainer's are the same.
 """
 
 from __future__ import annotations
 
 import dataclasses
 
+from common.platform_flags import GPU_MEM_FRACTION
+
 GiB = 1024**3
+H100_BYTES = 81559 * 1024**2  # the 80 GB SXM part, as nvidia-smi reports it
 
 SIZES = ("qwen2_5_0_5b", "qwen2_5_1_5b", "qwen2_5_3b", "qwen2_5_7b", "qwen2_5_14b", "qwen2_5_32b",
          "qwen2_5_72b")
@@ -121,8 +127,8 @@ _ALL = [
     _tpu("v6e-8", "v6e:2x4", 8, 1, accelerator_type="v6e-8", **_V6E),
     _tpu("v6e-64", "v6e:8x8", 64, 16, accelerator_type="v6e-64", **_V6E),
     _tpu("v6e-256", "v6e:16x16", 256, 64, accelerator_type="v6e-256", **_V6E),
-    MeshPreset("1xh100", "gpu", 1, 81559 * 1024**2, 1, (1,) * len(SIZES)),
-    MeshPreset("8xh100", "gpu", 8, 81559 * 1024**2, 1, (1, 1, 1, 1, 8, 8, 8)),
+    MeshPreset("1xh100", "gpu", 1, int(H100_BYTES * GPU_MEM_FRACTION), 1, (1,) * len(SIZES)),
+    MeshPreset("8xh100", "gpu", 8, int(H100_BYTES * GPU_MEM_FRACTION), 1, (1, 1, 1, 1, 8, 8, 8)),
 ]
 PRESETS: dict[str, MeshPreset] = {p.name: p for p in _ALL}
 
