@@ -2,13 +2,17 @@
 
     python tools/launch.py --config=configs/grpo/base.py --preset=v5p-64 --size=qwen2_5_7b \
         --name=grpo-7b --project=my-project --bucket=my-bucket --dry-run
+    python tools/launch.py <the same arguments> --recreate --dry-run    # after the slice was PREEMPTED
 
 --dry-run prints every command (docs/pod_guide.md walks through the same ones); without it each step
 is run in order and the tool stops at the first failure. On a TPU slice every worker runs the same
 command with QRR_DISTRIBUTED=auto (common.distributed.initialize finds the other workers), the mesh
 degrees and micro-batch come from common/mesh_presets.py (the memory plan's choices), and the run directory is
 a Cloud Storage bucket mounted at the same path on every worker (gcsfuse), so checkpoints written by all
-hosts land in one place and a restarted job resumes from them.
+hosts land in one place and a restarted job resumes from them. The slice is a queued resource (--spot: a Spot
+one); the model is converted once, by worker 0, into the bucket (tools/convert_hf_to_orbax.py), and every
+worker reads only its shards from there. --recreate prints the steps that bring a preempted slice back and
+resume the run: delete the queued resource, ask for it again, ship, install, mount, start.
 """
 
 from __future__ import annotations
@@ -70,8 +74,10 @@ def run_overrides(preset: MeshPreset, size: str, config: str, model_dir: str, wo
 def tpu_steps(a, preset: MeshPreset) -> list[Step]:
     zone = a.zone or preset.zone
     where = f"--zone={zone} --project={a.project}"
-    ssh_all = f"gcloud compute tpus tpu-vm ssh {a.name} {where} --worker=all --command="
-    model_dir = f"$HOME/models/{hf_repo(a.size, a.variant).split('/')[1]}"
+    ssh = lambda worker: f"gcloud compute tpus tpu-vm ssh {a.name} {where} --worker={worker} --command="  # noqa: E731
+    queued = "gcloud compute tpus queued-resources"
+    repo = hf_repo(a.size, a.variant)
+    hf_dir, model_dir = f"{MOUNT}/hf/{repo.split('/')[1]}", f"{MOUNT}/models/{repo.split('/')[1]}"
     workdir = f"{MOUNT}/runs/{a.name}"
     train = " ".join(run_overrides(preset, a.size, a.config, model_dir, workdir, a.set))
     install = (f"set -e; sudo apt-get -qq update; sudo apt-get -qq install -y python3-venv; "
@@ -86,36 +92,52 @@ def tpu_steps(a, preset: MeshPreset) -> list[Step]:
              "sudo apt-get -qq update; sudo apt-get -qq install -y gcsfuse; "
              f"sudo mkdir -p {MOUNT}; sudo chown $USER {MOUNT}; "
              f"gcsfuse --implicit-dirs --rename-dir-limit=1000000 {a.bucket} {MOUNT}")
+    convert = (f"cd {REMOTE_REPO} && test -f {model_dir}/metadata.json || (.venv/bin/hf download {repo} "
+               f"--local-dir {hf_dir} && .venv/bin/python tools/convert_hf_to_orbax.py --hf {hf_dir} --out {model_dir})")
     start = (f"cd {REMOTE_REPO} && QRR_DISTRIBUTED=auto MATH_DATA_DIR={REMOTE_DATA} setsid nohup "
              f".venv/bin/python tools/train_grpo.py {train} > {LOG} 2>&1 < /dev/null &")
-    return [
-        Step("Check that the run fits the slice's memory (on your machine, no TPU needed)", (
+    state = f"{queued} describe {a.name} {where} --format='value(state.state)'"
+    steps = {
+        "check": Step("Check that the run fits the slice's memory (on your machine, no TPU needed)", (
             f"JAX_PLATFORMS=cpu python tools/memory_plan.py --check --no-compile --config={a.config} "
             f"--sizes={a.size} --presets={preset.name}",)),
-        Step("Create the bucket for logs and checkpoints (once; hierarchical namespace = atomic renames)", (
+        "bucket": Step("Create the bucket for logs, checkpoints and the model (once; hierarchical namespace = "
+                       "atomic renames)", (
             f"gcloud storage buckets create gs://{a.bucket} --project={a.project} --location={a.region or zone[:-2]} "
             "--uniform-bucket-level-access --enable-hierarchical-namespace",)),
-        Step(f"Create the TPU slice ({preset.accelerator_type}: {preset.num_devices} chips on "
-             f"{preset.num_hosts} worker(s))", (
-            f"gcloud compute tpus tpu-vm create {a.name} {where} --accelerator-type={preset.accelerator_type} "
-            f"--version={preset.runtime_version}" + (" --spot" if a.spot else ""),)),
-        Step("Ship the code and the math data to every worker", (
+        "recreate": Step("The slice was PREEMPTED: delete its queued resource (the bucket keeps checkpoints and "
+                         "model)", (f"{queued} delete {a.name} {where} --force --quiet",)),
+        "slice": Step(f"Ask for the TPU slice ({preset.accelerator_type}: {preset.num_devices} chips on "
+                      f"{preset.num_hosts} worker(s)) as a{' Spot' if a.spot else ''} queued resource, and wait "
+                      "until it is ACTIVE", (
+            f"{queued} create {a.name} --node-id={a.name} {where} --accelerator-type={preset.accelerator_type} "
+            f"--runtime-version={preset.runtime_version}" + (" --spot" if a.spot else ""),
+            f'until [ "$({state})" = ACTIVE ]; do sleep 60; done')),
+        "ship": Step("Ship the code and the math data to every worker", (
             f"git archive --format=tar.gz --output={CODE_TARBALL} HEAD",
             f"tar -czf {DATA_TARBALL} -C ../shared/data/math .",
             f"gcloud compute tpus tpu-vm scp {CODE_TARBALL} {DATA_TARBALL} {a.name}:~ {where} --worker=all")),
-        Step("Install the package and JAX for TPU on every worker", (ssh_all + shlex.quote(install),)),
-        Step(f"Mount gs://{a.bucket} at {MOUNT} on every worker", (ssh_all + shlex.quote(mount),)),
-        Step(f"Download {hf_repo(a.size, a.variant)} on every worker", (
-            ssh_all + shlex.quote(f"cd {REMOTE_REPO} && .venv/bin/hf download {hf_repo(a.size, a.variant)} "
-                                  f"--local-dir {model_dir}"),)),
-        Step("Start the run on every worker (rerun this step to resume from the latest checkpoint)",
-             (ssh_all + shlex.quote(start),)),
-        Step("Follow it: worker 0's log, and TensorBoard on the bucket", (
+        "install": Step("Install the package and JAX for TPU on every worker", (ssh("all") + shlex.quote(install),)),
+        "mount": Step(f"Mount gs://{a.bucket} at {MOUNT} on every worker", (ssh("all") + shlex.quote(mount),)),
+        "model": Step(f"Convert {repo} once, on worker 0, into the bucket (skipped when it is there): the HF files "
+                      "go to the bucket, not to a worker's disk; every worker then reads only its shards", (
+            ssh("0") + shlex.quote(convert),)),
+        "start": Step("Start the run on every worker (rerun this step to resume from the latest checkpoint)",
+                      (ssh("all") + shlex.quote(start),)),
+        "watch": Step("Follow it: the slice's state, worker 0's log, and TensorBoard on the bucket", (
+            state,
             f"gcloud compute tpus tpu-vm ssh {a.name} {where} --worker=0 --command={shlex.quote(f'tail -f {LOG}')}",
             f"tensorboard --logdir=gs://{a.bucket}/runs/{a.name}")),
-        Step("Delete the slice when the run is DONE (checkpoints stay in the bucket)", (
-            f"gcloud compute tpus tpu-vm delete {a.name} {where} --quiet",)),
-    ]
+        "delete": Step("Delete the slice when the run is DONE (checkpoints and the model stay in the bucket)", (
+            f"{queued} delete {a.name} {where} --force --quiet",)),
+    }
+    order = RECREATE_STEPS if a.recreate else FULL_STEPS
+    return [steps[key] for key in order]
+
+
+# Which steps a launch runs, and which bring a preempted slice back: the run resumes from its checkpoints.
+FULL_STEPS = ("check", "bucket", "slice", "ship", "install", "mount", "model", "start", "watch", "delete")
+RECREATE_STEPS = ("recreate", "slice", "ship", "install", "mount", "start", "watch")
 
 
 def gpu_steps(a, preset: MeshPreset) -> list[Step]:
@@ -126,16 +148,15 @@ def gpu_steps(a, preset: MeshPreset) -> list[Step]:
         Step("Check that the run fits the GPUs' memory", (
             f"JAX_PLATFORMS=cpu python tools/memory_plan.py --check --no-compile --config={a.config} "
             f"--sizes={a.size} --presets={preset.name}",)),
-        Step("Install (in the repository, on the GPU host)", (
+        Step("Install (in the repository, on the GPU host): the cuda extra is JAX for CUDA 12 at the pinned version", (
             "python3 -m venv .venv",
-            f'.venv/bin/pip install -e . "jax[cuda12]=={jax_version()}"',
+            '.venv/bin/pip install -e ".[cuda]"',
             f".venv/bin/hf download {hf_repo(a.size, a.variant)} --local-dir {model_dir}")),
         Step("Or the same inside Docker (the CUDA libraries come from the jax[cuda12] wheels)", (
             "docker run --gpus all --ipc=host -v \"$PWD\":/qrr -v \"$(realpath ../shared/data/math)\":/data/math -w /qrr "
-            f"python:3.11 bash -c {shlex.quote(f'pip install -e . jax[cuda12]=={jax_version()} && MATH_DATA_DIR=/data/math XLA_PYTHON_CLIENT_MEM_FRACTION=0.92 python tools/train_grpo.py {train}')}",)),
+            f"python:3.11 bash -c {shlex.quote(f'pip install -e .[cuda] && MATH_DATA_DIR=/data/math python tools/train_grpo.py {train}')}",)),
         Step("Start the run (rerun to resume from the latest checkpoint)", (
-            f"mkdir -p runs && XLA_PYTHON_CLIENT_MEM_FRACTION=0.92 nohup .venv/bin/python tools/train_grpo.py {train} "
-            f"> {workdir}.log 2>&1 &",)),
+            f"mkdir -p runs && nohup .venv/bin/python tools/train_grpo.py {train} > {workdir}.log 2>&1 &",)),
         Step("Several GPU hosts: the same command on each, with its process id", (
             "QRR_COORDINATOR=<host0>:8476 QRR_NUM_PROCESSES=<hosts> QRR_PROCESS_ID=<0..hosts-1> "
             f".venv/bin/python tools/train_grpo.py {train}",)),
@@ -174,6 +195,8 @@ def parse_args(argv=None):
     p.add_argument("--region", default="", help="bucket location (default: the zone's region)")
     p.add_argument("--bucket", default="", help="Cloud Storage bucket name, without gs:// (TPU)")
     p.add_argument("--spot", action="store_true", help="a Spot slice (preemptible; the run resumes)")
+    p.add_argument("--recreate", action="store_true",
+                   help="after PREEMPTED: the steps that ask for the slice again and resume the run")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="extra config override, e.g. --set data.source=gsm8k (repeatable)")
     p.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")

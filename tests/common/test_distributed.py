@@ -140,8 +140,8 @@ def test_launch_dry_run_starts_every_worker_with_the_preset_mesh(launch_dry_run)
     from common.mesh_presets import get_mesh_preset
 
     lines = launch_dry_run.splitlines()
-    create = next(line for line in lines if "tpu-vm create" in line)
-    assert "--accelerator-type=v5p-64" in create and "--version=v2-alpha-tpuv5" in create
+    create = next(line for line in lines if "queued-resources create" in line)
+    assert "--accelerator-type=v5p-64" in create and "--runtime-version=v2-alpha-tpuv5" in create
     start = next(line for line in lines if "tools/train_grpo.py" in line and "--worker=all" in line)
     data, fsdp, tensor = get_mesh_preset("v5p-64").degrees("qwen2_5_7b")
     for flag in (f"--config.mesh.data={data}", f"--config.mesh.fsdp={fsdp}", f"--config.mesh.tensor={tensor}",
