@@ -9,6 +9,9 @@ segment 0, so a padding query sees padding slots only (a finite value the decode
 gives it the mean of the values). Everything else falls back: a decode step (T = 1) to the dense reference,
 as `XlaAttention` runs it; a cached prefill after earlier slots (S > T) or a shared prefix (prefix not None)
 to `blockwise_attention`.
+
+Under the engine's paged cache (`attend_paged`) a decode step runs the Pallas paged-attention kernel in
+shard_map, a prefill chunk the XLA gather (`common.attention.paged_tpu`).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from jax.sharding import PartitionSpec as P
 
 from common.attention.base import Visibility
 from common.attention.kernel_backend import KernelBackend
+from common.attention.paged_tpu import paged_tpu_attention
 
 BLOCK = 512  # query tokens and key slots a kernel tile (the sequence is padded to a multiple of it)
 LANES = 128  # a TPU vector register's lanes: the smallest block
@@ -112,6 +116,10 @@ class SplashAttention(KernelBackend):
 
     def kernel(self, q, k, v, start):
         return sharded_splash_attention(q, k, v, start, self.mesh, self.block_q, self.block_k, self.interpret)
+
+    def attend_paged(self, q, k_pool, v_pool, layer, view):
+        """A decode step: the Pallas paged-attention kernel; a prefill chunk: the XLA gather (`paged_tpu`)."""
+        return paged_tpu_attention(q, k_pool, v_pool, layer, view, self.mesh, self.interpret)
 
     def __repr__(self):
         return (f"SplashAttention(mesh={None if self.mesh is None else dict(self.mesh.shape)}, "
