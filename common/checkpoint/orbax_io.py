@@ -70,6 +70,14 @@ def restore_params(path: Path, target: dict) -> dict:
     return ocp.StandardCheckpointer().restore(path, target)
 
 
+def checkpoint_metadata(model: Decoder, step: int | None, source: str | None,
+                        extra: dict[str, Any] | None = None) -> dict:
+    """What `metadata.json` holds for a checkpoint of `model`: format, step, source and dtypes."""
+    param_dtype = str(jax.tree.leaves(param_tree(model))[0].dtype)
+    return {"format": FORMAT, "step": step, "source": source, "param_dtype": param_dtype,
+            "compute_dtype": str(model.dtype), **(extra or {})}
+
+
 def save_checkpoint(directory: str | Path, model: Decoder, tokenizer=None, *, step: int | None = None,
                     source: str | None = None, extra: dict[str, Any] | None = None) -> Path:
     """Writes the checkpoint atomically; overwrites an existing one at `directory` only once complete."""
@@ -82,10 +90,7 @@ def save_checkpoint(directory: str | Path, model: Decoder, tokenizer=None, *, st
     save_params(partial / "params", param_tree(model))
     if is_main_process():
         (partial / "model_config.json").write_text(model.config.to_json())
-        param_dtype = str(jax.tree.leaves(param_tree(model))[0].dtype)
-        metadata = {"format": FORMAT, "step": step, "source": source, "param_dtype": param_dtype,
-                    "compute_dtype": str(model.dtype), **(extra or {})}
-        (partial / "metadata.json").write_text(json.dumps(metadata, indent=2))
+        (partial / "metadata.json").write_text(json.dumps(checkpoint_metadata(model, step, source, extra), indent=2))
         if tokenizer is not None:
             tokenizer.save_pretrained(partial / "tokenizer")
         if directory.exists():
