@@ -29,7 +29,7 @@ from rl_scaling.accounting import ComputeLedger, non_embedding_params, step_comp
 from rl_scaling.data import PromptStream
 from rl_scaling.evaluation import pass_at_1
 from rl_scaling.grpo.advantages import group_advantages, zero_variance_group_fraction
-from rl_scaling.grpo.checkpoints import latest_step_dir, restore_trainer_checkpoint, save_trainer_checkpoint
+from rl_scaling.grpo.checkpoints import TrainerCheckpoints, latest_step_dir, restore_trainer_checkpoint
 from rl_scaling.grpo.rollout import pack_rollouts, sample_rollouts
 from rl_scaling.grpo.setup import (build_mesh, build_policy, check_mesh_preset, check_micro_batch,
                                    device_memory_bytes, encode_prompts, load_downstream_sets, load_pool,
@@ -108,6 +108,7 @@ class GRPOTrainer:
         self.step = 0
         self.writer = MetricsWriter(self.workdir, enabled=is_main_process())
         self._stop_requested = False
+        self.checkpoints = TrainerCheckpoints(self.workdir, keep=cfg.checkpoint.keep)  # clears unfinished saves
         self._maybe_restore()
 
     @property
@@ -128,11 +129,13 @@ class GRPOTrainer:
         tqdm.write(f"resumed from {step_dir} (step {self.step})")
 
     def save(self) -> Path:
+        """Starts an asynchronous save of this step (`TrainerCheckpoints.save`); returns its directory, complete
+        once `self.checkpoints.wait()` returns."""
         model = nnx.merge(self.graphdef, self.params)
         state = {"step": self.step, "stream": self.stream.state_dict(), "ledger": self.ledger.state_dict(),
                  "packed_shapes": sorted(self.packed_shapes)}
-        return save_trainer_checkpoint(self.workdir, self.step, model, self.tokenizer, self.opt_state, state,
-                                       keep=self.cfg.checkpoint.keep, source=str(self.cfg.model.path))
+        return self.checkpoints.save(self.step, model, self.tokenizer, self.opt_state, state,
+                                     source=str(self.cfg.model.path))
 
     @contextlib.contextmanager
     def _preemption_guard(self):
@@ -325,9 +328,10 @@ class GRPOTrainer:
                     metrics.update(last_eval)
                 self.writer.write(self.step, metrics)
                 if (cfg.checkpoint.every and self.step % cfg.checkpoint.every == 0) or final or self._stop_requested:
-                    self.save()
+                    self.save()  # asynchronous: the next step starts while it is written
                 bar.update(1)
                 bar.set_postfix(reward=f"{metrics['reward/mean']:.3f}", len=f"{metrics['response/length_mean']:.0f}")
+        self.checkpoints.wait()  # the last save is complete before the run reports or exits
         if self.step >= self.num_steps and is_main_process():
             (self.workdir / "DONE").write_text(f"{self.step}\n")
             self._print_before_after()

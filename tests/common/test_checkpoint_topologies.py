@@ -1,5 +1,6 @@
 """Checkpoints across topologies: save on one mesh, restore on another (8 -> 4 devices, fsdp -> tensor, one
-process -> two); a save killed half-way leaves the previous latest checkpoint loadable; and a GRPO
+process -> two); a GRPO run killed (SIGKILL) during an asynchronous save leaves the previous checkpoint
+latest and loadable, and the next run removes the unfinished save and resumes; and a GRPO
 checkpoint goes through `common.load_pretrained` and the Hugging Face export to transformers with the same
 logits."""
 
@@ -81,12 +82,13 @@ def test_restore_from_one_process_into_two(saved_on_eight):
 
 @pytest.fixture(scope="module")
 def crashed_run(tmp_path_factory):
-    """A GRPO run checkpoints at step 1, then is killed (os._exit, no clean-up) while saving step 2."""
+    """A GRPO run checkpoints at step 1, then is killed (SIGKILL, no clean-up) during step 3 while its
+    asynchronous save of step 2 is in flight."""
     workdir = tmp_path_factory.mktemp("crash")
     env = process_env(1, 0, 8, None)
     out = subprocess.run([sys.executable, str(CRASH_WORKER), str(workdir)], cwd=REPO_ROOT, env=env,
                          capture_output=True, text=True, timeout=300)
-    assert out.returncode == 17, out.stdout[-2000:] + out.stderr[-3000:]
+    assert out.returncode == -9, out.stdout[-2000:] + out.stderr[-3000:]
     return workdir
 
 
@@ -95,8 +97,7 @@ def test_a_killed_save_leaves_the_previous_checkpoint_latest_and_loadable(crashe
 
     root = crashed_run / "checkpoints"
     names = sorted(p.name for p in root.iterdir())
-    assert "step_00000002.partial" in names and "step_00000002" not in names  # the half-written save
-    assert is_checkpoint_dir(root / "step_00000002.partial")  # its parameters were complete, not its optimiser
+    assert names == ["step_00000001", "step_00000002.orbax-checkpoint-tmp"], names  # step 2 never committed
     latest = latest_step_dir(crashed_run)
     assert latest.name == "step_00000001" and is_checkpoint_dir(latest)
     model = load_checkpoint(latest)
@@ -132,17 +133,19 @@ def test_an_unfinished_async_orbax_save_is_never_visible_under_its_name(tmp_path
 
 
 @pytest.mark.slow  # a second GRPO process: ~40 s on 2 cores
-def test_the_next_run_resumes_from_the_survivor_and_replaces_the_partial(crashed_run, tmp_path):
-    from rl_scaling.grpo.checkpoints import step_dirs
-
+def test_the_next_run_removes_the_unfinished_saves_and_resumes_from_the_survivor(crashed_run, tmp_path):
     workdir = tmp_path / "run"
     shutil.copytree(crashed_run, workdir)
+    (workdir / "checkpoints" / "step_00000005.partial" / "params").mkdir(parents=True)  # left by the code before
     out = subprocess.run([sys.executable, str(CRASH_WORKER), str(workdir), "--no-crash"], cwd=REPO_ROOT,
                          env=process_env(1, 0, 8, None), capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
-    assert re.search(r"resumed from .*step_00000001 \(step 1\)", out.stdout + out.stderr)
-    assert [p.name for p in step_dirs(workdir)] == ["step_00000001", "step_00000002"]
-    assert not (workdir / "checkpoints" / "step_00000002.partial").exists()
+    log = out.stdout + out.stderr
+    assert re.search(r"resumed from .*step_00000001 \(step 1\)", log)
+    assert re.findall(r"removed the unfinished save .*/(\S+)", log) == ["step_00000002.orbax-checkpoint-tmp",
+                                                                       "step_00000005.partial"]
+    # nothing else under checkpoints/; keep=2 retired step 1
+    assert sorted(p.name for p in (workdir / "checkpoints").iterdir()) == ["step_00000002", "step_00000003"]
 
 
 # ---- GRPO checkpoint -> agent_safety's loader -> Hugging Face -> transformers ---------------------------------
