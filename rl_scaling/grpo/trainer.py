@@ -8,7 +8,6 @@ jitted step in `train_step`; this file only sequences them and does the I/O.
 from __future__ import annotations
 
 import contextlib
-import signal
 import time
 import warnings
 from pathlib import Path
@@ -30,6 +29,7 @@ from rl_scaling.data import PromptStream
 from rl_scaling.evaluation import pass_at_1
 from rl_scaling.grpo.advantages import group_advantages, zero_variance_group_fraction
 from rl_scaling.grpo.checkpoints import TrainerCheckpoints, latest_step_dir, restore_trainer_checkpoint
+from rl_scaling.grpo.preemption import StopSignal, any_process
 from rl_scaling.grpo.rollout import pack_rollouts, sample_rollouts
 from rl_scaling.grpo.setup import (build_mesh, build_policy, check_mesh_preset, check_micro_batch,
                                    device_memory_bytes, encode_prompts, load_downstream_sets, load_pool,
@@ -107,7 +107,7 @@ class GRPOTrainer:
         self.n_params = non_embedding_params(self.model_config)
         self.step = 0
         self.writer = MetricsWriter(self.workdir, enabled=is_main_process())
-        self._stop_requested = False
+        self.stop_signal = StopSignal()
         self.checkpoints = TrainerCheckpoints(self.workdir, keep=cfg.checkpoint.keep)  # clears unfinished saves
         self._maybe_restore()
 
@@ -136,20 +136,6 @@ class GRPOTrainer:
                  "packed_shapes": sorted(self.packed_shapes)}
         return self.checkpoints.save(self.step, model, self.tokenizer, self.opt_state, state,
                                      source=str(self.cfg.model.path))
-
-    @contextlib.contextmanager
-    def _preemption_guard(self):
-        """SIGTERM / SIGINT finish the current step, save, and stop."""
-        def request_stop(signum, frame):
-            self._stop_requested = True
-            tqdm.write(f"signal {signum}: checkpointing after this step")
-
-        previous = {s: signal.signal(s, request_stop) for s in (signal.SIGTERM, signal.SIGINT)}
-        try:
-            yield
-        finally:
-            for s, handler in previous.items():
-                signal.signal(s, handler)
 
     # ---- evaluation -------------------------------------------------------------------------------
     def _pass_at_1(self, prompt_set, seed_stream: int) -> float:
@@ -316,9 +302,10 @@ class GRPOTrainer:
             self.writer.write(0, {**last_eval, **self.ledger.metrics()})
             tqdm.write(f"step 0: held-out pass@1 {last_eval['eval/pass@1']:.3f} "
                        f"({len(self.heldout_set.problems)} problems x {cfg.eval.num_samples} samples)")
-        with self._preemption_guard(), tqdm(total=self.num_steps, initial=self.step, desc="GRPO",
-                                            dynamic_ncols=True) as bar:
-            while self.step < self.num_steps and not self._stop_requested:
+        stop = False
+        with self.stop_signal.installed(), tqdm(total=self.num_steps, initial=self.step, desc="GRPO",
+                                                dynamic_ncols=True) as bar:
+            while self.step < self.num_steps and not stop:
                 metrics = self.train_step()
                 final = self.step == self.num_steps
                 if (cfg.eval.every and self.step % cfg.eval.every == 0) or final:
@@ -327,7 +314,8 @@ class GRPOTrainer:
                         last_eval.update(self.evaluate_downstream())
                     metrics.update(last_eval)
                 self.writer.write(self.step, metrics)
-                if (cfg.checkpoint.every and self.step % cfg.checkpoint.every == 0) or final or self._stop_requested:
+                stop = any_process(self.stop_signal.requested)  # a signal on any host: all save this step, stop
+                if (cfg.checkpoint.every and self.step % cfg.checkpoint.every == 0) or final or stop:
                     self.save()  # asynchronous: the next step starts while it is written
                 bar.update(1)
                 bar.set_postfix(reward=f"{metrics['reward/mean']:.3f}", len=f"{metrics['response/length_mean']:.0f}")

@@ -1,11 +1,14 @@
 """One process of a GRPO run for tests/rl_scaling/test_multiprocess.py (started by tests.multiprocess):
 
-    python tests/rl_scaling/grpo_worker.py WORKDIR NUM_STEPS
+    python tests/rl_scaling/grpo_worker.py WORKDIR NUM_STEPS [--sigterm=STEP:PROCESS]
 
 The tiny config with fsdp over every device of the job, a checkpoint every 2 steps, no periodic
-evaluation. Resumes from WORKDIR's latest checkpoint, as `tools/train_grpo.py` does.
+evaluation. Resumes from WORKDIR's latest checkpoint, as `tools/train_grpo.py` does. With --sigterm, process
+PROCESS alone sends itself SIGTERM as it starts step STEP (a preemption notice that reaches one host).
 """
 
+import os
+import signal
 import sys
 from pathlib import Path
 
@@ -29,8 +32,23 @@ def worker_config(num_steps: int):
     return cfg
 
 
+def sigterm_during(trainer: GRPOTrainer, step: int, process: int) -> None:
+    """Process `process` sends itself SIGTERM as it starts step `step`; the others get no signal."""
+    real_train_step = trainer.train_step
+
+    def train_step():
+        if trainer.step + 1 == step and jax.process_index() == process:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real_train_step()
+
+    trainer.train_step = train_step
+
+
 if __name__ == "__main__":
     workdir, num_steps = sys.argv[1], int(sys.argv[2])
     trainer = GRPOTrainer(worker_config(num_steps), workdir)
+    for arg in sys.argv[3:]:
+        if arg.startswith("--sigterm="):
+            sigterm_during(trainer, *map(int, arg.removeprefix("--sigterm=").split(":")))
     trainer.train()
     print(f"process {jax.process_index()}/{jax.process_count()} devices={jax.device_count()} step={trainer.step}")

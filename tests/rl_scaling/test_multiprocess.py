@@ -1,8 +1,10 @@
 """GRPO as a multi-host job: 2 processes x 4 fake CPU devices (gloo collectives) run the tiny config, save,
 stop, and resume; every step's rewards and losses equal those of one process with 8 devices and the same
-seed, and so do the saved parameters. About a minute on 2 cores (three process launches and one in-process
-run)."""
+seed, and so do the saved parameters. A preemption notice (SIGTERM) that reaches one process only stops both
+after the same step, with that step saved, and the resumed run is the run without the notice, exactly. About
+two minutes on 2 cores (six process launches and one in-process run)."""
 
+import json
 import math
 from pathlib import Path
 
@@ -17,6 +19,7 @@ from tests.multiprocess import run_processes
 
 WORKER = Path(__file__).with_name("grpo_worker.py")
 FIRST, TOTAL = 4, 6  # the two-process job stops after step 4 and is restarted to step 6
+PREEMPTED = 3  # process 1 alone gets SIGTERM during step 3
 # Sampled data must agree exactly. Losses agree up to float32 summation order (gloo vs in-process all-reduce):
 # the loss is a sum of O(1) terms that nearly cancel (advantages have mean 0), so the tolerance is absolute.
 EXACT = ("reward/mean", "reward/std", "response/length_mean", "tokens/step", "train/response_tokens", "C", "D")
@@ -97,3 +100,53 @@ def test_saved_parameters_equal_the_single_process_run(two_process_run, single_p
     earlier = _param_leaves(step_dirs(single_process_run)[-2])
     steps = np.concatenate([np.abs(x - y).ravel() for x, y in zip(earlier, one)])
     assert np.median(steps) > 3 * 3e-4 and steps.max() > 10 * 1e-3
+
+
+# ---- a preemption notice that reaches one host ----------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def preempted_run(tmp_path_factory):
+    """2 processes to TOTAL steps, process 1 alone signalled during step PREEMPTED; then the same command again.
+    The run directory starts with a killed save of each kind (the `.partial` of the code before orbax's manager,
+    and orbax's temporary directory)."""
+    workdir = tmp_path_factory.mktemp("preempted")
+    for name in ("step_00000001.partial", "step_00000009.orbax-checkpoint-tmp"):
+        (workdir / "checkpoints" / name / "params").mkdir(parents=True)
+    first = run_processes(WORKER, [str(workdir), str(TOTAL), f"--sigterm={PREEMPTED}:1"], num_processes=2,
+                          devices_per_process=4)
+    saved = {p.name: json.loads((p / "trainer_state.json").read_text())["step"] for p in step_dirs(workdir)}
+    second = run_processes(WORKER, [str(workdir), str(TOTAL)], num_processes=2, devices_per_process=4)
+    return workdir, first, saved, second
+
+
+def test_sigterm_on_one_process_stops_both_after_the_same_step_saved(preempted_run):
+    _, first, saved, second = preempted_run  # run_processes checked that every process exited 0
+    assert "signal 15" in first[1] and "signal 15" not in first[0]
+    for i, out in enumerate(first):
+        assert f"process {i}/2 devices=8 step={PREEMPTED}" in out
+    assert saved == {"step_00000002": 2, "step_00000003": PREEMPTED}  # the periodic save and the preemption's
+    assert f"step_{PREEMPTED:08d} (step {PREEMPTED})" in second[0]
+    for i, out in enumerate(second):
+        assert f"process {i}/2 devices=8 step={TOTAL}" in out
+
+
+def test_unfinished_saves_are_removed_by_process_zero_alone(preempted_run):
+    workdir, first, _, _ = preempted_run
+    assert sorted(line.rsplit("/", 1)[1] for line in first[0].splitlines()
+                  if line.startswith("removed the unfinished save")) == ["step_00000001.partial",
+                                                                         "step_00000009.orbax-checkpoint-tmp"]
+    assert "removed the unfinished save" not in first[1]
+    # nothing else is left: the resumed run saved steps 4 and 6 (every=2) and kept those two (keep=2)
+    assert sorted(p.name for p in (workdir / "checkpoints").iterdir()) == ["step_00000004", "step_00000006"]
+
+
+def test_the_preempted_run_resumed_equals_the_run_without_preemption(preempted_run, two_process_run):
+    preempted, reference = _by_step(preempted_run[0]), _by_step(two_process_run[0])
+    assert sorted(preempted) == list(range(TOTAL + 1))
+    for step in range(TOTAL + 1):  # every key of every step, bit for bit (the reference also evaluated at step 4)
+        for key, value in preempted[step].items():
+            if not key.startswith(("time/", "tokens/per_second")):
+                assert value == reference[step][key], (step, key, value, reference[step][key])
+    for a, b in zip(_param_leaves(step_dirs(preempted_run[0])[-1]), _param_leaves(step_dirs(two_process_run[0])[-1]),
+                    strict=True):
+        np.testing.assert_array_equal(a, b)
