@@ -38,10 +38,13 @@ class Completion:
 
 
 def resolve_model_path(path: str | Path) -> Path:
+    """The absolute path of a checkpoint (a path relative to the working directory, or a known model name):
+    resolved once here, as orbax refuses relative paths and a path kept relative changes meaning with the
+    working directory."""
     if str(path).lower() in KNOWN_MODELS:
         from common.checkpoint.gguf import ensure_smollm2
-        return Path(ensure_smollm2())
-    path = Path(path)
+        return Path(ensure_smollm2()).absolute()
+    path = Path(path).expanduser().absolute()
     if not path.exists():
         raise FileNotFoundError(f"no checkpoint at {path} (nor a known model name: {KNOWN_MODELS})")
     return path
