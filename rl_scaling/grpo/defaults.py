@@ -81,6 +81,13 @@ def default_config() -> ml_collections.ConfigDict:
     # prompts of other lengths go in their own groups. Less prefill compute, more compiled shapes; the
     # memory plan (tools/memory_plan.py) compiles the one-program path that False always takes.
     c.grpo.adaptive_prefill = False
+    # What generates rollouts (rl_scaling/grpo/setup.py make_rollout): "paged" = the engine (common/engine:
+    # continuous batching over a paged KV cache; a finished sequence's slot and pages go to the next one),
+    # "static" = the sampler (each call decodes until its longest sequence ends), "auto" = paged on GPU / TPU,
+    # static on CPU (where the CPU decode kernels make the static sampler's steps faster).
+    c.grpo.rollout_engine = "auto"
+    c.grpo.engine_page_size = 16  # tokens per page of the engine's KV cache
+    c.grpo.engine_slots = 0  # sequences decoding at once; 0 = what the rollout memory holds at full length
     # Work and memory per device (rl_scaling/grpo/setup.py):
     c.grpo.micro_batch_per_device = 0  # with micro_batch_size=0: sequences per data x fsdp batch shard
     c.grpo.rollout_batch = 0  # sequences per sampler call; 0 = as many as the device memory holds (common/aot/fits.py)

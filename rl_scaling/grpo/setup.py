@@ -245,6 +245,39 @@ def sequences_per_call(cfg, model_config, degrees: tuple[int, int, int], device_
     return chunk, f"{source}, the estimate of common.aot.fits.rollout_chunk"
 
 
+def rollout_engine_name(cfg, platform: str) -> str:
+    """"static" or "paged": grpo.rollout_engine, where "auto" means the paged engine on GPU and TPU and the
+    static sampler on CPU (there the CPU decode kernels run the static sampler's decode steps; the engine's
+    XLA steps are slower, `tools/bench_rollouts.py` measures both)."""
+    name = str(cfg.grpo.get("rollout_engine", "auto") or "auto")
+    if name not in ("auto", "static", "paged"):
+        raise ValueError(f"grpo.rollout_engine must be 'auto', 'static' or 'paged', got {name!r}")
+    if name == "auto":
+        return "static" if platform == "cpu" else "paged"
+    return name
+
+
+def make_rollout(cfg, model, *, mesh, pad_id: int, max_cache_length: int, sequences_per_call: int,
+                 platform: str):
+    """(the trainer's `Rollout`, sequences per generate call). The static sampler generates in calls of
+    `sequences_per_call`; the paged engine takes a step's sequences in one call, its page pool holding what
+    `sequences_per_call` sequences of full length hold (the same memory), its decode slots
+    grpo.engine_slots (0: as many as that memory holds at full length; short sequences leave pages free for
+    more)."""
+    from common.engine import Engine
+    from common.sampler import Sampler
+
+    g = cfg.grpo
+    if rollout_engine_name(cfg, platform) == "static":
+        return Sampler(model, mesh=mesh, pad_id=pad_id, max_cache_length=max_cache_length,
+                       adaptive_prefill=bool(g.get("adaptive_prefill", False))), sequences_per_call
+    page = int(g.get("engine_page_size", 16))
+    pages = 1 + sequences_per_call * -(-max_cache_length // page)
+    slots = int(g.get("engine_slots", 0)) or sequences_per_call
+    return Engine(model, mesh=mesh, pad_id=pad_id, max_cache_length=max_cache_length, page_size=page,
+                  num_pages=pages, max_slots=slots), 0
+
+
 def policy_config(cfg):
     """The policy's ModelConfig read without loading weights (None when only loading can tell: GGUF files,
     known model names)."""

@@ -22,7 +22,6 @@ from tqdm.auto import tqdm
 from common.distributed import global_batch, initialize, is_main_process, to_host
 from common.metrics_writer import MetricsWriter, read_metrics
 from common.rollout import Rollout
-from common.sampler import Sampler
 from common.tokenizer import end_token_ids
 from rl_scaling.accounting import ComputeLedger, non_embedding_params, step_compute
 from rl_scaling.data import PromptStream
@@ -31,7 +30,7 @@ from rl_scaling.grpo.advantages import group_advantages, zero_variance_group_fra
 from rl_scaling.grpo.checkpoints import TrainerCheckpoints, latest_step_dir, restore_trainer_checkpoint
 from rl_scaling.grpo.preemption import StopSignal, any_process
 from rl_scaling.grpo.rollout import pack_rollouts, sample_rollouts
-from rl_scaling.grpo.setup import (build_mesh, build_policy, check_mesh_preset, check_micro_batch,
+from rl_scaling.grpo.setup import (build_mesh, make_rollout, build_policy, check_mesh_preset, check_micro_batch,
                                    device_memory_bytes, encode_prompts, load_downstream_sets, load_pool,
                                    mesh_degrees, reference_dtype, sequences_per_call, split_train_heldout)
 from rl_scaling.grpo.train_step import LossConfig, make_logprob_fn, make_optimizer, make_update_fn
@@ -79,16 +78,21 @@ class GRPOTrainer:
                       + [ids for s in self.downstream_sets.values() for ids in s.prompt_ids])
         self.max_new = g.max_response_len
         self.eval_max_new = cfg.eval.max_new_tokens or g.max_response_len
-        self.rollout: Rollout = Sampler(model, mesh=self.mesh, pad_id=self.pad_id,
-                                        max_cache_length=longest + max(self.max_new, self.eval_max_new),
-                                        adaptive_prefill=bool(g.get("adaptive_prefill", False)))
         # Sequences per sampler call: what the device's memory holds (the number tools/memory_plan.py reports
         # for a slice), fixed for the run so that a resumed run samples the same.
         self.sequences_per_call, source = sequences_per_call(cfg, self.model_config, self.degrees,
                                                              device_memory_bytes())
-        tqdm.write(f"rollouts: {self.sequences_per_call} of {g.prompts_per_step * g.group_size} sequences per "
-                   f"sampler call ({source}); micro-batches of {self.micro_batch} sequences over "
-                   f"{self.degrees[0] * self.degrees[1]} batch shard(s)")
+        platform = self.mesh.devices.flat[0].platform if self.mesh is not None else jax.default_backend()
+        # sequences per generate call: the paged engine takes a step's in one (0), its pool holding as much
+        self.rollout: Rollout
+        self.rollout, self.generate_chunk = make_rollout(
+            cfg, model, mesh=self.mesh, pad_id=self.pad_id, platform=platform,
+            max_cache_length=longest + max(self.max_new, self.eval_max_new),
+            sequences_per_call=self.sequences_per_call)
+        tqdm.write(f"rollouts: {type(self.rollout).__name__}, {self.sequences_per_call} of "
+                   f"{g.prompts_per_step * g.group_size} sequences per step in memory at once ({source}); "
+                   f"micro-batches of {self.micro_batch} sequences over {self.degrees[0] * self.degrees[1]} batch "
+                   f"shard(s)")
         self.packed_shapes: set[tuple[int, int]] = set()  # (P, R) the update and log-prob programs have seen
         updates_per_step = g.prompts_per_step // g.mini_batch_prompts
         o = cfg.optim
@@ -175,7 +179,7 @@ class GRPOTrainer:
                                    temperature=g.temperature, top_p=g.top_p, top_k=g.top_k,
                                    seed=step_seed(self.cfg.seed, self.step),
                                    stop_token_ids=end_token_ids(self.tokenizer),
-                                   sequences_per_call=self.sequences_per_call)
+                                   sequences_per_call=self.generate_chunk)
         timings["time/rollout"] = time.perf_counter() - t
 
         t = time.perf_counter()
