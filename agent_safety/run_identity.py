@@ -57,14 +57,16 @@ def prompts_digest() -> str:
 
 
 def backend_identity(cfg) -> dict:
-    """Which model a backend config talks to (never its key): kind plus policy / path+digest+dtype /
-    model+endpoint."""
+    """Which model a backend config talks to (never its key): kind plus policy / path+digest+dtype (and the
+    chat template, when one is named) / model+endpoint."""
     kind = cfg["kind"]
     if kind == "scripted":
         return {"kind": kind, "policy": cfg["policy"]}
     if kind == "jax":
+        # chat_template only when set: the settings (and fingerprints) of runs without one stay as they were.
+        template = {"chat_template": cfg["chat_template"]} if cfg.get("chat_template") else {}
         return {"kind": kind, "model": str(cfg["model_path"]), "digest": checkpoint_digest(str(cfg["model_path"])),
-                "dtype": cfg["dtype"]}
+                "dtype": cfg["dtype"], **template}
     if kind == "openai":
         endpoint = cfg["base_url"] or os.environ.get("OPENAI_BASE_URL") or "api.openai.com"
         return {"kind": kind, "model": cfg["model"], "endpoint": endpoint}

@@ -44,7 +44,8 @@ def make_backend(cfg) -> ChatBackend:
         if not cfg["model_path"]:
             raise ValueError("backend kind 'jax' needs model_path (e.g. --config.backend.model_path=DIR)")
         return JaxBackend.from_pretrained(cfg["model_path"], dtype=cfg["dtype"], max_batch=int(cfg["max_batch"]),
-                                          attention=cfg.get("attention", "auto"))
+                                          attention=cfg.get("attention", "auto"),
+                                          chat_template=cfg.get("chat_template", ""))
     if kind == "openai":
         from agent_safety.backends.openai_backend import OpenAIBackend
 

@@ -1,6 +1,7 @@
 """In-process backend over the shared JAX sampler (`common.generate`).
 
-One `complete_batch` call renders every request with the tokenizer's chat template and decodes them
+One `complete_batch` call renders every request with the chat template (the tokenizer's own, or the bundled
+one the backend's `chat_template` setting names: tokenizers of tiny test models have none) and decodes them
 together: requests that share sampling settings go into ONE `generate` call (chunked by `max_batch`).
 A request whose prompt plus max_tokens exceeds the model's context fails alone (a failed result, not
 retried); nothing else here is transient, so there are no retries.
@@ -14,13 +15,29 @@ from typing import Sequence
 from agent_safety.backends.base import ChatBackend, ChatRequest, ChatResult, failed_result
 
 
-def render_prompt_ids(tokenizer, request: ChatRequest) -> list[int]:
-    """The tokenizer's chat template (with generation prompt) applied to a request -> prompt token ids."""
+def render_prompt_ids(tokenizer, request: ChatRequest, chat_template: str = "") -> list[int]:
+    """A request rendered with the chat template (with generation prompt) -> prompt token ids.
+    chat_template: a bundled template's name (`common.chat.available_chat_templates()`); "" = the tokenizer's."""
     from common.chat import render_chat
 
-    text = render_chat(tokenizer, [m.as_dict() for m in request.messages], add_generation_prompt=True)
+    text = render_chat(tokenizer, [m.as_dict() for m in request.messages], add_generation_prompt=True,
+                       template=chat_template or None)
     # The template already holds any BOS/special tokens; adding them again would double them.
     return list(tokenizer.encode(text, add_special_tokens=False))
+
+
+def check_chat_template(tokenizer, chat_template: str, model_name: str) -> None:
+    """Raises ValueError, before any request, when no template would render a chat: `chat_template` names no
+    bundled template, or is "" and the tokenizer has none. The message names the setting to change."""
+    from common.chat import available_chat_templates
+
+    setting = "the backend's chat_template (config key backend.chat_template or judge_backend.chat_template)"
+    if chat_template and chat_template not in available_chat_templates():
+        raise ValueError(f"{setting} is {chat_template!r}, not a bundled template; available: "
+                         f"{available_chat_templates()}")
+    if not chat_template and not getattr(tokenizer, "chat_template", None):
+        raise ValueError(f"the tokenizer of {model_name} has no chat template: set {setting} to one of "
+                         f"{available_chat_templates()}, e.g. --config.backend.chat_template=chatml")
 
 
 def combined_seed(requests: Sequence[ChatRequest]) -> int:
@@ -34,10 +51,14 @@ class JaxBackend(ChatBackend):
     stop_token_ids: decoding stops at any of these; default `common.tokenizer.end_token_ids(tokenizer)`.
     max_batch: most prompts per `generate` call (memory bound).
     max_context: most tokens (prompt + new) per sequence; default the model's max_position_embeddings.
+    chat_template: a bundled template's name (`common.chat.available_chat_templates()`) to render chats with;
+        "" = the tokenizer's own (an error at construction when it has none).
     """
 
     def __init__(self, model, tokenizer, stop_token_ids: Sequence[int] | None = None,
-                 max_batch: int = 64, name: str = "jax", max_context: int | None = None):
+                 max_batch: int = 64, name: str = "jax", max_context: int | None = None, chat_template: str = ""):
+        check_chat_template(tokenizer, chat_template, name)
+        self.chat_template = chat_template
         self.model = model
         self.max_context = max_context or getattr(getattr(model, "config", None), "max_position_embeddings", None)
         self.tokenizer = tokenizer
@@ -62,7 +83,7 @@ class JaxBackend(ChatBackend):
     def complete_batch(self, requests: Sequence[ChatRequest]) -> list[ChatResult]:
         from common import generate
 
-        prompts = [render_prompt_ids(self.tokenizer, r) for r in requests]
+        prompts = [render_prompt_ids(self.tokenizer, r, self.chat_template) for r in requests]
         results = [self._context_failure(len(p), r.max_tokens) for p, r in zip(prompts, requests)]
         groups: dict[tuple, list[int]] = {}
         for i, r in enumerate(requests):

@@ -92,3 +92,42 @@ def test_smollm2_greedy_matches_transformers(smollm2_dir):
         out = model.generate(ids, max_new_tokens=16, do_sample=False)
         expected = tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True).strip()
         assert result.text == expected
+
+
+class TemplatelessTokenizer(CharTokenizer):
+    chat_template = None
+    name_or_path = "tiny-char"
+
+
+def test_a_tokenizer_without_chat_template_needs_the_setting_named_in_the_error():
+    with pytest.raises(ValueError, match=r"tiny.*no chat template.*backend\.chat_template.*'chatml'"):
+        JaxBackend(model=None, tokenizer=TemplatelessTokenizer(), stop_token_ids=[END], name="tiny")
+    with pytest.raises(ValueError, match=r"backend\.chat_template.*'nonesuch'.*available: \[.*'chatml'"):
+        JaxBackend(model=None, tokenizer=TemplatelessTokenizer(), stop_token_ids=[END], chat_template="nonesuch")
+
+
+def test_a_tiny_checkpoint_without_template_chats_with_the_named_one(tmp_path, monkeypatch):
+    from flax import nnx
+
+    from agent_safety.backends import make_backend
+    from agent_safety.run_config import backend_config
+    from common.chat import load_chat_template
+    from common.checkpoint.orbax_io import save_checkpoint
+    from common.config import get_preset
+    from common.model import Decoder
+    from common.tokenizer import char_tokenizer
+
+    save_checkpoint(tmp_path / "ckpt", Decoder(get_preset("tiny"), rngs=nnx.Rngs(0)), char_tokenizer(), step=1)
+    monkeypatch.chdir(tmp_path)
+    cfg = backend_config("jax")
+    cfg.model_path, cfg.attention = "ckpt", "xla"  # relative: resolved by load_pretrained
+    with pytest.raises(ValueError, match=r"no chat template.*backend\.chat_template"):
+        make_backend(cfg)
+    cfg.chat_template = "chatml"
+    backend = make_backend(cfg)
+    [result] = backend.complete_batch([_request("What is 7?", max_tokens=4)])
+    assert not result.failed and result.completion_tokens <= 4
+    expected = backend.tokenizer.apply_chat_template([{"role": "user", "content": "What is 7?"}],
+                                                      chat_template=load_chat_template("chatml"), tokenize=False,
+                                                      add_generation_prompt=True)
+    assert result.prompt_tokens == len(expected)  # one id per character
