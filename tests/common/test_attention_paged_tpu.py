@@ -2,7 +2,8 @@
 TPU interpreter on CPU) equals the XLA reference `paged_reference_attention` on ragged rows, page boundaries,
 grouped-query heads, rows sharing prefix pages, a padding row and a non-zero layer of a multi-layer pool, alone
 and in shard_map over a mesh; prefill chunks and shapes the kernel does not take run the reference (the
-latter with a warning); and the kernel compiles for a v5p slice at Qwen2.5-7B's decode shape through libtpu."""
+latter with a warning); the engine decodes through it as through the xla backend; and the kernel compiles for
+a v5p slice at Qwen2.5-7B's decode shape through libtpu."""
 
 import warnings
 
@@ -154,6 +155,40 @@ def test_prefill_chunks_and_unsuited_shapes_run_the_reference():
         with warnings.catch_warnings():
             warnings.simplefilter("error")  # once a process per reason
             jax.make_jaxpr(backend.attend_paged)(q, *pools, 0, view)
+
+
+# ---- the engine end to end -----------------------------------------------------------------------------------
+
+
+def test_the_engine_decodes_through_the_kernel_as_through_the_xla_backend(monkeypatch):
+    """Greedy generation on a tiny random model with head_dim 128: the engine with the TPU backend (its decode
+    steps in the kernel, in the interpreter) yields the xla backend's tokens, and log-probs within the kernel's
+    bfloat16 loads of keys and values. Float32, as CPU runs no bfloat16 reference: the backend's bfloat16-only
+    rule is lifted for the test (the kernel then rounds the float32 keys and values as it loads them)."""
+    import dataclasses
+
+    from flax import nnx
+
+    from common.attention import paged_tpu
+    from common.config import get_preset
+    from common.engine import Engine
+    from common.model import Decoder
+
+    monkeypatch.setattr(paged_tpu, "kernel_unsuited", lambda q, k_pool: None)
+    config = dataclasses.replace(get_preset("tiny"), head_dim=128)
+    prompts = [[5, 9, 13], [7, 1, 4, 4, 30, 2] * 3, [100], list(range(40, 60)), [8, 8], [3] * 9]  # 6 > 4 slots
+    outs = {}
+    for name, backend in [("xla", "xla"), ("tpu", SplashAttention(interpret=True))]:
+        model = Decoder(config, rngs=nnx.Rngs(3), attention=backend)
+        engine = Engine(model, max_slots=4, page_size=16, num_pages=32, max_cache_length=64, min_rows=4)
+        if name == "tpu":
+            step = (jnp.zeros((4, 1), jnp.int32), engine._pool(),
+                    PageView(jnp.zeros((4, 2), jnp.int32), jnp.zeros((4, 1), jnp.int32), jnp.ones(4, jnp.int32)))
+            assert _runs_kernel(lambda t, kv, v: model.forward_paged(t, kv, v), *step)
+        outs[name] = engine.generate(nnx.state(model), prompts, max_new_tokens=12)
+    assert outs["tpu"].token_ids == outs["xla"].token_ids
+    for a, b in zip(outs["tpu"].logprobs, outs["xla"].logprobs):
+        np.testing.assert_allclose(a, b, atol=5e-3)
 
 
 # ---- a real compile for a TPU slice -------------------------------------------------------------------------
