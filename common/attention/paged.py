@@ -19,13 +19,16 @@ def paged_reference_attention(q: jax.Array, k_pool: jax.Array, v_pool: jax.Array
     dtype. Scores, softmax and the weighted sum in float32, rounded once (as
     every product of the sampler)."""
     B, T, H, h = q.shape
-    k = gather_pages(k_pool, layer, view.page_table)  # [B, K, S, h]
+    dtype = q.dtype
+    # float32 operands: the products of bfloat16 values are exact in float32, so this is the float32-accumulated
+    # product (XLA:CPU has no bfloat16 x bfloat16 -> float32 batched dot)
+    k = gather_pages(k_pool, layer, view.page_table).astype(jnp.float32)  # [B, K, S, h]
     v = gather_pages(v_pool, layer, view.page_table)
     K, S = k.shape[1], k.shape[2]
-    q = q.reshape(B, T, K, H // K, h)
-    scores = jnp.einsum("btkgh,bksh->bkgts", q, k, preferred_element_type=jnp.float32) / jnp.sqrt(jnp.float32(h))
+    q = q.astype(jnp.float32).reshape(B, T, K, H // K, h)
+    scores = jnp.einsum("btkgh,bksh->bkgts", q, k) / jnp.sqrt(jnp.float32(h))
     visible = jnp.arange(S)[None, None, :] <= view.positions[:, :, None]  # [B, T, S]
     scores = jnp.where(visible[:, None, None], scores, jnp.finfo(jnp.float32).min)
-    probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
-    out = jnp.einsum("bkgts,bksh->btkgh", probs, v, preferred_element_type=jnp.float32)
-    return out.astype(q.dtype).reshape(B, T, H, h)
+    probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype).astype(jnp.float32)  # rounded as the cache's values
+    out = jnp.einsum("bkgts,bksh->btkgh", probs, v.astype(jnp.float32))
+    return out.astype(dtype).reshape(B, T, H, h)

@@ -190,3 +190,10 @@ def test_requests_that_cannot_fit_fail_clearly(model):
         engine.sample([[]], max_new_tokens=2)
     with pytest.raises(ValueError, match="max_new_tokens"):
         engine.sample([[1]], max_new_tokens=0)
+
+
+def test_a_bfloat16_engine_runs_on_the_cpu():
+    """XLA:CPU has no bfloat16 x bfloat16 -> float32 batched product: the paged reference multiplies in float32."""
+    model = Decoder(get_preset("tiny"), rngs=nnx.Rngs(3), dtype="bfloat16", attention="xla")
+    out = Engine(model, max_cache_length=64, page_size=4, max_slots=4).sample(PROMPTS[:3], max_new_tokens=6)
+    assert [len(t) for t in out.token_ids] == [6, 6, 6] and np.all(np.isfinite(np.concatenate(out.logprobs)))
