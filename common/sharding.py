@@ -47,6 +47,11 @@ LOGICAL_RULES: dict[str, tuple[str, ...] | None] = {
     "norm": None,
 }
 
+# The rollout engine's copy of the weights (`common.engine.weights`): split over tensor only, whole on every
+# data and fsdp shard, so a decode step reads its weights locally instead of all-gathering the trainer's
+# fsdp-split ones every step. Activations as in LOGICAL_RULES.
+INFERENCE_RULES: dict[str, tuple[str, ...] | None] = {**LOGICAL_RULES, "embed": None, "vocab": ("tensor",)}
+
 
 def make_mesh(shape: dict[str, int] | None = None, devices: Sequence[jax.Device] | None = None) -> Mesh:
     """A mesh with axes (data, fsdp, tensor). `shape` gives each axis's size; -1 = all remaining devices.

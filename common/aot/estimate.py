@@ -123,13 +123,16 @@ def parameter_layout(config: ModelConfig, param_dtype="float32") -> tuple[tuple[
     return tuple(out)
 
 
-def param_bytes_per_device(config: ModelConfig, degrees: tuple[int, int, int], param_dtype="float32") -> int:
-    """Bytes of one device's shard of every parameter, by the rules table (a dimension that a mesh axis
-    does not divide is replicated over that axis, as in `common.sharding.logical_to_spec`)."""
+def param_bytes_per_device(config: ModelConfig, degrees: tuple[int, int, int], param_dtype="float32",
+                           rules=None) -> int:
+    """Bytes of one device's shard of every parameter, by the rules table (`rules`, default LOGICAL_RULES; a
+    dimension that a mesh axis does not divide is replicated over that axis, as in
+    `common.sharding.logical_to_spec`)."""
     mesh = abstract_mesh(degrees)
     total = 0
     for shape, axes, itemsize, copies in parameter_layout(config, str(param_dtype)):
-        spec = logical_to_spec(axes, shape, mesh, warn=False)  # planning, not placing: no warning
+        spec = logical_to_spec(axes, shape, mesh, **({} if rules is None else {"rules": rules}),
+                               warn=False)  # planning, not placing: no warning
         total += copies * math.ceil(math.prod(shape) / _shards(spec, mesh)) * itemsize
     return total
 

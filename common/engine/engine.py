@@ -26,6 +26,7 @@ from jax.sharding import Mesh
 from common.engine.pages import PageCache
 from common.engine.programs import pass_and_sample
 from common.engine.scheduler import Scheduler, Sequence, Work
+from common.engine.weights import inference_copy
 from common.model import Decoder
 from common.paged_kv import NULL_PAGE, PagedKV, PageView, pool_bytes
 from common.prefill_plan import bucket, length_bucket
@@ -50,12 +51,15 @@ class Engine(Rollout):
     the pool (page 0 is the null page), or memory_bytes: the pool's budget (`pages_for_budget`), or neither:
     enough for max_slots sequences of max_cache_length tokens. prefill_chunk: tokens of one prompt per prefill
     call; prefill_tokens: of all prompts in one prefill call (default 4 chunks). min_rows: the smallest row
-    bucket (fewer shapes to compile)."""
+    bucket (fewer shapes to compile). weights_dtype: decode from a copy of the parameters in this dtype, laid
+    out for inference on the mesh (`common.engine.weights`: split over tensor only, no all-gather of weights
+    in a decode step), made once per parameter version; None: the given parameters as they are on one
+    device, the copy in their own dtype on a mesh."""
 
     def __init__(self, model: Decoder, *, mesh: Mesh | None = None, max_slots: int = 64, page_size: int = 16,
                  num_pages: int | None = None, memory_bytes: int | None = None,
                  max_cache_length: int | None = None, prefill_chunk: int = 256, prefill_tokens: int | None = None,
-                 min_rows: int = 8, pad_id: int = 0):
+                 min_rows: int = 8, pad_id: int = 0, weights_dtype=None):
         self.graphdef, self.state = nnx.split(model)
         self.config = model.config
         self.dtype = model.dtype
@@ -68,6 +72,8 @@ class Engine(Rollout):
         self.num_pages = num_pages
         self.prefill_chunk = prefill_chunk
         self.prefill_tokens = prefill_tokens or 4 * prefill_chunk
+        self.weights_dtype = weights_dtype
+        self._weights, self._weights_of = None, None  # the inference copy, and the parameter arrays it came from
         self._kv: PagedKV | None = None
         self._compiled: dict[tuple, Any] = {}
         self.stats: dict[str, int] = {}
@@ -88,6 +94,18 @@ class Engine(Rollout):
 
             self._compiled[key] = jax.jit(run, donate_argnums=(1,))
         return self._compiled[key]
+
+    def _inference_weights(self, params):
+        """The parameters the programs decode from: `params`, or their inference copy (made once a version)."""
+        if self.weights_dtype is None and self.mesh is None:
+            return params
+        leaves = jax.tree.leaves(params)
+        if self._weights_of is None or len(leaves) != len(self._weights_of) or any(
+                a is not b for a, b in zip(leaves, self._weights_of)):
+            self._weights = None  # the old copy goes before the new one is made
+            dtype = self.weights_dtype or leaves[0].dtype
+            self._weights, self._weights_of = inference_copy(params, self.mesh, dtype), leaves
+        return self._weights
 
     def _pool(self) -> PagedKV:
         if self._kv is None:
@@ -178,6 +196,7 @@ class Engine(Rollout):
         self.stats = {"calls": 0, "row_tokens": 0}
         ctx = jax.set_mesh(self.mesh) if self.mesh is not None else contextlib.nullcontext()
         with ctx:
+            params = self._inference_weights(params)
             while not scheduler.done:
                 scheduler.admit()
                 ran = False

@@ -197,3 +197,21 @@ def test_a_bfloat16_engine_runs_on_the_cpu():
     model = Decoder(get_preset("tiny"), rngs=nnx.Rngs(3), dtype="bfloat16", attention="xla")
     out = Engine(model, max_cache_length=64, page_size=4, max_slots=4).sample(PROMPTS[:3], max_new_tokens=6)
     assert [len(t) for t in out.token_ids] == [6, 6, 6] and np.all(np.isfinite(np.concatenate(out.logprobs)))
+
+
+def test_on_a_mesh_the_engine_decodes_from_a_tensor_split_copy_and_samples_the_same(model, static):
+    import jax
+    from jax.sharding import PartitionSpec
+
+    from common.engine.weights import inference_shardings
+    from common.sharding import make_mesh
+
+    mesh = make_mesh({"fsdp": 2, "tensor": 2}, jax.devices()[:4])
+    ref = static.sample(PROMPTS, max_new_tokens=8, temperature=1.0, seed=1)
+    engine = Engine(model, mesh=mesh, max_cache_length=128, page_size=8, max_slots=4, weights_dtype="float32")
+    out = engine.sample(PROMPTS, max_new_tokens=8, temperature=1.0, seed=1)
+    assert out.token_ids == ref.token_ids
+    specs = {tuple(p): v.sharding.spec for p, v in nnx.to_flat_state(engine._weights)}
+    assert all("fsdp" not in str(spec) for spec in specs.values())  # nothing split over fsdp: no all-gather
+    assert specs[("layers", "mlp", "down_kernel")] == PartitionSpec(None, "tensor", None)
+    assert jax.tree.leaves(inference_shardings(nnx.state(model), mesh))

@@ -1,0 +1,29 @@
+"""Compiles the rollout engine's decode step for Qwen2.5-7B on v5p-64 (the recipe's slice and layout; libtpu, no
+TPU) twice — from the inference copy of the weights and from the trainer's fsdp-split float32 parameters — and
+prints `REPORT {...}` with per-device bytes and the all-gathers of each; run by tests/common/test_engine_aot.py in
+a clean process (libtpu is configured before JAX starts)."""
+
+import dataclasses
+import json
+
+from common.aot.topology import prepare_libtpu_env
+
+prepare_libtpu_env()
+
+from common.aot.engine import compile_engine_step  # noqa: E402
+from common.aot.topology import preset_devices  # noqa: E402
+from common.config import get_preset  # noqa: E402
+from common.mesh_presets import get_mesh_preset  # noqa: E402
+from common.sharding import make_mesh  # noqa: E402
+
+SIZE, PRESET = "qwen2_5_7b", "v5p-64"
+preset = get_mesh_preset(PRESET)
+data, fsdp, tensor = preset.degrees(SIZE)
+mesh = make_mesh({"data": data, "fsdp": fsdp, "tensor": tensor}, preset_devices(preset))
+report = {"degrees": [data, fsdp, tensor]}
+for name, trainer in (("inference", False), ("trainer", True)):
+    step = compile_engine_step(get_preset(SIZE), mesh, rows=256, pages_per_row=64, num_pages=2048,
+                               trainer_weights=trainer)
+    report[name] = {**dataclasses.asdict(step.memory), "total": step.memory.total,
+                    "all_gather_bytes": list(step.all_gather_bytes)}
+print("REPORT " + json.dumps(report), flush=True)
