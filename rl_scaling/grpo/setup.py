@@ -263,7 +263,8 @@ def make_rollout(cfg, model, *, mesh, pad_id: int, max_cache_length: int, sequen
     `sequences_per_call`; the paged engine takes a step's sequences in one call, its page pool holding what
     `sequences_per_call` sequences of full length hold (the same memory), its decode slots
     grpo.engine_slots (0: as many as that memory holds at full length; short sequences leave pages free for
-    more)."""
+    more); it decodes from a copy of the policy in the compute dtype, laid out for inference
+    (`common.engine.weights`), made once per update."""
     from common.engine import Engine
     from common.sampler import Sampler
 
@@ -275,7 +276,7 @@ def make_rollout(cfg, model, *, mesh, pad_id: int, max_cache_length: int, sequen
     pages = 1 + sequences_per_call * -(-max_cache_length // page)
     slots = int(g.get("engine_slots", 0)) or sequences_per_call
     return Engine(model, mesh=mesh, pad_id=pad_id, max_cache_length=max_cache_length, page_size=page,
-                  num_pages=pages, max_slots=slots), 0
+                  num_pages=pages, max_slots=slots, weights_dtype=str(cfg.model.dtype)), 0
 
 
 def policy_config(cfg):
