@@ -18,14 +18,13 @@ import math
 from typing import Any, Sequence as Seq
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 from jax.sharding import Mesh
 
 from common.engine.pages import PageCache
 from common.engine.programs import pass_and_sample
-from common.engine.scheduler import Scheduler, Sequence, Work
+from common.engine.scheduler import Sampling, Scheduler, Sequence, Work
 from common.engine.weights import inference_copy
 from common.model import Decoder
 from common.paged_kv import NULL_PAGE, PagedKV, PageView, pool_bytes
@@ -138,19 +137,74 @@ class Engine(Rollout):
     def _pages_needed(self, tokens: int) -> int:
         return math.ceil(tokens / self.page_size)
 
-    def _run(self, params, work: Work, width: int, settings, mode: SamplingMode):
-        """Runs one call; returns (sampled tokens [n], log-probs [n]) of its rows."""
+    def _run(self, params, work: Work, width: int):
+        """Runs one call per sampling mode among the rows; returns (sampled tokens [n], log-probs [n])."""
+        token, logp = np.zeros(len(work.rows), np.int32), np.zeros(len(work.rows), np.float32)
+        modes = {}
+        for i, (seq, _, _) in enumerate(work.rows):
+            modes.setdefault(seq.sampling.mode, []).append(i)
+        for mode, index in modes.items():
+            part = Work([work.rows[i] for i in index])
+            token[index], logp[index] = self._call(params, part, width, mode)
+        return token, logp
+
+    def _call(self, params, work: Work, width: int, mode: SamplingMode):
         rows = min(bucket(len(work.rows), self.min_rows), bucket(self.max_slots, 1))
         rows = max(rows, len(work.rows))
         pages = bucket(max(self._pages_needed(first + n) for _, first, n in work.rows), 1)
         pages = min(pages, self._pages_needed(self.max_cache_length))
         tokens, view, last, ids, index = self._arrays(work, rows, width, pages)
+        seeds, temperature, top_p = np.zeros(rows, np.int32), np.ones(rows, np.float32), np.ones(rows, np.float32)
+        for r, (seq, _, _) in enumerate(work.rows):
+            s = seq.sampling
+            seeds[r], temperature[r], top_p[r] = s.seed, s.temperature or 1.0, s.top_p
         self._kv, token, logp = self._program(rows, width, pages, mode)(
-            params, self._pool(), tokens, view, last, settings[0], ids, index, *settings[1:])
+            params, self._pool(), tokens, view, last, seeds, ids, index, temperature, top_p)
         token, logp = jax.device_get((token, logp))
         self.stats["calls"] = self.stats.get("calls", 0) + 1
         self.stats["row_tokens"] = self.stats.get("row_tokens", 0) + rows * width
         return np.asarray(token)[:len(work.rows)], np.asarray(logp)[:len(work.rows)]
+
+    # ---- continuous use: a scheduler that requests join, one iteration at a time ---------------------
+
+    def new_scheduler(self) -> Scheduler:
+        """An empty queue and slot set over this engine's pool (one in use at a time)."""
+        return Scheduler(PageCache(self.num_pages, self.page_size), max_slots=self.max_slots,
+                         prefill_chunk=self.prefill_chunk, prefill_tokens=self.prefill_tokens)
+
+    def check_request(self, prompt: Seq[int], max_new_tokens: int, name: str = "prompt") -> None:
+        """Raises ValueError / PromptTooLongError naming what is wrong with one request."""
+        if max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+        if len(prompt) == 0:
+            raise ValueError(f"{name} is empty")
+        need = len(prompt) + max_new_tokens
+        if need > self.max_cache_length:
+            raise PromptTooLongError(f"{name} has {len(prompt)} tokens; with max_new_tokens={max_new_tokens} it "
+                                     f"needs {need} positions, the engine allows {self.max_cache_length}")
+        if self._pages_needed(need) > self.num_pages - 1:
+            raise PromptTooLongError(f"{name} with max_new_tokens={max_new_tokens} needs {self._pages_needed(need)} "
+                                     f"pages of {self.page_size} tokens; the pool holds {self.num_pages - 1}")
+        check_prompt_ids([prompt], self.config.vocab_size)
+
+    def step(self, scheduler: Scheduler, params) -> list[Sequence]:
+        """One iteration: admit what fits, one prefill call (chunks of admitted prompts), one decode step.
+        Returns the sequences that got a token (a finished one has its finish_reason). params: as `generate`'s,
+        already the inference copy when one is used (`inference_weights`)."""
+        scheduler.admit()
+        got, ran = [], False
+        for work, width in self._iteration(scheduler):
+            token, logp = self._run(params, work, width)
+            scheduler.computed(work)
+            for (seq, first, n), t, lp in zip(work.rows, token, logp):
+                if first + n == seq.length:  # the call reached the context's end: a new token
+                    scheduler.sampled(seq, int(t), float(lp))
+                    got.append(seq)
+            ran = True
+        if not ran and not scheduler.done:
+            raise RuntimeError("the engine made no progress: no admitted sequence and none admissible "
+                               f"({len(scheduler.waiting)} waiting, {scheduler.pages.available} pages free)")
+        return got
 
     # ---- Rollout ----------------------------------------------------------------------------------
 
@@ -161,21 +215,10 @@ class Engine(Rollout):
         """`generate` with the parameters the engine holds."""
         return self.generate(self.state, prompt_ids, **kwargs)
 
-    def _check(self, prompt_ids, max_new_tokens: int) -> None:
-        if max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-        for i, p in enumerate(prompt_ids):
-            if len(p) == 0:
-                raise ValueError(f"prompt {i} is empty")
-            need = len(p) + max_new_tokens
-            if need > self.max_cache_length:
-                raise PromptTooLongError(f"prompt {i} has {len(p)} tokens; with max_new_tokens={max_new_tokens} "
-                                         f"it needs {need} positions, the engine allows {self.max_cache_length}")
-            if self._pages_needed(need) > self.num_pages - 1:
-                raise PromptTooLongError(f"prompt {i} with max_new_tokens={max_new_tokens} needs "
-                                         f"{self._pages_needed(need)} pages of {self.page_size} tokens; the "
-                                         f"pool holds {self.num_pages - 1}")
-        check_prompt_ids(prompt_ids, self.config.vocab_size)
+    def inference_weights(self, params):
+        """What the programs decode from: `params`, or their inference copy (`weights_dtype` or a mesh), made
+        once per parameter version."""
+        return self._inference_weights(params)
 
     def generate(self, params, prompt_ids: Seq[Seq[int]], *, max_new_tokens: int, temperature: float = 0.0,
                  top_k: int = 0, top_p: float = 1.0, seed: int = 0, stop_token_ids: Seq[int] = ()
@@ -184,13 +227,12 @@ class Engine(Rollout):
         whatever the batch, the pool size or the order of admission."""
         if not prompt_ids:
             return SampleOutput([], [], [])
-        self._check(prompt_ids, max_new_tokens)
-        mode = SamplingMode.from_params(temperature, top_k, top_p)
-        settings = (jnp.int32(seed), jnp.float32(temperature or 1.0), jnp.float32(top_p))
-        stops = frozenset(int(t) for t in stop_token_ids)
-        scheduler = Scheduler(PageCache(self.num_pages, self.page_size), max_slots=self.max_slots,
-                              prefill_chunk=self.prefill_chunk, prefill_tokens=self.prefill_tokens)
-        seqs = [Sequence(i, list(map(int, p)), max_new_tokens) for i, p in enumerate(prompt_ids)]
+        for i, p in enumerate(prompt_ids):
+            self.check_request(p, max_new_tokens, f"prompt {i}")
+        sampling = Sampling(temperature, top_k, top_p, seed, frozenset(int(t) for t in stop_token_ids))
+        sampling.mode  # a bad setting fails here, before any work
+        scheduler = self.new_scheduler()
+        seqs = [Sequence(i, list(map(int, p)), max_new_tokens, sampling) for i, p in enumerate(prompt_ids)]
         for seq in seqs:
             scheduler.add(seq)
         self.stats = {"calls": 0, "row_tokens": 0}
@@ -198,18 +240,7 @@ class Engine(Rollout):
         with ctx:
             params = self._inference_weights(params)
             while not scheduler.done:
-                scheduler.admit()
-                ran = False
-                for work, width in self._iteration(scheduler):
-                    token, logp = self._run(params, work, width, settings, mode)
-                    scheduler.computed(work)
-                    for (seq, first, n), t, lp in zip(work.rows, token, logp):
-                        if first + n == seq.length:  # the call reached the context's end: a new token
-                            scheduler.sampled(seq, int(t), float(lp), stops)
-                    ran = True
-                if not ran and not scheduler.done:
-                    raise RuntimeError("the engine made no progress: no admitted sequence and none admissible "
-                                       f"({len(scheduler.waiting)} waiting, {scheduler.pages.available} pages free)")
+                self.step(scheduler, params)
         self.stats["preemptions"] = scheduler.preemptions
         logprobs = [s.logprobs for s in seqs]
         check_logprobs_not_nan(logprobs)

@@ -17,19 +17,21 @@ from common.paged_kv import PagedKV, PageView
 from common.sampling import SamplingMode, sample_tokens
 
 
-def token_keys(seed, sequence_ids: jax.Array, token_index: jax.Array) -> jax.Array:
-    """seed int32 scalar, sequence_ids [B], token_index [B] -> [B] PRNG keys."""
-    base = jax.random.key(seed)
-    return jax.vmap(lambda s, i: jax.random.fold_in(jax.random.fold_in(base, s), i))(sequence_ids, token_index)
+def token_keys(seeds: jax.Array, sequence_ids: jax.Array, token_index: jax.Array) -> jax.Array:
+    """seeds, sequence_ids, token_index [B] int32 -> [B] PRNG keys."""
+    key = lambda seed, s, i: jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), s), i)
+    return jax.vmap(key)(seeds, sequence_ids, token_index)
 
 
-def pass_and_sample(model, kv: PagedKV, tokens, view: PageView, last, seed, sequence_ids, token_index, temperature,
+def pass_and_sample(model, kv: PagedKV, tokens, view: PageView, last, seeds, sequence_ids, token_index, temperature,
                     top_p, *, mode: SamplingMode):
     """tokens [B, T] int32 at view.positions under the pool kv; last [B]: index in T of each row's last real
-    token; sequence_ids, token_index [B] int32 (the key of the token sampled next). -> (the pool with the
-    tokens' keys and values written, sampled tokens [B] int32, their log-probabilities [B] float32)."""
+    token; seeds, sequence_ids, token_index [B] int32 (the key of the token sampled next); temperature, top_p
+    [B] float32 (each row its request's). -> (the pool with the tokens' keys and values written, sampled tokens
+    [B] int32, their log-probabilities [B] float32)."""
     hidden, kv = model.forward_paged(tokens, kv, view)
     final = jnp.take_along_axis(hidden, last[:, None, None], axis=1)[:, 0]  # [B, d]
     logits = model.logits(final, sampling=True)
-    token, logp = sample_tokens(logits, token_keys(seed, sequence_ids, token_index), temperature, top_p, mode)
+    token, logp = sample_tokens(logits, token_keys(seeds, sequence_ids, token_index), temperature[:, None],
+                                top_p[:, None], mode)
     return kv, token, logp

@@ -18,15 +18,34 @@ import dataclasses
 import math
 
 from common.engine.pages import OutOfPages, PageCache, page_keys
+from common.sampling import SamplingMode
+
+
+@dataclasses.dataclass(frozen=True)
+class Sampling:
+    """How a sequence samples. temperature 0: greedy; top_k 0 / top_p 1: no filter. stop_ids: generation ends
+    after one of them. seed: with the sequence's id and the token's index, the token's random key."""
+
+    temperature: float = 0.0
+    top_k: int = 0
+    top_p: float = 1.0
+    seed: int = 0
+    stop_ids: frozenset = frozenset()
+
+    @property
+    def mode(self) -> SamplingMode:
+        """The static part (the compiled program's)."""
+        return SamplingMode.from_params(self.temperature, self.top_k, self.top_p)
 
 
 @dataclasses.dataclass(eq=False)
 class Sequence:
-    """One prompt's generation. id: its place in the request (its random stream)."""
+    """One prompt's generation. id: its random stream (with sampling.seed)."""
 
     id: int
     prompt: list[int]
     max_new_tokens: int
+    sampling: Sampling = Sampling()
     generated: list[int] = dataclasses.field(default_factory=list)
     logprobs: list[float] = dataclasses.field(default_factory=list)
     pages: list[int] = dataclasses.field(default_factory=list)
@@ -148,6 +167,16 @@ class Scheduler:
                 rows.append((seq, seq.computed, 1))
         return Work([r for r in rows if r[0] in self.running])
 
+    def cancel(self, seq: Sequence) -> None:
+        """Drop a sequence wherever it is (a client went away), releasing its pages."""
+        if seq in self.running:
+            self.running.remove(seq)
+            self.pages.release(seq.pages)
+            seq.pages = []
+        elif seq in self.waiting:
+            self.waiting.remove(seq)
+        seq.finish_reason = seq.finish_reason or "cancelled"
+
     def preempt(self, seq: Sequence) -> None:
         """Release a running sequence's pages; it waits first in line, to be recomputed from its context."""
         self.running.remove(seq)
@@ -164,12 +193,12 @@ class Scheduler:
             for i in range(min(len(seq.prompt_keys), seq.computed // self.page_size)):
                 self.pages.ready(seq.pages[i])
 
-    def sampled(self, seq: Sequence, token: int, logprob: float, stop_ids) -> None:
+    def sampled(self, seq: Sequence, token: int, logprob: float) -> None:
         """Append a token sampled after the sequence's last computed one; retire it when it stops or reaches
         its budget (its pages are released)."""
         seq.generated.append(token)
         seq.logprobs.append(logprob)
-        if token in stop_ids:
+        if token in seq.sampling.stop_ids:
             seq.finish_reason = "stop"
         elif len(seq.generated) >= seq.max_new_tokens:
             seq.finish_reason = "length"

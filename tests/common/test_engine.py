@@ -132,7 +132,7 @@ def test_admission_is_bounded_by_free_pages_and_decode_preempts_the_newest():
     assert sched.running == seqs[:2] and list(sched.waiting) == seqs[2:]  # 2 pages each, 4 free
     sched.computed(sched.prefill_work())
     for s in seqs[:2]:
-        sched.sampled(s, 1, -0.5, stop_ids=())
+        sched.sampled(s, 1, -0.5)
     work = sched.decode_work()  # each needs a third page: none is free, the newest is preempted
     assert [r[0] for r in work.rows] == [seqs[0]] and sched.preemptions == 1
     assert list(sched.waiting)[0] is seqs[1] and seqs[1].computed == 0 and seqs[1].generated == [1]
@@ -215,3 +215,27 @@ def test_on_a_mesh_the_engine_decodes_from_a_tensor_split_copy_and_samples_the_s
     assert all("fsdp" not in str(spec) for spec in specs.values())  # nothing split over fsdp: no all-gather
     assert specs[("layers", "mlp", "down_kernel")] == PartitionSpec(None, "tensor", None)
     assert jax.tree.leaves(inference_shardings(nnx.state(model), mesh))
+
+
+def test_requests_with_their_own_sampling_join_a_running_scheduler(model):
+    from common.engine import Sampling, Sequence
+
+    engine = Engine(model, max_cache_length=128, page_size=8, max_slots=4)
+    greedy = engine.sample([PROMPTS[1]], max_new_tokens=10)
+    hot = engine.sample([PROMPTS[5]], max_new_tokens=10, temperature=0.8, top_k=30, seed=9)
+    scheduler = engine.new_scheduler()
+    params = engine.inference_weights(engine.state)
+    a = Sequence(0, PROMPTS[1], 10, Sampling())
+    b = Sequence(0, PROMPTS[5], 10, Sampling(temperature=0.8, top_k=30, seed=9))
+    scheduler.add(a)
+    for _ in range(3):
+        engine.step(scheduler, params)
+    scheduler.add(b)  # joins while a decodes
+    while not scheduler.done:
+        engine.step(scheduler, params)
+    assert a.generated == greedy.token_ids[0] and b.generated == hot.token_ids[0]
+    c = Sequence(1, PROMPTS[0], 50, Sampling())
+    scheduler.add(c)
+    engine.step(scheduler, params)
+    scheduler.cancel(c)
+    assert scheduler.done and scheduler.pages.in_use == 0 and c.finish_reason == "cancelled"
