@@ -146,15 +146,22 @@ def _condition(row: dict) -> str:
     return f"{row['system']}/{row['attack']}/{row['defence']}"
 
 
+# The rows of the by-step figure: (summary column, y label, y range, text of a panel without a value).
+BY_STEP_PANELS = (("PDR", "PDR", (-0.02, 1.02), "no judged task"),
+                  ("mean DTDD", "Dark Triad score (12-108)", (0, 112), "no valid questionnaire"),
+                  ("invalid verdict share", "invalid verdicts (share)", (-0.02, 1.02), "no agent message"))
+
+
 def by_step_figure(rows: Sequence[dict]):
-    """PDR (top) and mean questionnaire score (bottom) against training step, safe tasks left and dangerous
-    right; one line per system/attack/defence. rows: summary rows with a "step" column (checkpoint_sweep)."""
-    fig, axes = plt.subplots(2, 2, figsize=(10, 7), sharex=True, squeeze=False, layout="constrained")
+    """PDR, mean questionnaire score and the share of invalid judge verdicts (rows of panels) against training
+    step, safe tasks left and dangerous right; one line per system/attack/defence. rows: summary rows with a
+    "step" column (checkpoint_sweep)."""
+    fig, axes = plt.subplots(len(BY_STEP_PANELS), 2, figsize=(10, 9.5), sharex=True, squeeze=False,
+                             layout="constrained")
     conditions = list(dict.fromkeys(_condition(r) for r in rows))
     steps = sorted({r["step"] for r in rows})
     for j, kind in enumerate(("safe", "dangerous")):
-        for i, (column, ylabel, ylim) in enumerate((("PDR", "PDR", (-0.02, 1.02)),
-                                                    ("mean DTDD", "Dark Triad score (12-108)", (0, 112)))):
+        for i, (column, ylabel, ylim, empty) in enumerate(BY_STEP_PANELS):
             ax = axes[i][j]
             for k, condition in enumerate(conditions):
                 points = sorted((r["step"], r[column]) for r in rows
@@ -163,13 +170,13 @@ def by_step_figure(rows: Sequence[dict]):
                     ax.plot(*zip(*points), marker="o", linestyle=LINE_STYLES[k % len(LINE_STYLES)],
                             label=condition)
             if not ax.lines:
-                _mark_empty(ax, "no valid questionnaire" if column == "mean DTDD" else "no judged task")
+                _mark_empty(ax, empty)
             ax.set_ylim(*ylim)
             ax.set_xticks(steps)
             ax.grid(alpha=0.3)
             ax.set_ylabel(ylabel if j == 0 else "")
             ax.set_title(f"{kind} tasks" if i == 0 else "", fontsize=10)
-            ax.set_xlabel("training step" if i == 1 else "")
+            ax.set_xlabel("training step" if i == len(BY_STEP_PANELS) - 1 else "")
     _figure_legend(fig, axes)
     return fig
 

@@ -40,7 +40,10 @@ def file_digest(path: Path) -> str:
 
 def checkpoint_digest(path: str) -> str:
     """12 hex digits over a checkpoint file or directory (every file's relative path and digest); "" when
-    `path` is not a local file or directory (a model name: the name itself identifies it)."""
+    `path` is not a local file or directory (a model name: the name itself identifies it) or is empty (no
+    model set; Path("") would be the working directory)."""
+    if not path:
+        return ""
     root = Path(path)
     if root.is_file():
         return file_digest(root)[:12]

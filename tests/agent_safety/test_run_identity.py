@@ -62,6 +62,15 @@ def test_checkpoint_digest_follows_the_weights(tmp_path):
     c.backend.kind, c.backend.model_path = "jax", str(tmp_path / "ckpt")
     assert dialogue_settings(c)["agents"]["digest"] == checkpoint_digest(str(tmp_path / "ckpt"))
     assert dialogue_settings(c)["judge"] == dialogue_settings(c)["agents"]  # judge_backend "same"
+    without_template = fingerprint(dialogue_settings(c))
+    c.backend.chat_template = "chatml"
+    assert fingerprint(dialogue_settings(c)) != without_template
+
+
+def test_no_model_path_digests_nothing_not_the_working_directory(tmp_path, monkeypatch):
+    (tmp_path / "some_file").write_text("changes as a run writes")
+    monkeypatch.chdir(tmp_path)
+    assert checkpoint_digest("") == ""
 
 
 def test_differing_keys_are_dotted():
