@@ -12,7 +12,7 @@ PACKAGES = ("common", "rl_scaling", "agent_safety")
 # libtpu's side directory (tools/setup.sh --tpu-aot) is found this way; it is not the repository.
 SYS_PATH_ALLOWED = {REPO / "common" / "aot" / "topology.py"}
 COMMANDS = ("train_grpo", "grid", "fit_scaling_law", "plan_size", "time_plan", "memory_plan", "miniature", "psysafe",
-            "psysafe_report", "convert_hf_to_orbax", "device_check")
+            "psysafe_report", "psysafe_checkpoints", "convert_hf_to_orbax", "device_check")
 
 
 def _sources(*folders):
