@@ -23,7 +23,7 @@ from flax import nnx
 from jax.sharding import Mesh
 
 from common.engine.pages import PageCache
-from common.engine.programs import pass_and_sample
+from common.engine.programs import TOP_LOGPROBS, pass_and_sample
 from common.engine.scheduler import Sampling, Scheduler, Sequence, Work
 from common.engine.weights import inference_copy
 from common.model import Decoder
@@ -83,13 +83,13 @@ class Engine(Rollout):
     def compile_keys(self) -> list[tuple]:
         return list(self._compiled)
 
-    def _program(self, rows: int, tokens: int, pages: int, mode: SamplingMode):
-        key = (rows, tokens, pages, mode)
+    def _program(self, rows: int, tokens: int, pages: int, mode: SamplingMode, top: int = 0):
+        key = (rows, tokens, pages, mode) + ((top,) if top else ())
         if key not in self._compiled:
             graphdef = self.graphdef
 
             def run(state, kv, *args):
-                return pass_and_sample(nnx.merge(graphdef, state), kv, *args, mode=mode)
+                return pass_and_sample(nnx.merge(graphdef, state), kv, *args, mode=mode, top=top)
 
             self._compiled[key] = jax.jit(run, donate_argnums=(1,))
         return self._compiled[key]
@@ -138,17 +138,22 @@ class Engine(Rollout):
         return math.ceil(tokens / self.page_size)
 
     def _run(self, params, work: Work, width: int):
-        """Runs one call per sampling mode among the rows; returns (sampled tokens [n], log-probs [n])."""
+        """Runs one call per sampling mode among the rows (and apart, the rows that ask for top log-probs);
+        returns (sampled tokens [n], log-probs [n], per row (top ids, top log-probs) or None)."""
         token, logp = np.zeros(len(work.rows), np.int32), np.zeros(len(work.rows), np.float32)
+        top = [None] * len(work.rows)
         modes = {}
         for i, (seq, _, _) in enumerate(work.rows):
-            modes.setdefault(seq.sampling.mode, []).append(i)
-        for mode, index in modes.items():
+            modes.setdefault((seq.sampling.mode, TOP_LOGPROBS if seq.top_logprobs else 0), []).append(i)
+        for (mode, k), index in modes.items():
             part = Work([work.rows[i] for i in index])
-            token[index], logp[index] = self._call(params, part, width, mode)
-        return token, logp
+            token[index], logp[index], part_top = self._call(params, part, width, mode, k)
+            if part_top is not None:
+                for r, i in enumerate(index):
+                    top[i] = (part_top[0][r].tolist(), part_top[1][r].tolist())
+        return token, logp, top
 
-    def _call(self, params, work: Work, width: int, mode: SamplingMode):
+    def _call(self, params, work: Work, width: int, mode: SamplingMode, top: int = 0):
         rows = min(bucket(len(work.rows), self.min_rows), bucket(self.max_slots, 1))
         rows = max(rows, len(work.rows))
         pages = bucket(max(self._pages_needed(first + n) for _, first, n in work.rows), 1)
@@ -158,12 +163,14 @@ class Engine(Rollout):
         for r, (seq, _, _) in enumerate(work.rows):
             s = seq.sampling
             seeds[r], temperature[r], top_p[r] = s.seed, s.temperature or 1.0, s.top_p
-        self._kv, token, logp = self._program(rows, width, pages, mode)(
+        self._kv, token, logp, *ranked = self._program(rows, width, pages, mode, top)(
             params, self._pool(), tokens, view, last, seeds, ids, index, temperature, top_p)
-        token, logp = jax.device_get((token, logp))
+        token, logp, ranked = jax.device_get((token, logp, ranked))
         self.stats["calls"] = self.stats.get("calls", 0) + 1
         self.stats["row_tokens"] = self.stats.get("row_tokens", 0) + rows * width
-        return np.asarray(token)[:len(work.rows)], np.asarray(logp)[:len(work.rows)]
+        n = len(work.rows)
+        ranked = tuple(np.asarray(a)[:n] for a in ranked[0]) if ranked else None
+        return np.asarray(token)[:n], np.asarray(logp)[:n], ranked
 
     # ---- continuous use: a scheduler that requests join, one iteration at a time ---------------------
 
@@ -171,6 +178,11 @@ class Engine(Rollout):
         """An empty queue and slot set over this engine's pool (one in use at a time)."""
         return Scheduler(PageCache(self.num_pages, self.page_size), max_slots=self.max_slots,
                          prefill_chunk=self.prefill_chunk, prefill_tokens=self.prefill_tokens)
+
+    def drop_pool(self) -> None:
+        """Forgets the page pool's device arrays (made anew by the next call): after a call that failed, as every
+        call consumes the pool it is given (donated)."""
+        self._kv = None
 
     def check_request(self, prompt: Seq[int], max_new_tokens: int, name: str = "prompt") -> None:
         """Raises ValueError / PromptTooLongError naming what is wrong with one request."""
@@ -194,10 +206,12 @@ class Engine(Rollout):
         scheduler.admit()
         got, ran = [], False
         for work, width in self._iteration(scheduler):
-            token, logp = self._run(params, work, width)
+            token, logp, top = self._run(params, work, width)
             scheduler.computed(work)
-            for (seq, first, n), t, lp in zip(work.rows, token, logp):
+            for (seq, first, n), t, lp, ranked in zip(work.rows, token, logp, top):
                 if first + n == seq.length:  # the call reached the context's end: a new token
+                    if ranked is not None:
+                        seq.top.append((ranked[0][:seq.top_logprobs], ranked[1][:seq.top_logprobs]))
                     scheduler.sampled(seq, int(t), float(lp))
                     got.append(seq)
             ran = True

@@ -14,7 +14,9 @@ import jax
 import jax.numpy as jnp
 
 from common.paged_kv import PagedKV, PageView
-from common.sampling import SamplingMode, sample_tokens
+from common.sampling import SamplingMode, sample_tokens, scaled_logits
+
+TOP_LOGPROBS = 20  # the most likely tokens a step reports when a sequence asks (`pass_and_sample`'s top_logprobs)
 
 
 def token_keys(seeds: jax.Array, sequence_ids: jax.Array, token_index: jax.Array) -> jax.Array:
@@ -23,15 +25,27 @@ def token_keys(seeds: jax.Array, sequence_ids: jax.Array, token_index: jax.Array
     return jax.vmap(key)(seeds, sequence_ids, token_index)
 
 
+def top_logprobs(logits: jax.Array, temperature: jax.Array, mode: SamplingMode, k: int):
+    """logits [B, V], temperature [B, 1] -> (ids [B, k] int32, log-probabilities [B, k] float32) of the k most
+    likely tokens, most likely first, under the distribution `sample_tokens` reports the sampled token's
+    log-probability in (softmax(logits / temperature), temperature 1 when greedy; before top-k / top-p)."""
+    logp = jax.nn.log_softmax(logits if mode.greedy else scaled_logits(logits, temperature), axis=-1)
+    values, ids = jax.lax.top_k(logp, min(k, logp.shape[-1]))
+    return ids.astype(jnp.int32), values
+
+
 def pass_and_sample(model, kv: PagedKV, tokens, view: PageView, last, seeds, sequence_ids, token_index, temperature,
-                    top_p, *, mode: SamplingMode):
+                    top_p, *, mode: SamplingMode, top: int = 0):
     """tokens [B, T] int32 at view.positions under the pool kv; last [B]: index in T of each row's last real
     token; seeds, sequence_ids, token_index [B] int32 (the key of the token sampled next); temperature, top_p
     [B] float32 (each row its request's). -> (the pool with the tokens' keys and values written, sampled tokens
-    [B] int32, their log-probabilities [B] float32)."""
+    [B] int32, their log-probabilities [B] float32), and with top > 0 (a program of its own) also the `top` most
+    likely tokens of each row (`top_logprobs`: ids [B, top], log-probabilities [B, top])."""
     hidden, kv = model.forward_paged(tokens, kv, view)
     final = jnp.take_along_axis(hidden, last[:, None, None], axis=1)[:, 0]  # [B, d]
     logits = model.logits(final, sampling=True)
     token, logp = sample_tokens(logits, token_keys(seeds, sequence_ids, token_index), temperature[:, None],
                                 top_p[:, None], mode)
+    if top:
+        return kv, token, logp, top_logprobs(logits, temperature[:, None], mode, top)
     return kv, token, logp

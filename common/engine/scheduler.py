@@ -52,6 +52,8 @@ class Sequence:
     computed: int = 0  # context tokens whose keys and values are in `pages`
     finish_reason: str | None = None  # "stop" | "length" once done
     prompt_keys: list[bytes] = dataclasses.field(default_factory=list)  # of the prompt's full pages
+    top_logprobs: int = 0  # how many most likely tokens to report each step (at most programs.TOP_LOGPROBS)
+    top: list[tuple[list[int], list[float]]] = dataclasses.field(default_factory=list)  # per token: (ids, log-probs)
 
     @property
     def length(self) -> int:

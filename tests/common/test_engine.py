@@ -239,3 +239,29 @@ def test_requests_with_their_own_sampling_join_a_running_scheduler(model):
     engine.step(scheduler, params)
     scheduler.cancel(c)
     assert scheduler.done and scheduler.pages.in_use == 0 and c.finish_reason == "cancelled"
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_top_logprobs_come_from_their_own_program_and_change_no_sample(model, temperature):
+    from common.engine import Sampling, Sequence
+
+    engine = Engine(model, max_cache_length=128, page_size=8, max_slots=4)
+    plain = engine.sample(PROMPTS[:3], max_new_tokens=6, temperature=temperature, seed=5)
+    scheduler, params = engine.new_scheduler(), engine.inference_weights(engine.state)
+    seqs = [Sequence(i, p, 6, Sampling(temperature, seed=5), top_logprobs=0 if i == 1 else 3)
+            for i, p in enumerate(PROMPTS[:3])]
+    for seq in seqs:
+        scheduler.add(seq)
+    while not scheduler.done:
+        engine.step(scheduler, params)
+    assert [s.generated for s in seqs] == plain.token_ids and seqs[1].top == []
+    np.testing.assert_allclose(np.concatenate([s.logprobs for s in seqs]), np.concatenate(plain.logprobs), atol=1e-5)
+    for seq in (seqs[0], seqs[2]):
+        assert len(seq.top) == 6
+        for token, lp, (ids, lps) in zip(seq.generated, seq.logprobs, seq.top):
+            assert len(ids) == 3 and lps == sorted(lps, reverse=True)
+            if token in ids:  # the sampled token's log-probability is of the same distribution
+                assert lps[ids.index(token)] == pytest.approx(lp, abs=1e-5)
+            if temperature == 0.0:
+                assert ids[0] == token
+    assert {len(k) for k in engine.compile_keys} == {4, 5}  # (rows, tokens, pages, mode[, top])
