@@ -14,15 +14,20 @@ import weakref
 from pathlib import Path
 from typing import Sequence
 
+import jax
 from jax.sharding import Mesh
 
+from common.engine import Engine
 from common.model import Decoder
+from common.rollout import Rollout
 from common.sampler import Sampler
 
 # Names that resolve to a checkpoint this repository can build offline.
 KNOWN_MODELS = ("smollm2-135m-instruct",)
 
 _SAMPLERS: "weakref.WeakKeyDictionary[Decoder, Sampler]" = weakref.WeakKeyDictionary()
+_ENGINES: "weakref.WeakKeyDictionary[Decoder, Engine]" = weakref.WeakKeyDictionary()
+ENGINES = ("auto", "paged", "static")
 _MESHES: "weakref.WeakKeyDictionary[Decoder, Mesh]" = weakref.WeakKeyDictionary()
 
 
@@ -93,22 +98,49 @@ def load_pretrained(path: str | Path, dtype: str | None = None, mesh: Mesh | Non
     return model, tokenizer
 
 
-def sampler_for(model: Decoder, max_cache_length: int | None = None, pad_id: int = 0) -> Sampler:
-    """The cached Sampler of a model (its compiled programs persist across calls), synced to the
-    model's current parameter values."""
-    sampler = _SAMPLERS.get(model)
-    if sampler is None or (max_cache_length and sampler.max_cache_length != max_cache_length):
-        sampler = Sampler(model, mesh=_MESHES.get(model), max_cache_length=max_cache_length, pad_id=pad_id)
-        _SAMPLERS[model] = sampler
+def _cached(cache: weakref.WeakKeyDictionary, kind, model: Decoder, max_cache_length: int | None, pad_id: int):
+    """The model's generator of `kind` held in `cache` (its compiled programs persist across calls), synced to
+    the model's current parameter values; a new one when the cache length asked for differs."""
+    held = cache.get(model)
+    if held is None or (max_cache_length and held.max_cache_length != max_cache_length):
+        held = cache[model] = kind(model, mesh=_MESHES.get(model), max_cache_length=max_cache_length, pad_id=pad_id)
     else:
-        sampler.update_params(model)
-    return sampler
+        held.update_params(model)
+    return held
+
+
+def sampler_for(model: Decoder, max_cache_length: int | None = None, pad_id: int = 0) -> Sampler:
+    """The cached static Sampler of a model."""
+    return _cached(_SAMPLERS, Sampler, model, max_cache_length, pad_id)
+
+
+def engine_for(model: Decoder, max_cache_length: int | None = None, pad_id: int = 0) -> Engine:
+    """The cached paged engine of a model (its page pool persists too)."""
+    return _cached(_ENGINES, Engine, model, max_cache_length, pad_id)
+
+
+def rollout_for(model: Decoder, engine: str = "auto", max_cache_length: int | None = None, pad_id: int = 0
+                ) -> Rollout:
+    """What generates for `model`: "paged" the engine (`common.engine`), "static" the sampler, "auto" the
+    engine on GPU / TPU and the sampler on CPU (where the CPU decode kernels make the sampler's steps faster:
+    tools/bench_rollouts.py)."""
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
+    if engine == "auto":
+        mesh = _MESHES.get(model)
+        platform = mesh.devices.flat[0].platform if mesh is not None else jax.default_backend()
+        engine = "static" if platform == "cpu" else "paged"
+    if engine == "paged":
+        return engine_for(model, max_cache_length, pad_id)
+    return sampler_for(model, max_cache_length, pad_id)
 
 
 def generate(model: Decoder, tokenizer, prompts: Sequence[str] | Sequence[Sequence[int]], max_new_tokens: int = 32,
              temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0, seed: int = 0,
-             stop_token_ids: Sequence[int] | None = None, max_cache_length: int | None = None) -> list[Completion]:
-    """Samples a continuation of each prompt in one batch.
+             stop_token_ids: Sequence[int] | None = None, max_cache_length: int | None = None,
+             engine: str = "auto") -> list[Completion]:
+    """Samples a continuation of each prompt (`rollout_for(model, engine)` generates: the same samples either
+    way for the same seed, as both key token i of prompt r by (seed, r, i)).
 
     prompts: strings (encoded as-is: no chat template, no added special tokens) or token-id lists.
     stop_token_ids: None = the tokenizer's end ids; [] = never stop early.
@@ -123,9 +155,9 @@ def generate(model: Decoder, tokenizer, prompts: Sequence[str] | Sequence[Sequen
         prompt_ids = [list(map(int, p)) for p in prompts]
     stops = end_token_ids(tokenizer) if stop_token_ids is None else list(stop_token_ids)
     pad_id = tokenizer.pad_token_id if getattr(tokenizer, "pad_token_id", None) is not None else 0
-    sampler = sampler_for(model, max_cache_length, pad_id)
-    out = sampler.sample(prompt_ids, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k,
-                         top_p=top_p, seed=seed, stop_token_ids=stops)
+    out = rollout_for(model, engine, max_cache_length, pad_id).sample(
+        prompt_ids, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
+        stop_token_ids=stops)
     return [
         Completion(token_ids=ids, text=tokenizer.decode(ids, skip_special_tokens=True), logprobs=lps,
                    finish_reason=reason, prompt_token_ids=p)

@@ -22,7 +22,6 @@ import argparse
 import datetime
 import json
 import math
-import sys
 import time
 from pathlib import Path
 
@@ -94,7 +93,6 @@ def main(argv=None):
     parser.add_argument("--out", help="append the markdown table to this file")
     args = parser.parse_args(argv)
 
-    sys.path.insert(0, str(REPO))
     from common import load_pretrained
     from common.api import resolve_model_path
     from common.chat import chat_prompt_ids

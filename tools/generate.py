@@ -30,6 +30,8 @@ def parse_args(argv=None):
     p.add_argument("--dtype", default=None, choices=["float32", "bfloat16"],
                    help="compute dtype (default: bfloat16 on GPU / TPU, float32 on CPU)")
     p.add_argument("--attention", default="auto", help="attention backend (common.attention): auto, xla, cpu, ...")
+    p.add_argument("--engine", default="auto", choices=["auto", "paged", "static"],
+                   help="what generates: the paged engine, the static sampler, auto = paged on GPU/TPU, static on CPU")
     p.add_argument("--logprobs", action="store_true", help="print each generated token's log-probability")
     args = p.parse_args(argv)
     if not args.prompt and args.chat is None:
@@ -57,7 +59,7 @@ def main(argv=None) -> int:
     def run(prompts):
         prompts = [p for p in prompts for _ in range(args.n)]
         t = time.perf_counter()
-        outs = generate(model, tokenizer, prompts, seed=args.seed, **sample)
+        outs = generate(model, tokenizer, prompts, seed=args.seed, engine=args.engine, **sample)
         dt = time.perf_counter() - t
         n_tokens = sum(len(o.token_ids) for o in outs)
         print(f"[{n_tokens} tokens in {dt:.1f}s]", file=sys.stderr)

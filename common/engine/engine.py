@@ -38,6 +38,20 @@ class PromptTooLongError(ValueError):
     """A prompt with its new-token budget does not fit the model's positions or the page pool."""
 
 
+DEFAULT_POOL_BYTES = 2**30  # the pool where the device reports no memory (CPU) and none is given
+DEVICE_POOL_SHARE = 0.4  # of a device's memory, where it reports its limit and no budget is given
+
+
+def default_pool_bytes() -> int:
+    """The page pool's budget when the caller gives none: DEVICE_POOL_SHARE of the device's memory limit, or
+    DEFAULT_POOL_BYTES where the device reports none."""
+    try:
+        limit = (jax.local_devices()[0].memory_stats() or {}).get("bytes_limit")
+    except Exception:  # a platform without memory statistics
+        limit = None
+    return int(limit * DEVICE_POOL_SHARE) if limit else DEFAULT_POOL_BYTES
+
+
 def pages_for_budget(config, memory_bytes: int, page_size: int, dtype) -> int:
     """Pages (the null page included) a pool of at most `memory_bytes` holds."""
     return max(2, memory_bytes // pool_bytes(config, 1, page_size, dtype))
@@ -48,8 +62,9 @@ class Engine(Rollout):
 
     max_slots: sequences generating at once (the largest decode batch). page_size: tokens a page. num_pages:
     the pool (page 0 is the null page), or memory_bytes: the pool's budget (`pages_for_budget`), or neither:
-    enough for max_slots sequences of max_cache_length tokens. prefill_chunk: tokens of one prompt per prefill
-    call; prefill_tokens: of all prompts in one prefill call (default 4 chunks). min_rows: the smallest row
+    enough for max_slots sequences of max_cache_length tokens, at most `default_pool_bytes()`.
+    prefill_chunk: tokens of one prompt per prefill call; prefill_tokens: of all prompts in one prefill call
+    (default 4 chunks). min_rows: the smallest row
     bucket (fewer shapes to compile). weights_dtype: decode from a copy of the parameters in this dtype, laid
     out for inference on the mesh (`common.engine.weights`: split over tensor only, no all-gather of weights
     in a decode step), made once per parameter version; None: the given parameters as they are on one
@@ -66,8 +81,9 @@ class Engine(Rollout):
         self.max_slots, self.page_size, self.min_rows, self.pad_id = max_slots, page_size, min_rows, pad_id
         self.max_cache_length = max_cache_length or model.config.max_position_embeddings
         if num_pages is None:
-            num_pages = (pages_for_budget(model.config, memory_bytes, page_size, self.dtype) if memory_bytes
-                         else 1 + max_slots * math.ceil(self.max_cache_length / page_size))
+            budget = pages_for_budget(model.config, memory_bytes or default_pool_bytes(), page_size, self.dtype)
+            full = 1 + max_slots * math.ceil(self.max_cache_length / page_size)
+            num_pages = budget if memory_bytes else min(full, budget)
         self.num_pages = num_pages
         self.prefill_chunk = prefill_chunk
         self.prefill_tokens = prefill_tokens or 4 * prefill_chunk

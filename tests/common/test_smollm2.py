@@ -34,9 +34,10 @@ def test_logits_match_transformers(ours, hf_model):
     assert rel_err(model(ids), hf_logits(hf_model, ids)) <= 2e-5
 
 
-def test_greedy_generation_matches_transformers_batch_of_ragged_prompts(ours, hf_model):
+@pytest.mark.parametrize("engine", ["static", "paged"])
+def test_greedy_generation_matches_transformers_batch_of_ragged_prompts(ours, hf_model, engine):
     model, tokenizer = ours
-    outs = generate(model, tokenizer, PROMPTS, max_new_tokens=32, temperature=0.0, stop_token_ids=[])
+    outs = generate(model, tokenizer, PROMPTS, max_new_tokens=32, temperature=0.0, stop_token_ids=[], engine=engine)
     for prompt, out in zip(PROMPTS, outs):
         ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
         with torch.no_grad():
@@ -55,6 +56,16 @@ def test_chat_answer_stops_at_end_token(ours):
     out = generate(model, tokenizer, [prompt], max_new_tokens=64)[0]
     assert "12" in out.text
     assert out.finish_reason == "stop" and out.token_ids[-1] in (tokenizer.eos_token_id, 2)
+
+
+def test_the_paged_engine_samples_what_the_static_sampler_does(ours):
+    model, tokenizer = ours
+    kw = dict(max_new_tokens=24, temperature=1.0, top_p=0.95, seed=5, stop_token_ids=[])
+    static = generate(model, tokenizer, PROMPTS, engine="static", **kw)
+    paged = generate(model, tokenizer, PROMPTS, engine="paged", **kw)
+    assert [o.token_ids for o in paged] == [o.token_ids for o in static]
+    np.testing.assert_allclose(np.concatenate([o.logprobs for o in paged]),
+                               np.concatenate([o.logprobs for o in static]), atol=2e-4)
 
 
 def test_sampling_is_reproducible_per_seed(ours):
