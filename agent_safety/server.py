@@ -1,29 +1,32 @@
-"""An OpenAI-compatible chat server (`/v1/chat/completions`, `/v1/models`) over ANY `ChatBackend`.
+"""An OpenAI-compatible chat server (`/v1/chat/completions`, `/v1/models`) over ANY `ChatBackend`: a proxy in
+front of another endpoint (`OpenAIBackend`) or the scripted demo backend.
 
-Concurrent HTTP requests are gathered by `RequestBatcher` into one `complete_batch` call (up to
-`max_batch` requests, waiting at most `batch_window_s` for company), so serving the JAX backend
-decodes many clients' requests together. Streaming and n > 1 are not supported (HTTP 400). A request the
-backend fails for good answers 400 when it was refused (a context too long), else 502.
-`ServerThread` runs the server on a loopback port inside the current process (tests, notebooks).
+A local model is served by `common.serving` instead (`tools/serve.py`, and `tools/psysafe_server.py
+--backend=jax`): requests join the engine's running batch as they arrive, with streaming, n > 1, stop strings
+and log-probabilities. Here, concurrent HTTP requests are gathered by `RequestBatcher` into one `complete_batch`
+call (up to `max_batch` requests, waiting at most `batch_window_s` for company). Streaming and n > 1 are not
+supported (HTTP 400). A request the backend fails for good answers 400 when it was refused (a context too long),
+else 502. `ServerThread` (from `common.serving`) runs an app on a loopback port inside this process.
 """
 
 from __future__ import annotations
 
 import contextlib
 import queue
-import socket
 import threading
 import time
 import uuid
 from concurrent.futures import Future
 from typing import Any
 
-import uvicorn
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 
 from agent_safety.backends.base import ChatBackend, ChatMessage, ChatRequest
+from common.serving.thread import ServerThread
+
+__all__ = ["RequestBatcher", "ServerThread", "chat_request_from_body", "make_app"]
 
 ROLE_ALIASES = {"developer": "system"}
 
@@ -165,43 +168,3 @@ def make_app(backend: ChatBackend, model_name: str = "psysafe", max_batch: int =
         }
 
     return app
-
-
-class ServerThread:
-    """Runs `app` with uvicorn in a daemon thread on `host` and an ephemeral (or given) port.
-
-    with ServerThread(make_app(backend)) as server: client(base_url=server.base_url)
-    """
-
-    def __init__(self, app: FastAPI, host: str = "127.0.0.1", port: int = 0):
-        self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._socket.bind((host, port))
-        self.host, self.port = self._socket.getsockname()[:2]
-        self._server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=2))
-        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._socket]},
-                                        name="psysafe-server", daemon=True)
-
-    @property
-    def base_url(self) -> str:
-        return f"http://{self.host}:{self.port}/v1"
-
-    def start(self, timeout_s: float = 10.0) -> "ServerThread":
-        self._thread.start()
-        deadline = time.monotonic() + timeout_s
-        while not self._server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError(f"chat server on {self.host}:{self.port} did not start")
-            time.sleep(0.01)
-        return self
-
-    def stop(self) -> None:
-        self._server.should_exit = True
-        self._thread.join(timeout=10)
-        self._socket.close()
-
-    def __enter__(self) -> "ServerThread":
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()

@@ -3,43 +3,58 @@
     python tools/psysafe_server.py --backend=jax --model-path=/path/to/SmolLM2-135M-Instruct --port=8000
     python tools/psysafe_server.py --backend=scripted --port=8000          # canned demo replies, no model
 
-Concurrent requests are decoded together (up to --max-batch). Clients: any OpenAI client with
+--backend=jax serves the model through `common.serving` (as tools/serve.py: requests join the running batch
+as they arrive, up to --max-batch sequences at once; streaming, n, stop strings, log-probabilities).
+--backend=scripted / openai: `agent_safety.server`, a proxy over the backend that batches concurrent requests
+(up to --max-batch, waiting --batch-window-s for company). Clients: any OpenAI client with
 base_url=http://HOST:PORT/v1, e.g. configs/psysafe/openai_endpoint.py.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 
 import uvicorn
-
-from agent_safety.backends import make_backend
-from agent_safety.run_config import backend_config
-from agent_safety.server import make_app
+from serve import API_KEY_ENV, model_server  # tools/serve.py, beside this script
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backend", choices=("scripted", "jax", "openai"), default="jax")
-    parser.add_argument("--model-path", default="", help="jax: HF dir, GGUF file or orbax checkpoint dir")
+    parser.add_argument("--model-path", default="", help="jax: HF dir, GGUF file, orbax checkpoint dir or known name")
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--upstream-model", default="", help="openai: model name at the upstream endpoint")
     parser.add_argument("--model-name", default="psysafe", help="model id this server reports")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
-    parser.add_argument("--max-batch", type=int, default=32, help="most requests decoded together")
-    parser.add_argument("--batch-window-s", type=float, default=0.01, help="wait for more requests this long")
+    parser.add_argument("--max-batch", type=int, default=32, help="most requests (jax: sequences) decoded together")
+    parser.add_argument("--batch-window-s", type=float, default=0.01,
+                        help="scripted / openai: wait for more requests this long (jax: requests join at once)")
+    parser.add_argument("--api-key", default=None, help="jax: require 'Authorization: Bearer KEY'")
+    parser.add_argument("--chat-template", default=None, help="jax: a bundled chat template's name")
     args = parser.parse_args(argv)
     if args.backend == "jax":
         from common.compile_cache import enable_compilation_cache
         from common.platform_flags import apply_platform_defaults
         apply_platform_defaults()  # before JAX starts: XLA reads its GPU flags then
         enable_compilation_cache()
-    cfg = backend_config(args.backend)
-    cfg.update(dict(model_path=args.model_path, dtype=args.dtype, model=args.upstream_model,
-                    max_batch=args.max_batch))
-    app = make_app(make_backend(cfg), model_name=args.model_name, max_batch=args.max_batch,
-                   batch_window_s=args.batch_window_s)
+        from common import load_pretrained
+        from common.serving import make_app
+        model, tokenizer = load_pretrained(args.model_path, dtype=args.dtype)
+        engine_args = argparse.Namespace(max_slots=args.max_batch, page_size=16, kv_cache_gib=None,
+                                         max_model_len=None, chat_template=args.chat_template)
+        server = model_server(model, tokenizer, args.model_name, engine_args)
+        app = make_app(server, api_key=args.api_key or os.environ.get(API_KEY_ENV) or None)
+    else:
+        from agent_safety.backends import make_backend
+        from agent_safety.run_config import backend_config
+        from agent_safety.server import make_app
+        cfg = backend_config(args.backend)
+        cfg.update(dict(model_path=args.model_path, dtype=args.dtype, model=args.upstream_model,
+                        max_batch=args.max_batch))
+        app = make_app(make_backend(cfg), model_name=args.model_name, max_batch=args.max_batch,
+                       batch_window_s=args.batch_window_s)
     uvicorn.run(app, host=args.host, port=args.port, log_level="info")
 
 
