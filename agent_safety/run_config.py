@@ -4,7 +4,9 @@ Backend sub-configs (`backend`, `judge_backend`):
   kind: "scripted" (demo policy, no model), "jax" (common.generate), "openai" (HTTP endpoint);
         judge_backend.kind may also be "same" (reuse the agents' backend).
   scripted: policy ("demo"), delay_s (seconds per request, to simulate a slow model).
-  jax: model_path (HF dir, GGUF file or orbax checkpoint dir), dtype, max_batch, attention (the attention
+  jax: model_path (HF dir, GGUF file or orbax checkpoint dir), dtype, max_batch, engine (what generates:
+       "paged" the rollout engine, "static" the sampler, "auto" paged on GPU/TPU and static on CPU; the same
+       samples either way), attention (the attention
        backend, common.attention: "auto", "xla", or an installed plugin such as "cpu"), chat_template (a
        bundled template of common/chat_templates/, e.g. "chatml", for a tokenizer without one such as the tiny
        test models'; "" = the tokenizer's own, an error naming this key when it has none).
@@ -24,7 +26,7 @@ import ml_collections
 def backend_config(kind: str = "scripted") -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(dict(
         kind=kind, policy="demo", delay_s=0.0,
-        model_path="", dtype="float32", max_batch=64, attention="auto", chat_template="",
+        model_path="", dtype="float32", max_batch=64, engine="auto", attention="auto", chat_template="",
         model="", base_url="", api_key="", timeout_s=60.0, concurrency=8,
         max_attempts=5, max_request_s=600.0, backoff_s=1.0, backoff_max_s=30.0, jitter=0.5,
     ))

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import os
 import sys
 import time
 from typing import Sequence
@@ -149,7 +148,8 @@ def markdown_table(argv, args, results: dict, load: str, max_batch: int) -> str:
               f"`{' '.join(['python tools/bench_psysafe.py', *argv])}`  \n"
               f"Machine: {machine()}, load average {load}; jax {jax.__version__} "
               f"({jax.default_backend()}).  \n"
-              f"Model {args.model} (JaxBackend, float32, max_batch {max_batch}); AutoGen-style system, "
+              f"Model {args.model} (JaxBackend, float32, max_batch {max_batch}, engine {args.engine}); "
+              f"AutoGen-style system, "
               f"{args.dialogues} dialogues (builtin tasks x attacks {', '.join(ATTACKS)}), {args.rounds} round(s), "
               f"<= {args.max_tokens} tokens per turn, temperature {args.temperature}; side queries {side}. "
               "Timed run after an untimed run of the same workload.\n\n"
@@ -174,6 +174,8 @@ def main(argv=None):
     parser.add_argument("--max-tokens", type=int, default=48, help="new tokens per agent turn at most")
     parser.add_argument("--temperature", type=float, default=0.0)
     parser.add_argument("--side-queries", action="store_true", help="questionnaire + model judge in both modes")
+    parser.add_argument("--engine", default="auto", choices=["auto", "paged", "static"],
+                        help="what generates (common.generate): the paged engine, the static sampler, or auto")
     parser.add_argument("--out", help="append the markdown table to this file")
     args = parser.parse_args(argv)
     if args.dialogues < 1 or args.rounds < 1 or args.max_tokens < 1:
@@ -183,7 +185,7 @@ def main(argv=None):
     from agent_safety.backends.jax_backend import JaxBackend
 
     max_batch = max(64, args.dialogues)
-    agents = CountingBackend(JaxBackend.from_pretrained(args.model, max_batch=max_batch))
+    agents = CountingBackend(JaxBackend.from_pretrained(args.model, max_batch=max_batch, engine=args.engine))
     judge = agents if args.side_queries else ScriptedBackend(lambda request: SCRIPTED_VERDICT, name="constant")
     config = workload_config(args.dialogues, args.rounds, args.max_tokens, args.temperature, args.side_queries)
     results = bench_modes(config, args.dialogues, agents, judge)

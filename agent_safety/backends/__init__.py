@@ -45,7 +45,8 @@ def make_backend(cfg) -> ChatBackend:
             raise ValueError("backend kind 'jax' needs model_path (e.g. --config.backend.model_path=DIR)")
         return JaxBackend.from_pretrained(cfg["model_path"], dtype=cfg["dtype"], max_batch=int(cfg["max_batch"]),
                                           attention=cfg.get("attention", "auto"),
-                                          chat_template=cfg.get("chat_template", ""))
+                                          chat_template=cfg.get("chat_template", ""),
+                                          engine=cfg.get("engine", "auto"))
     if kind == "openai":
         from agent_safety.backends.openai_backend import OpenAIBackend
 

@@ -1,4 +1,4 @@
-"""In-process backend over the shared JAX sampler (`common.generate`).
+"""In-process backend over the shared JAX generator (`common.generate`: the paged engine or the static sampler).
 
 One `complete_batch` call renders every request with the chat template (the tokenizer's own, or the bundled
 one the backend's `chat_template` setting names: tokenizers of tiny test models have none) and decodes them
@@ -53,11 +53,14 @@ class JaxBackend(ChatBackend):
     max_context: most tokens (prompt + new) per sequence; default the model's max_position_embeddings.
     chat_template: a bundled template's name (`common.chat.available_chat_templates()`) to render chats with;
         "" = the tokenizer's own (an error at construction when it has none).
+    engine: what generates (`common.api.rollout_for`: "paged", "static", "auto"); the same samples either way.
     """
 
     def __init__(self, model, tokenizer, stop_token_ids: Sequence[int] | None = None,
-                 max_batch: int = 64, name: str = "jax", max_context: int | None = None, chat_template: str = ""):
+                 max_batch: int = 64, name: str = "jax", max_context: int | None = None, chat_template: str = "",
+                 engine: str = "auto"):
         check_chat_template(tokenizer, chat_template, name)
+        self.engine = engine
         self.chat_template = chat_template
         self.model = model
         self.max_context = max_context or getattr(getattr(model, "config", None), "max_position_embeddings", None)
@@ -96,7 +99,7 @@ class JaxBackend(ChatBackend):
                     self.model, self.tokenizer, [prompts[i] for i in chunk], max_new_tokens=max_tokens,
                     temperature=temperature, top_k=top_k, top_p=top_p,
                     seed=combined_seed([requests[i] for i in chunk]),
-                    stop_token_ids=self.stop_token_ids,
+                    stop_token_ids=self.stop_token_ids, engine=self.engine,
                 )
                 self.generate_calls += 1
                 for i, out in zip(chunk, outs):

@@ -35,7 +35,8 @@ def _request(text, **kw):
 def test_one_sampler_call_per_sampling_setting(monkeypatch):
     calls = []
 
-    def fake_generate(model, tokenizer, prompts, max_new_tokens, temperature, top_k, top_p, seed, stop_token_ids):
+    def fake_generate(model, tokenizer, prompts, max_new_tokens, temperature, top_k, top_p, seed, stop_token_ids,
+                      engine="auto"):
         calls.append((len(prompts), max_new_tokens, temperature))
         # Reply with the prompt's last user character repeated, then END unless the budget runs out.
         outs = []
@@ -131,3 +132,21 @@ def test_a_tiny_checkpoint_without_template_chats_with_the_named_one(tmp_path, m
                                                       chat_template=load_chat_template("chatml"), tokenize=False,
                                                       add_generation_prompt=True)
     assert result.prompt_tokens == len(expected)  # one id per character
+
+
+def test_the_paged_engine_answers_as_the_static_sampler():
+    """backend.engine picks what generates; the samples (and so the dialogues) are the same either way."""
+    from flax import nnx
+
+    from common.config import get_preset
+    from common.model import Decoder
+    from common.tokenizer import char_tokenizer
+
+    model = Decoder(get_preset("tiny"), rngs=nnx.Rngs(0), attention="xla")
+    requests = [_request(text, max_tokens=12, temperature=1.0, seed=s)
+                for s, text in enumerate(["hello there", "a much longer question about the weather", "hi"])]
+    answers = {}
+    for engine in ("static", "paged"):
+        backend = JaxBackend(model, char_tokenizer(), chat_template="chatml", engine=engine, max_batch=2)
+        answers[engine] = [(r.text, r.completion_tokens) for r in backend.complete_batch(requests)]
+    assert answers["paged"] == answers["static"] and answers["paged"][0][1] > 0
