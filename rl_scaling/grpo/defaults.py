@@ -95,6 +95,10 @@ def default_config() -> ml_collections.ConfigDict:
     c.grpo.reference_dtype = ""  # the KL reference copy's dtype: "" = model.param_dtype, "bfloat16", "float32"
     c.grpo.reference_on_host = False  # keep the reference in host memory between uses (where the platform has it)
     c.grpo.min_length_bucket = 16  # packed prompt / response lengths: this x 2^k, so few update programs compile
+    # "halves": also this x 1.5 x 2^k (16, 24, 32, 48, ...): padding under a third instead of half of a packed
+    # length, for twice the update programs; "pow2": this x 2^k only (the recipe: its compiles take minutes).
+    # SmolLM2's chat prompts of ~70 tokens pad to 96 instead of 128: a GRPO step 12 % shorter on the CPU.
+    c.grpo.length_ladder = "halves"
 
     c.reward = ml_collections.ConfigDict({"correctness": 1.0})  # reward name -> weight
     c.reward_timeout_s = 5.0
@@ -164,6 +168,7 @@ def paper_recipe(size: str, arg: str = "") -> ml_collections.ConfigDict:
     c.grpo.micro_batch_per_device = plan.per_device_micro_batch
     c.grpo.reference_dtype = "bfloat16"
     c.grpo.min_length_bucket = 128  # prompts up to 2048 and responses up to 4096: at most 5 x 6 shapes
+    c.grpo.length_ladder = "pow2"
     c.data.source = "gsm8k"
     c.data.heldout_size = 500  # balanced between easy and hard when the source has difficulties
     # The study trains in curriculum order, which needs difficulties. GSM8K, the default source, has none: it then

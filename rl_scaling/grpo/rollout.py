@@ -11,8 +11,9 @@ fold_in(seed, r), one seed per call), so a run that changes `sequences_per_call`
 Packing layout, per sequence i: [left pad | prompt | response | right pad] in a [N, P + R] token array;
 `start[i]` is the first prompt slot; the response occupies slots P..P+len-1. Target of slot t is token
 t+1, so the log-probabilities of the response tokens are read from the logits at slots P-1 .. P+R-2.
-P and R come from a fixed ladder (`padded_length`: 16, 32, 64, ... up to the run's maxima), so a run
-compiles a bounded number of update and log-prob programs.
+P and R come from a fixed ladder (`padded_length`: 16, 32, 64, ..., or with `grpo.length_ladder = "halves"`
+16, 24, 32, 48, ..., up to the run's maxima), so a run compiles a bounded number of update and log-prob
+programs.
 """
 
 from __future__ import annotations
@@ -86,11 +87,16 @@ class PackedBatch:
         return self.targets.shape[1]
 
 
-def padded_length(n: int, smallest: int, largest: int | None = None) -> int:
-    """The padded length of n tokens: the smallest `smallest` x 2^k >= n, at most `largest` (never below n).
-    With lengths up to L a run meets at most log2(L / smallest) + 2 of them."""
+def padded_length(n: int, smallest: int, largest: int | None = None, halves: bool = False) -> int:
+    """The padded length of n tokens: the smallest `smallest` x 2^k >= n (halves: or `smallest` x 1.5 x 2^k:
+    16, 24, 32, 48, 64, 96, ...), at most `largest` (never below n). With lengths up to L a run meets at most
+    log2(L / smallest) + 2 of them, twice that with halves; padding is below half of a padded length, below a
+    third with halves (the update's and the log-probs' time grow with it)."""
     length = max(smallest, 1)
     while length < n:
+        if halves and length % 2 == 0 and length * 3 // 2 >= n:
+            length = length * 3 // 2
+            break
         length *= 2
     if largest is not None:
         length = min(length, largest)
@@ -98,14 +104,15 @@ def padded_length(n: int, smallest: int, largest: int | None = None) -> int:
 
 
 def pack_rollouts(rollouts: Rollouts, *, pad_id: int, mask_truncated: bool, min_bucket: int = 16,
-                  max_prompt_len: int | None = None, max_response_len: int | None = None) -> PackedBatch:
+                  max_prompt_len: int | None = None, max_response_len: int | None = None,
+                  halves: bool = False) -> PackedBatch:
     """Left-pads prompts to P and right-pads responses to R, each `padded_length` of the longest (from
     `min_bucket` doubling, capped at `max_prompt_len` / `max_response_len`), so that the jitted training
     step sees few distinct shapes."""
     n = len(rollouts.prompt_ids)
-    P = padded_length(max(len(p) for p in rollouts.prompt_ids), min_bucket, max_prompt_len)
+    P = padded_length(max(len(p) for p in rollouts.prompt_ids), min_bucket, max_prompt_len, halves)
     R = padded_length(max(max((len(r) for r in rollouts.response_ids), default=1), 1), min_bucket,
-                      max_response_len)
+                      max_response_len, halves)
     tokens = np.full((n, P + R), pad_id, np.int32)
     targets = np.full((n, R), pad_id, np.int32)
     mask = np.zeros((n, R), np.float32)

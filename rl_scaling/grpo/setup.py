@@ -245,6 +245,14 @@ def sequences_per_call(cfg, model_config, degrees: tuple[int, int, int], device_
     return chunk, f"{source}, the estimate of common.aot.fits.rollout_chunk"
 
 
+def length_ladder_halves(g) -> bool:
+    """Whether packed lengths take the 1.5 x 2^k rungs too (grpo.length_ladder: "halves" or "pow2")."""
+    ladder = str(g.get("length_ladder", "pow2"))
+    if ladder not in ("pow2", "halves"):
+        raise ValueError(f"grpo.length_ladder must be 'pow2' or 'halves', got {ladder!r}")
+    return ladder == "halves"
+
+
 def rollout_engine_name(cfg, platform: str) -> str:
     """"static" or "paged": grpo.rollout_engine, where "auto" means the paged engine on GPU and TPU and the
     static sampler on CPU (there the CPU decode kernels run the static sampler's decode steps; the engine's

@@ -30,9 +30,10 @@ from rl_scaling.grpo.advantages import group_advantages, zero_variance_group_fra
 from rl_scaling.grpo.checkpoints import TrainerCheckpoints, latest_step_dir, restore_trainer_checkpoint
 from rl_scaling.grpo.preemption import StopSignal, any_process
 from rl_scaling.grpo.rollout import pack_rollouts, sample_rollouts
-from rl_scaling.grpo.setup import (build_mesh, make_rollout, build_policy, check_mesh_preset, check_micro_batch,
-                                   device_memory_bytes, encode_prompts, load_downstream_sets, load_pool,
-                                   mesh_degrees, reference_dtype, sequences_per_call, split_train_heldout)
+from rl_scaling.grpo.setup import (build_mesh, build_policy, check_mesh_preset, check_micro_batch,
+                                   device_memory_bytes, encode_prompts, length_ladder_halves, load_downstream_sets,
+                                   load_pool, make_rollout, mesh_degrees, reference_dtype, sequences_per_call,
+                                   split_train_heldout)
 from rl_scaling.grpo.train_step import LossConfig, make_logprob_fn, make_optimizer, make_update_fn
 from rl_scaling.rewards import compute_rewards
 
@@ -191,7 +192,8 @@ class GRPOTrainer:
 
         batch = pack_rollouts(rollouts, pad_id=self.pad_id, mask_truncated=g.mask_truncated,
                               min_bucket=int(g.get("min_length_bucket", 16)),
-                              max_prompt_len=self.cfg.data.max_prompt_len, max_response_len=g.max_response_len)
+                              max_prompt_len=self.cfg.data.max_prompt_len, max_response_len=g.max_response_len,
+                              halves=length_ladder_halves(g))
         self.packed_shapes.add((batch.prompt_len, batch.response_len))
         n = len(rollouts.response_ids)
         t = time.perf_counter()

@@ -132,6 +132,9 @@ def test_padded_lengths_come_from_a_ladder():
     assert [padded_length(n, 16) for n in (1, 16, 17, 33, 100, 129)] == [16, 16, 32, 64, 128, 256]
     assert padded_length(3000, 128, 4096) == 4096 and padded_length(2100, 128, 2048) == 2100  # never below n
     assert padded_length(1, 16, 1) == 1  # one-token responses stay one token
+    halves = [padded_length(n, 16, halves=True) for n in (1, 17, 25, 33, 49, 70, 97, 129, 200)]
+    assert halves == [16, 24, 32, 48, 64, 96, 128, 192, 256]
+    assert padded_length(3000, 128, 4096, halves=True) == 3072 and padded_length(4000, 128, 4096, True) == 4096
 
 
 def test_packed_shapes_are_bounded():
