@@ -12,7 +12,7 @@ import re
 import jax
 import jax.numpy as jnp
 from flax import nnx
-from jax.sharding import Mesh, NamedSharding
+from jax.sharding import Mesh
 
 from common.aot.abstract import abstract_array, abstract_model_state
 from common.aot.compiled import CompiledMemory, compile_for
@@ -57,13 +57,12 @@ def compile_engine_step(config: ModelConfig, mesh: Mesh, *, rows: int, pages_per
     pool = abstract_array(mesh, pool_shape, jnp.dtype(dtype), PAGE_AXES)
     row = lambda *shape, dt=jnp.int32: abstract_array(mesh, (rows, *shape), dt, ("batch",) + (None,) * len(shape))
     view = PageView(page_table=row(pages_per_row), positions=row(1), lengths=row())
-    scalar = lambda dt: jax.ShapeDtypeStruct((), dt, sharding=NamedSharding(mesh, jax.sharding.PartitionSpec()))
     mode = SamplingMode.from_params(1.0, 0, 1.0)
 
     def run(state, kv, *args):
         return pass_and_sample(nnx.merge(graphdef, state), kv, *args, mode=mode)
 
+    # tokens, view, last; seeds, sequence ids, token index; temperature, top_p: one per row
     compiled, seconds = compile_for(jax.jit(run, donate_argnums=(1,)), state, PagedKV(k=pool, v=pool), row(1), view,
-                                    row(), scalar(jnp.int32), row(), row(), scalar(jnp.float32),
-                                    scalar(jnp.float32), mesh=mesh)
+                                    row(), row(), row(), row(), row(dt=jnp.float32), row(dt=jnp.float32), mesh=mesh)
     return EngineStep(CompiledMemory.from_compiled(compiled, seconds), collectives(compiled.as_text()))
