@@ -98,6 +98,23 @@ def load_pretrained(path: str | Path, dtype: str | None = None, mesh: Mesh | Non
     return model, tokenizer
 
 
+def load_for_command(path: str | Path, dtype: str | None = None, attention: str = "auto"):
+    """(model, tokenizer, seconds the load took): what a command in tools/ that runs one model does first —
+    the platform's XLA defaults (`common.platform_flags.apply_platform_defaults`: before a JAX backend
+    starts, which importing this module does not do), the persistent compilation cache
+    (`common.compile_cache`), then `load_pretrained(path, dtype=dtype, attention=attention)`."""
+    import time
+
+    from common.compile_cache import enable_compilation_cache
+    from common.platform_flags import apply_platform_defaults
+
+    apply_platform_defaults()
+    enable_compilation_cache()
+    t = time.perf_counter()
+    model, tokenizer = load_pretrained(path, dtype=dtype, attention=attention)
+    return model, tokenizer, time.perf_counter() - t
+
+
 def _cached(cache: weakref.WeakKeyDictionary, kind, model: Decoder, max_cache_length: int | None, pad_id: int):
     """The model's generator of `kind` held in `cache` (its compiled programs persist across calls), synced to
     the model's current parameter values; a new one when the cache length asked for differs."""

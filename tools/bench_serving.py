@@ -156,15 +156,10 @@ def main(argv=None) -> int:
         results = asyncio.run(bench(args.url, args.api_key, model_id, questions, args))
         served = f"the server at {args.url} ({model_id})"
     else:
-        from common.platform_flags import apply_platform_defaults
-
-        apply_platform_defaults()
-        from common import load_pretrained
-        from common.compile_cache import enable_compilation_cache
+        from common.api import load_for_command
         from common.serving import ModelServer, ServerThread, make_app
 
-        enable_compilation_cache()
-        model, tokenizer = load_pretrained(args.model, dtype=args.dtype)
+        model, tokenizer, _ = load_for_command(args.model, dtype=args.dtype)
         server = ModelServer(model, tokenizer, args.model, max_slots=args.max_slots).start()
         with ServerThread(make_app(server, api_key="bench")) as http:
             results = asyncio.run(bench(http.base_url, "bench", args.model, questions, args))

@@ -41,18 +41,11 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from common.platform_flags import apply_platform_defaults
-
-    apply_platform_defaults()  # before JAX starts: XLA reads its GPU flags then
-    from common import generate, load_pretrained
+    from common.api import generate, load_for_command
     from common.chat import render_chat
-    from common.compile_cache import enable_compilation_cache
 
-    enable_compilation_cache()
-
-    t = time.perf_counter()
-    model, tokenizer = load_pretrained(args.model, dtype=args.dtype, attention=args.attention)
-    print(f"[loaded {args.model} in {time.perf_counter() - t:.1f}s]", file=sys.stderr)
+    model, tokenizer, seconds = load_for_command(args.model, dtype=args.dtype, attention=args.attention)
+    print(f"[loaded {args.model} in {seconds:.1f}s]", file=sys.stderr)
     sample = dict(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
                   top_p=args.top_p)
 

@@ -35,13 +35,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--chat-template", default=None, help="jax: a bundled chat template's name")
     args = parser.parse_args(argv)
     if args.backend == "jax":
-        from common.compile_cache import enable_compilation_cache
-        from common.platform_flags import apply_platform_defaults
-        apply_platform_defaults()  # before JAX starts: XLA reads its GPU flags then
-        enable_compilation_cache()
-        from common import load_pretrained
+        from common.api import load_for_command
         from common.serving import make_app
-        model, tokenizer = load_pretrained(args.model_path, dtype=args.dtype)
+        model, tokenizer, _ = load_for_command(args.model_path, dtype=args.dtype)
         engine_args = argparse.Namespace(max_slots=args.max_batch, page_size=16, kv_cache_gib=None,
                                          max_model_len=None, chat_template=args.chat_template)
         server = model_server(model, tokenizer, args.model_name, engine_args)

@@ -57,22 +57,18 @@ def model_server(model, tokenizer, model_id: str, args):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from common.platform_flags import apply_platform_defaults
-
-    apply_platform_defaults()  # before JAX starts: XLA reads its GPU flags then
     import uvicorn
 
-    from common import load_pretrained
-    from common.compile_cache import enable_compilation_cache
+    from common.api import load_for_command
     from common.serving import make_app
 
-    enable_compilation_cache()
+    model, tokenizer, seconds = load_for_command(args.model, dtype=args.dtype, attention=args.attention)
     t = time.perf_counter()
-    model, tokenizer = load_pretrained(args.model, dtype=args.dtype, attention=args.attention)
     server = model_server(model, tokenizer, args.served_model_name or args.model, args)
+    seconds += time.perf_counter() - t  # the time until the server is ready
     api_key = args.api_key or os.environ.get(API_KEY_ENV) or None
     engine = server.engine
-    print(f"[loaded {args.model} in {time.perf_counter() - t:.1f}s; serving {server.model_id!r} at "
+    print(f"[loaded {args.model} in {seconds:.1f}s; serving {server.model_id!r} at "
           f"http://{args.host}:{args.port}/v1; {engine.max_slots} slots, {engine.num_pages - 1} pages of "
           f"{engine.page_size} tokens, context {server.context_limit}; API key {'required' if api_key else 'off'}]",
           file=sys.stderr)
