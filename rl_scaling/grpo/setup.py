@@ -205,17 +205,6 @@ def job_shape(cfg, prompt_len: int | None = None, degrees: tuple[int, int, int] 
                     cache_length=cache_length, logprob_chunk=int(g.get("logprob_chunk", 512)))
 
 
-def device_memory_bytes() -> int | None:
-    """The memory a local device lets XLA allocate (`memory_stats()['bytes_limit']` on GPU and TPU); None
-    where the platform reports none (CPU)."""
-    try:
-        stats = jax.local_devices()[0].memory_stats()
-    except Exception:  # a platform without memory statistics
-        return None
-    limit = (stats or {}).get("bytes_limit")
-    return int(limit) if limit else None
-
-
 def sequences_per_call(cfg, model_config, degrees: tuple[int, int, int], device_bytes: int | None, *,
                        prompt_len: int | None = None, headroom: float | None = None) -> tuple[int, str]:
     """(sequences per sampler call, where that number comes from) for a run of `cfg` on a mesh of `degrees`

@@ -19,6 +19,7 @@ from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 
+from common.device_memory import device_memory_limit
 from common.distributed import global_batch, initialize, is_main_process, to_host
 from common.metrics_writer import MetricsWriter, read_metrics
 from common.rollout import Rollout
@@ -31,7 +32,7 @@ from rl_scaling.grpo.checkpoints import TrainerCheckpoints, latest_step_dir, res
 from rl_scaling.grpo.preemption import StopSignal, any_process
 from rl_scaling.grpo.rollout import pack_rollouts, sample_rollouts
 from rl_scaling.grpo.setup import (build_mesh, build_policy, check_mesh_preset, check_micro_batch,
-                                   device_memory_bytes, encode_prompts, length_ladder_halves, load_downstream_sets,
+                                   encode_prompts, length_ladder_halves, load_downstream_sets,
                                    load_pool, make_rollout, mesh_degrees, reference_dtype, sequences_per_call,
                                    split_train_heldout)
 from rl_scaling.grpo.train_step import LossConfig, make_logprob_fn, make_optimizer, make_update_fn
@@ -82,7 +83,7 @@ class GRPOTrainer:
         # Sequences per sampler call: what the device's memory holds (the number tools/memory_plan.py reports
         # for a slice), fixed for the run so that a resumed run samples the same.
         self.sequences_per_call, source = sequences_per_call(cfg, self.model_config, self.degrees,
-                                                             device_memory_bytes())
+                                                             device_memory_limit())
         platform = self.mesh.devices.flat[0].platform if self.mesh is not None else jax.default_backend()
         # sequences per generate call: the paged engine takes a step's in one (0), its pool holding as much
         self.rollout: Rollout
