@@ -3,6 +3,7 @@
     python tools/miniature.py --out runs/miniature [--config configs/miniature/study.py] \
         [--config.pretrain.steps=200 ...]
     python tools/miniature.py --config configs/miniature/reduced.py --out /tmp/mini   # ~1 min
+    python tools/miniature.py --out runs/miniature --publish docs/miniature   # + copy report, tables, figures
 
 Rerunning with the same --out resumes: finished stages and finished GRPO runs are skipped.
 """
@@ -20,17 +21,21 @@ STUDY_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "miniature" / "
 _CONFIG = config_flags.DEFINE_config_file("config", str(STUDY_CONFIG), "study config file (configs/miniature/*.py)",
                                           lock_config=True)
 _OUT = flags.DEFINE_string("out", None, "output directory (data, checkpoints, runs, table, fits, report)")
+_PUBLISH = flags.DEFINE_string("publish", None, "afterwards, copy the report, tables and figures into this folder "
+                               "under flat names (docs/miniature for the documented run)")
 
 
 def main(argv):
     del argv
-    from rl_scaling.miniature.study import run_study
+    from rl_scaling.miniature.study import publish, run_study
 
     logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
     start = time.perf_counter()
     result = run_study(_CONFIG.value, _OUT.value)
     print(f"miniature done in {(time.perf_counter() - start) / 60:.1f} min (this invocation); "
           f"report: {result['report']}")
+    if _PUBLISH.value:
+        print(f"published {len(publish(_OUT.value, _PUBLISH.value))} files to {_PUBLISH.value}")
 
 
 if __name__ == "__main__":

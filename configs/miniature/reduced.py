@@ -1,5 +1,6 @@
-"""The reduced miniature the test suite runs (~1 min): 3 very small sizes, a short pretraining and
-4 GRPO steps with evaluations at steps 2 and 4. It checks the pipeline, not the science."""
+"""The reduced miniature the test suite runs (~1.5 min): 3 very small sizes, a short pretraining,
+4 GRPO steps with evaluations at steps 2 and 4, and the reuse arm on r1 at tau 1 and 4. It checks the
+pipeline, not the science."""
 
 import ml_collections
 
@@ -29,4 +30,9 @@ def get_config():
     c.grpo_overrides = ml_collections.ConfigDict({
         "num_steps": 4, "data": {"heldout_size": 16}, "eval": {"every": 2, "num_samples": 4},
         "grpo": {"prompts_per_step": 8, "mini_batch_prompts": 4, "micro_batch_size": 32}})
+    # The reuse arm on one size, two taus: 4 steps x 8 prompts = 32 samples, 32 or 8 distinct problems.
+    c.reuse.taus = (1, 4)
+    c.reuse.sizes = ("r1",)
+    c.reuse.seeds = (0,)
+    c.reuse.num_steps = 4
     return c

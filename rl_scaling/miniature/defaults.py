@@ -60,6 +60,18 @@ def default_study_config() -> ml_collections.ConfigDict:
     c.grpo_config = "configs/miniature/grpo.py"
     c.grpo_overrides = ml_collections.ConfigDict()  # extra trainer overrides for every run
 
+    # Finding 4, the data-reuse arm (configs/grids/data_reuse.py in miniature): every run trains on the same
+    # num_steps x 32 prompts, a difficulty-stratified subset of num_steps x 32 / tau pool problems repeated tau
+    # times in curriculum order (the trainer's data.reuse_tau; difficulty = the synthetic level, read from the
+    # pool's `level` column), evaluated before and after; final L against tau per size. taus = () skips it.
+    # Two sizes x 5 taus x 2 seeds = 20 runs of 40 steps: what the 30-minute budget leaves after the main grid.
+    c.reuse = ml_collections.ConfigDict()
+    c.reuse.taus = (1, 2, 4, 8, 16)
+    c.reuse.sizes = ("s2", "s3")
+    c.reuse.seeds = (0, 1)
+    c.reuse.num_steps = 40  # 1,280 samples: tau = 16 trains on 80 pool problems; <= the 1,872 training problems
+    c.reuse.difficulty_column = "level"
+
     c.fit = ml_collections.ConfigDict()
     c.fit.xs = ("C", "D")
     c.fit.protocols = ("full", "inter")

@@ -51,10 +51,49 @@ def spearman(xs, ys) -> float | None:
     return float(stats.spearmanr(xs, ys).statistic)
 
 
-def finding_checks(fits: dict, curves: dict) -> list[str]:
-    """One markdown bullet per finding of the paper (1-3; 4 is the data-reuse study, not run here)."""
+EDGE_MARGIN_DECADES = 0.1  # a bootstrap end this close to a bound of the N_0 search sits on the edge
+
+
+def n0_pinning(rep: dict) -> dict | None:
+    """Where the bootstrap interval of N_0 sits in the fit's search range (None without a bootstrap):
+    {"low", "high" (the 95 % interval), "search" [lo, hi], "pinned" (both ends more than EDGE_MARGIN_DECADES
+    inside the range: the data, not the search box, bound N_0)}."""
+    boot = rep.get("bootstrap", {}).get("log10_n0")
+    bounds = rep.get("bounds", {}).get("log10_n0")
+    if not boot or not bounds:
+        return None
+    pinned = boot["low"] > bounds[0] + EDGE_MARGIN_DECADES and boot["high"] < bounds[1] - EDGE_MARGIN_DECADES
+    return {"low": 10.0 ** boot["low"], "high": 10.0 ** boot["high"], "search": [10.0 ** b for b in bounds],
+            "pinned": bool(pinned)}
+
+
+def finding_1_verdict(rho: float | None) -> str:
+    """Per-size free exponents against N: Spearman >= 0.8 'shown', > 0 'weakly shown', else 'not shown'."""
+    if rho is None or rho <= 0:
+        return "not shown"
+    return "shown" if rho >= 0.8 else "weakly shown"
+
+
+def finding_2_verdict(r2: float | None, mape: float | None) -> str:
+    """R²(L) of the shared law >= 0.9 and (when there is an inter fit) its prediction of the largest size
+    within 10 % MAPE: 'shown'; else 'not shown'."""
+    ok = r2 is not None and r2 >= 0.9 and (mape is None or mape <= 0.10)
+    return "shown" if ok else "not shown"
+
+
+def finding_3_verdict(pin: dict | None, largest_n: float) -> str:
+    """'not pinned' (no bootstrap, or its N_0 interval reaches an edge of the search range), 'shown' (pinned and
+    the whole interval at or below the largest N: k saturates inside the family), else 'growth only'."""
+    if pin is None or not pin["pinned"]:
+        return "not pinned"
+    return "shown" if pin["high"] <= largest_n else "growth only"
+
+
+def finding_checks(fits: dict, curves: dict, reuse: dict | None = None) -> list[str]:
+    """One markdown bullet per finding of the paper, each with its stated test and verdict."""
     lines = []
     sizes = sorted(curves)
+    inter_mape = fits.get(("C", "inter"), {}).get("prediction", {}).get("mape")
     for x in ("C", "D"):
         rep = fits.get((x, "full"))
         if rep is None:
@@ -62,23 +101,63 @@ def finding_checks(fits: dict, curves: dict) -> list[str]:
         free = {float(n): k for n, k in rep.get("free_k", {}).get("k", {}).items()}
         ks = [free[n] for n in sizes if n in free]
         rho = spearman(sizes[:len(ks)], ks)
-        lines.append(f"- **1. Larger models learn more per unit of {x}**: per-size free fits give "
-                     f"k = {', '.join(_fmt(k, '.3f') for k in ks)} (small to large); Spearman rank correlation "
-                     f"of k with N = {_fmt(rho, '.2f')}.")
-        lines.append(f"- **2. Power law in {x}**: the saturating law fits with R²(L) = {_fmt(rep['r2']['L'], '.3f')}, "
-                     f"R²(ln L) = {_fmt(rep['r2']['log_L'], '.3f')}.")
+        lines.append(f"- **1. Larger models learn more per unit of {x}: {finding_1_verdict(rho)}** (Spearman "
+                     f"≥ 0.8 shown, > 0 weakly): per-size free fits give k = "
+                     f"{', '.join(_fmt(k, '.3f') for k in ks)} (small to large); Spearman rank correlation of k "
+                     f"with N = {_fmt(rho, '.2f')}.")
+        mape = inter_mape if x == "C" else fits.get(("D", "inter"), {}).get("prediction", {}).get("mape")
+        lines.append(f"- **2. Power law in {x}: {finding_2_verdict(rep['r2']['L'], mape)}** (R²(L) ≥ 0.9 and the "
+                     f"inter prediction within 10 % MAPE): R²(L) = {_fmt(rep['r2']['L'], '.3f')}, R²(ln L) = "
+                     f"{_fmt(rep['r2']['log_L'], '.3f')}, inter MAPE = "
+                     f"{_fmt(None if mape is None else 100 * mape, '.1f')} %.")
         if x == "C":
             k_big = rep["k"].get(max(rep["k"], key=float)) if rep["k"] else None
             share = None if not rep["k_max"] or k_big is None else k_big / rep["k_max"]
-            lines.append(f"- **3. k(N) grows and saturates** (fit on C): K_max = {_fmt(rep['k_max'], '.3f')}, "
-                         f"N_0 = {_fmt(rep['n0'], '.3g')} against N from {sizes[0]:.3g} to {sizes[-1]:.3g}; the "
-                         f"largest model reaches k/K_max = {_fmt(share, '.2f')} (near 1: saturated inside the "
-                         f"family; near 0: no saturation visible).")
+            pin = n0_pinning(rep)
+            where = ("no bootstrap" if pin is None else
+                     f"95 % interval {_fmt(pin['low'], '.3g')}–{_fmt(pin['high'], '.3g')} in the search range "
+                     f"{_fmt(pin['search'][0], '.3g')}–{_fmt(pin['search'][1], '.3g')}: "
+                     + ("excludes both edges" if pin["pinned"] else "reaches an edge (this run cannot pin N_0)"))
+            lines.append(f"- **3. k(N) grows and saturates (fit on C): {finding_3_verdict(pin, sizes[-1])}** "
+                         f"(shown: the N_0 interval excludes the search edges and lies at or below the largest N): "
+                         f"K_max = {_fmt(rep['k_max'], '.3f')}, N_0 = {_fmt(rep['n0'], '.3g')} ({where}) against "
+                         f"N from {sizes[0]:.3g} to {sizes[-1]:.3g}; the largest model reaches k/K_max = "
+                         f"{_fmt(share, '.2f')}.")
     final = [curves[n]["L_end"] for n in sizes]
     lines.append(f"- Final held-out L by size (small to large): {', '.join(_fmt(v, '.3f') for v in final)}; "
                  f"Spearman with N = {_fmt(spearman(sizes, final), '.2f')}.")
-    lines.append("- **4. Data reuse** is not part of the miniature (`configs/grids/data_reuse.py` is the study).")
+    if reuse is None:
+        lines.append("- **4. Data reuse**: not run (`reuse.taus` is empty).")
+        return lines
+    for n, r in sorted(reuse["sizes"].items(), key=lambda item: float(item[0])):
+        lines.append(f"- **4. Data reuse, N = {float(n):,.0f}: {r['verdict']}** ({reuse['rule']}): gain of RL at "
+                     f"tau = {r['taus'][0]:g} {_fmt(r['gain'], '.3f')}; fitted rise of final L to tau = "
+                     f"{r['taus'][-1]:g} {_fmt(r['rise'], '.3f')} ({_fmt(r['rise_low'], '.3f')} to "
+                     f"{_fmt(r['rise_high'], '.3f')}); share of the gain kept at tau = {r['taus'][-1]:g}: "
+                     f"{_fmt(r['kept'], '.2f')}.")
     return lines
+
+
+def reuse_table(reuse: dict) -> list[str]:
+    """Final L (seed mean, then each seed) per tau and size, and what each tau trains on (seed 0's subset)."""
+    sizes = sorted(reuse["sizes"], key=float)
+    first_seed = min(row["seed"] for row in reuse["subsets"])
+    subsets = {row["tau"]: row for row in reuse["subsets"] if row["seed"] == first_seed}
+    rows = [f"{reuse['num_steps']} GRPO steps per run; L before RL (seed mean): "
+            + ", ".join(f"N = {float(n):,.0f}: {_fmt(reuse['sizes'][n]['L0'], '.3f')}" for n in sizes), "",
+            "| tau | samples | distinct problems | distinct questions | "
+            + " | ".join(f"final L, N = {float(n):,.0f} (seeds)" for n in sizes) + " |",
+            "| --- | --- | --- | --- | " + " | ".join("---" for _ in sizes) + " |"]
+    for i, tau in enumerate(reuse["sizes"][sizes[0]]["taus"]):
+        sub = subsets.get(int(tau), {})
+        cells = []
+        for n in sizes:
+            r = reuse["sizes"][n]
+            seeds = [v for t, v in zip(r["runs"]["tau"], r["runs"]["L_final"]) if t == tau]
+            cells.append(f"{_fmt(r['mean_L_final'][i], '.3f')} ({', '.join(_fmt(v, '.3f') for v in seeds)})")
+        rows.append(f"| {tau:g} | {sub.get('samples', 'n/a')} | {sub.get('problems', 'n/a')} | "
+                    f"{sub.get('questions', 'n/a')} | " + " | ".join(cells) + " |")
+    return rows
 
 
 def _interval(rep: dict, name: str, spec: str) -> str:
@@ -119,8 +198,9 @@ def family_table(records: dict, curves: dict) -> list[str]:
     return rows
 
 
-def write_report(layout, cfg, records: dict, fits: dict, timings: dict) -> Path:
-    """Write `<out>/report.md` and return its path. `fits`: {(X, protocol): fit.json dict}."""
+def write_report(layout, cfg, records: dict, fits: dict, timings: dict, reuse: dict | None = None) -> Path:
+    """Write `<out>/report.md` and return its path. `fits`: {(X, protocol): fit.json dict}; `reuse`: the reuse
+    arm's fit (rl_scaling.scaling.reuse.fit_reuse with subsets, study.fit_reuse_arm) or None."""
     table = table_lib.read_metrics_table(layout.table)
     curves = curve_summary(table)
     stages = timings["stages"]
@@ -136,11 +216,14 @@ def write_report(layout, cfg, records: dict, fits: dict, timings: dict) -> Path:
              "", "## Family and curves", "", *family_table(records, curves), "",
              "L = 1 − held-out pass@1; C in FLOPs (6·N·tokens); D in prompts.", "",
              "## Fits (`tools/fit_scaling_law.py`)", "", *fit_table(fits), "",
-             "## The paper's findings in this miniature", "", *finding_checks(fits, curves), "",
+             *(["## Data reuse (finding 4)", "", *reuse_table(reuse), ""] if reuse else []),
+             "## The paper's findings in this miniature", "", *finding_checks(fits, curves, reuse), "",
              "## Plots", ""]
     for (x, protocol) in fits:
         folder = layout.fit_dir(x, protocol)
         for png in sorted(folder.glob("*.png")):
             lines.append(f"- {x} / {protocol}: [{png.stem}]({png.relative_to(layout.out)})")
+    if reuse:
+        lines.append(f"- reuse: [data_reuse]({(layout.reuse / 'data_reuse.png').relative_to(layout.out)})")
     layout.report.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return layout.report

@@ -11,6 +11,9 @@ where it stopped (the grid runner resumes its runs the same way).
     <out>/runs/<run_id>/              one GRPO run per size and seed (rl_scaling.grid.run)
     <out>/table.csv                   variant, size, seed, step, C, D, L, ... (rl_scaling.grid.gather)
     <out>/fits/<X>_<protocol>/        fit.json and plots (rl_scaling.scaling.fit_table)
+    <out>/reuse/runs/<run_id>/        the data-reuse arm (finding 4): one GRPO run per size, tau and seed
+    <out>/reuse/table.csv             its gathered table (a `tau` column)
+    <out>/reuse/fit.json, data_reuse.png   final L against tau (rl_scaling.scaling.reuse) and its figure
     <out>/timings.json                wall seconds and load averages per stage
     <out>/report.md                   the summary (rl_scaling.miniature.report)
 """
@@ -36,8 +39,11 @@ from rl_scaling.grid.run import LOG_FILE, run_grid
 from rl_scaling.grpo.setup import load_pool, split_train_heldout
 from rl_scaling.miniature import corpus, family, pretrain
 from rl_scaling.miniature import tokenizer as tokenizer_lib
+from rl_scaling.scaling import plots
+from rl_scaling.scaling import reuse as reuse_lib
 from rl_scaling.scaling import table as table_lib
 from rl_scaling.scaling.fit_table import FitRequest, fit_table
+from rl_scaling.scaling.report import size_key
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 REQUIRED_KEYS = ("levels", "corpus", "pool", "tokenizer", "family", "pretrain", "grid", "grpo_config", "fit")
@@ -81,6 +87,18 @@ class Layout:
         return self.out / "fits" / f"{x}_{protocol}"
 
     @property
+    def reuse(self) -> Path:
+        return self.out / "reuse"
+
+    @property
+    def reuse_runs(self) -> Path:
+        return self.reuse / "runs"
+
+    @property
+    def reuse_table(self) -> Path:
+        return self.reuse / "table.csv"
+
+    @property
     def timings(self) -> Path:
         return self.out / "timings.json"
 
@@ -96,6 +114,10 @@ def check_study_config(cfg) -> None:
         raise KeyError(f"study config lacks key(s) {missing}; keys found: {sorted(cfg)}")
     if len(cfg.family) < 3 and "inter" in cfg.fit.protocols:
         raise ValueError(f"the inter-model protocol needs >= 3 sizes, family has {len(cfg.family)}")
+    if "reuse" in cfg and cfg.reuse.taus:
+        unknown = [s for s in cfg.reuse.sizes if s not in cfg.family]
+        if unknown:
+            raise KeyError(f"reuse.sizes {unknown} are not in the family {list(cfg.family)}")
 
 
 def repo_path(path: str | Path) -> Path:
@@ -267,6 +289,82 @@ def run_grpo_grid(cfg, out: Layout) -> dict:
     return summary
 
 
+# ---- stage 5: the data-reuse arm (finding 4) ------------------------------------------------------------
+def reuse_overrides(cfg) -> dict:
+    """Trainer overrides of every reuse run (flat): its steps, evaluation at the start and end only, and the
+    pool's difficulty column, so that `data.reuse_tau` draws difficulty-stratified subsets in curriculum order
+    (rl_scaling.data.reuse_subset, as configs/grids/data_reuse.py)."""
+    r = cfg.reuse
+    return {"num_steps": int(r.num_steps), "eval.every": 0, "data.curriculum": True,
+            "data.difficulty_column": str(r.difficulty_column)}
+
+
+def reuse_grid(cfg, out: Layout) -> ml_collections.ConfigDict:
+    """The reuse arm's grid: the study's grid (load_grid) cut to reuse.sizes and reuse.seeds, variant "reuse",
+    tau in reuse.taus reaching the trainer as data.reuse_tau."""
+    grid = load_grid(cfg, out)
+    r = cfg.reuse
+    grid.name = f"{grid.name}-reuse"
+    grid.variants = ("reuse",)
+    grid.sizes = tuple(r.sizes)
+    grid.seeds = tuple(int(seed) for seed in r.seeds)
+    grid.settings = ml_collections.ConfigDict({"tau": tuple(int(t) for t in r.taus)})
+    grid.override_keys = ml_collections.ConfigDict({**grid.override_keys.to_dict(), "tau": "data.reuse_tau"})
+    overrides = dict(flatten(grid.overrides))
+    overrides.update(reuse_overrides(cfg))
+    grid.overrides = _nest(overrides)
+    return grid
+
+
+def reuse_subsets(cfg, out: Layout) -> list[dict]:
+    """What each reuse run trains on, from the trainer's own split and reuse subset (`split_train_heldout`):
+    [{"tau", "seed", "samples", "problems" (distinct pool entries), "questions" (distinct question texts)}]."""
+    grpo = load_grpo_config(cfg, out)
+    for key, value in reuse_overrides(cfg).items():
+        _set_dotted(grpo, key, value)
+    pool = load_pool(grpo)
+    rows = []
+    for seed in cfg.reuse.seeds:
+        for tau in cfg.reuse.taus:
+            grpo.seed, grpo.data.reuse_tau = int(seed), int(tau)
+            train = split_train_heldout(grpo, pool)[0]
+            rows.append({"tau": int(tau), "seed": int(seed), "samples": len(train),
+                         "problems": len({p.id for p in train}), "questions": len({p.question for p in train})})
+    return rows
+
+
+def run_reuse_grid(cfg, out: Layout) -> dict:
+    """Every unfinished reuse run (rl_scaling.grid.run); raises if one fails."""
+    with single_device_children():
+        summary = run_grid(reuse_grid(cfg, out), out.reuse_runs)
+    if summary["failed"]:
+        logs = [str(out.reuse_runs / run_id / LOG_FILE) for run_id in summary["failed"]]
+        raise RuntimeError(f"reuse run(s) failed {summary['failed']}; logs: {logs}")
+    return summary
+
+
+def fit_reuse_arm(cfg, out: Layout) -> dict:
+    """Gather the reuse runs, fit final L against tau (rl_scaling.scaling.reuse), add the subsets' sizes;
+    writes <out>/reuse/table.csv, fit.json and data_reuse.png and returns the fit dict (sizes keyed by N)."""
+    table = gather(out.reuse_runs, reuse_grid(cfg, out))
+    table_lib.write_metrics_table(table, out.reuse_table)
+    rep = reuse_lib.fit_reuse(table)
+    rep["subsets"] = reuse_subsets(cfg, out)
+    rep["num_steps"] = int(cfg.reuse.num_steps)
+    rep["sizes"] = {size_key(n): v for n, v in sorted(rep["sizes"].items())}
+    (out.reuse / "fit.json").write_text(json.dumps(rep, indent=1) + "\n")
+    (out.reuse / "data_reuse.png").write_bytes(plots.figure_png(plots.plot_reuse_fit(rep)))
+    for n, s in rep["sizes"].items():
+        tqdm.write(f"[miniature] reuse, N = {n}: final L by tau {s['taus']}: "
+                   + ", ".join(f"{v:.3f}" for v in s["mean_L_final"])
+                   + f"; rise {s['rise']:.3f}, gain {s['gain']:.3f}: {s['verdict']}")
+    return rep
+
+
+def has_reuse_arm(cfg) -> bool:
+    return "reuse" in cfg and bool(cfg.reuse.taus)
+
+
 # ---- stages 5-6: table and fits ------------------------------------------------------------------------
 def gather_table(cfg, out: Layout) -> Path:
     table = gather(out.runs, load_grid(cfg, out))
@@ -309,9 +407,42 @@ def format_fit(rep: dict) -> str:
     return line
 
 
+# ---- publishing --------------------------------------------------------------------------------------
+def published_name(relative: Path) -> str:
+    """The flat name of a study output in a published folder: fits/C_inter/k_vs_n.png -> k_vs_n_C_inter.png,
+    fits/C_full/loss_vs_C.png -> loss_vs_C_full.png, reuse/table.csv -> reuse_table.csv."""
+    parts = relative.parts
+    if parts[0] == "fits":
+        x, protocol = parts[1].split("_", 1)
+        stem = relative.stem if f"_{x}" in relative.stem else f"{relative.stem}_{x}"
+        return f"{stem}_{protocol}{relative.suffix}"
+    return "_".join(parts)
+
+
+def publish(out: str | Path, dest: str | Path) -> list[Path]:
+    """Copy a finished study's report, tables and figures into `dest` (e.g. docs/miniature) under flat names
+    (`published_name`), the report's links rewritten to them, so a document shows exactly one run's output.
+    Returns the written paths."""
+    layout, dest = Layout(Path(out)), Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    sources = [layout.table, *sorted((layout.out / "fits").glob("*/*.png"))]
+    sources += [p for p in (layout.reuse_table, layout.reuse / "data_reuse.png", layout.reuse / "fit.json") if p.exists()]
+    report = layout.report.read_text(encoding="utf-8")
+    written = []
+    for source in sources:
+        relative = source.relative_to(layout.out)
+        target = dest / published_name(relative)
+        target.write_bytes(source.read_bytes())
+        report = report.replace(f"]({relative.as_posix()})", f"]({target.name})")
+        written.append(target)
+    (dest / "report.md").write_text(report, encoding="utf-8")
+    return [*written, dest / "report.md"]
+
+
 # ---- the whole study -----------------------------------------------------------------------------------
 def run_study(cfg, out: str | Path) -> dict:
-    """Run (or resume) every stage; returns {"fits": {(X, protocol): fit.json dict}, "report": path}."""
+    """Run (or resume) every stage; returns {"fits": {(X, protocol): fit.json dict}, "reuse": the reuse fit
+    dict or None, "report": path}."""
     from rl_scaling.miniature import report as report_lib
 
     check_study_config(cfg)
@@ -333,9 +464,13 @@ def run_study(cfg, out: str | Path) -> dict:
         records = pretrain_family(cfg, layout, docs, tokenizer)
     with clock.stage("grpo"):
         run_grpo_grid(cfg, layout)
+    if has_reuse_arm(cfg):
+        with clock.stage("reuse"):
+            run_reuse_grid(cfg, layout)
     with clock.stage("fit"):
         gather_table(cfg, layout)
         fits = run_fits(cfg, layout)
-    path = report_lib.write_report(layout, cfg, records, fits, clock.record)
+        reuse = fit_reuse_arm(cfg, layout) if has_reuse_arm(cfg) else None
+    path = report_lib.write_report(layout, cfg, records, fits, clock.record, reuse)
     tqdm.write(f"[miniature] total {clock.total_seconds():.0f} s; report: {path}")
-    return {"fits": fits, "report": path}
+    return {"fits": fits, "reuse": reuse, "report": path}

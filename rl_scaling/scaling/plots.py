@@ -147,3 +147,27 @@ def plot_data_reuse(table, tau_column: str = "tau", x_name: str = "D"):
     right.set_title(_size_label(largest))
     right.legend(fontsize=7)
     return fig
+
+
+def plot_reuse_fit(reuse: dict):
+    """Finding 4: final L against tau per size (rl_scaling.scaling.reuse.fit_reuse's dict): every run as a
+    small dot, the seed means joined, the fitted line in ln tau dashed, and L before RL as a dotted level."""
+    fig, ax = plt.subplots(figsize=(6.2, 4.2))
+    sizes = sorted(reuse["sizes"], key=float)
+    colours = _size_colours(sizes)
+    for n in sizes:
+        s, colour = reuse["sizes"][n], colours[n]
+        runs = s["runs"]
+        ax.plot(runs["tau"], runs["L_final"], ".", color=colour, alpha=0.5, ms=5)
+        ax.plot(s["taus"], s["mean_L_final"], "o-", color=colour,
+                label=f"{_size_label(float(n))}: {s['verdict']}")
+        grid = np.geomspace(min(s["taus"]), max(s["taus"]), 50)
+        ax.plot(grid, s["line"]["a"] + s["line"]["b"] * np.log(grid), "--", color=colour, lw=0.9)
+        if np.isfinite(s["L0"]):
+            ax.axhline(s["L0"], color=colour, ls=":", lw=0.9)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("repeats per problem tau (training samples fixed)")
+    ax.set_ylabel("final held-out L (dots: seeds)")
+    ax.set_title("data reuse; dotted: L before RL, dashed: a + b ln tau")
+    ax.legend(fontsize=7)
+    return fig

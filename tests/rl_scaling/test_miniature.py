@@ -286,11 +286,121 @@ def test_report_curve_summary_and_rank_correlation_by_hand():
     assert report.spearman([1, 2], [1, 2]) is None
 
 
+# ---- the data-reuse arm (finding 4) -----------------------------------------------------------------
+def _full_pool_layout(tmp_path):
+    """The full study's config and its GRPO pool table written under tmp_path (no corpus: not needed)."""
+    cfg = load_config(STUDY_CONFIG)
+    layout = study.Layout(tmp_path)
+    corpus.write_problem_table(corpus.mixed_problems(cfg.levels, cfg.pool.per_level, cfg.pool.seed), layout.pool)
+    return cfg, layout
+
+
+def test_reuse_arm_trains_on_fixed_samples_stratified_and_in_curriculum_order(tmp_path):
+    """The trainer's own split + reuse subset (split_train_heldout) under the arm's overrides: every tau sees
+    num_steps x prompts samples, samples/tau distinct problems repeated tau times, each pass easy to hard,
+    both levels in proportion, none of them held out."""
+    from rl_scaling.grpo.setup import load_pool, split_train_heldout
+
+    cfg, layout = _full_pool_layout(tmp_path)
+    assert tuple(cfg.reuse.taus) == (1, 2, 4, 8, 16) and len(cfg.reuse.sizes) >= 2 and len(cfg.reuse.seeds) >= 2
+    grpo = study.load_grpo_config(cfg, layout)
+    for key, value in study.reuse_overrides(cfg).items():
+        study._set_dotted(grpo, key, value)
+    pool = load_pool(grpo)
+    samples = cfg.reuse.num_steps * grpo.grpo.prompts_per_step
+    for seed in cfg.reuse.seeds:
+        grpo.seed = seed
+        for tau in cfg.reuse.taus:
+            grpo.data.reuse_tau = tau
+            train, heldout = split_train_heldout(grpo, pool)
+            unique = samples // tau
+            assert len(train) == samples and len({p.id for p in train}) == unique
+            assert train == train[:unique] * tau  # one pass repeated tau times
+            levels = [p.difficulty for p in train[:unique]]
+            assert levels == sorted(levels)  # curriculum order: easy (level 0) first
+            assert abs(levels.count(0.0) / unique - 0.1) < 0.03  # stratified: level 0 is 1 in 10 of the pool
+            assert not {p.id for p in train} & {p.id for p in heldout}
+    rows = study.reuse_subsets(cfg, layout)
+    assert [(r["tau"], r["seed"]) for r in rows] == [(t, s) for s in cfg.reuse.seeds for t in cfg.reuse.taus]
+    assert all(r["samples"] == samples and r["problems"] == samples // r["tau"] for r in rows)
+    assert all(r["questions"] <= min(r["problems"], 110) for r in rows)  # 110 distinct questions in levels 0-1
+
+
+def test_reuse_grid_runs_every_size_tau_and_seed_with_the_arms_overrides(tmp_path):
+    cfg, layout = _full_pool_layout(tmp_path)
+    grid = study.reuse_grid(cfg, layout)
+    runs = expand_grid(grid)
+    assert len(runs) == len(cfg.reuse.sizes) * len(cfg.reuse.taus) * len(cfg.reuse.seeds)
+    assert {r.coords["tau"] for r in runs} == set(cfg.reuse.taus)
+    run = next(r for r in runs if r.coords["tau"] == 8 and r.coords["model"] == cfg.reuse.sizes[1])
+    argv = build_command(grid, run, layout.reuse_runs)
+    for flag in ("--config.data.reuse_tau=8", "--config.data.curriculum=True", "--config.data.difficulty_column=level",
+                 f"--config.num_steps={cfg.reuse.num_steps}", "--config.eval.every=0",
+                 f"--config.model.path={tmp_path / 'checkpoints' / cfg.reuse.sizes[1]}",
+                 f"--config.data.source={layout.pool}", f"--workdir={layout.reuse_runs / run.run_id}"):
+        assert flag in argv
+    assert tuple(study.load_grid(cfg, layout).sizes) == tuple(cfg.family)  # the main grid is untouched
+    cfg.reuse.sizes = ("s9",)
+    with pytest.raises(KeyError, match="s9"):
+        study.check_study_config(cfg)
+
+
+def test_published_names_and_links(tmp_path):
+    assert study.published_name(study.Path("fits/C_full/loss_vs_C.png")) == "loss_vs_C_full.png"
+    assert study.published_name(study.Path("fits/D_inter/k_vs_n.png")) == "k_vs_n_D_inter.png"
+    assert study.published_name(study.Path("reuse/data_reuse.png")) == "reuse_data_reuse.png"
+    layout = study.Layout(tmp_path / "out")
+    (layout.out / "fits" / "C_full").mkdir(parents=True)
+    (layout.out / "fits" / "C_full" / "k_vs_n.png").write_bytes(b"png")
+    layout.table.write_text("a\n")
+    layout.report.write_text("- C / full: [k_vs_n](fits/C_full/k_vs_n.png)\n")
+    written = study.publish(layout.out, tmp_path / "docs")
+    assert sorted(p.name for p in written) == ["k_vs_n_C_full.png", "report.md", "table.csv"]
+    assert (tmp_path / "docs" / "report.md").read_text() == "- C / full: [k_vs_n](k_vs_n_C_full.png)\n"
+
+
+def test_report_verdicts_and_n0_pinning_by_hand():
+    rep = {"bounds": {"log10_n0": [2.0, 8.0]}, "bootstrap": {"log10_n0": {"low": 4.0, "high": 5.0}}}
+    pin = report.n0_pinning(rep)
+    assert pin["pinned"] and pin["low"] == pytest.approx(1e4) and pin["search"] == pytest.approx([1e2, 1e8])
+    assert report.finding_3_verdict(pin, largest_n=1e6) == "shown"
+    assert report.finding_3_verdict(pin, largest_n=5e4) == "growth only"
+    rep["bootstrap"]["log10_n0"]["low"] = 2.05  # within 0.1 decade of the lower bound
+    assert not report.n0_pinning(rep)["pinned"]
+    assert report.finding_3_verdict(report.n0_pinning(rep), 1e6) == "not pinned"
+    assert report.n0_pinning({"bounds": {"log10_n0": [2.0, 8.0]}}) is None
+    assert report.finding_3_verdict(None, 1e6) == "not pinned"
+    assert [report.finding_1_verdict(r) for r in (0.9, 0.8, 0.3, 0.0, None)] == \
+        ["shown", "shown", "weakly shown", "not shown", "not shown"]
+    assert report.finding_2_verdict(0.95, 0.08) == "shown"
+    assert report.finding_2_verdict(0.95, None) == "shown"
+    assert report.finding_2_verdict(0.95, 0.2) == "not shown" == report.finding_2_verdict(0.8, 0.01)
+
+
+def test_report_reuse_table_and_finding_4_lines():
+    from rl_scaling.scaling.reuse import fit_reuse
+
+    table = {"size": np.repeat([5e4], 8), "tau": np.repeat([1.0, 1.0, 4.0, 4.0], 2),
+             "seed": np.tile([0.0, 0.0, 1.0, 1.0], 2), "step": np.tile([0, 40], 4),
+             "L": np.array([0.6, 0.41, 0.6, 0.43, 0.6, 0.43, 0.6, 0.41])}
+    reuse = fit_reuse(table)
+    reuse.update(num_steps=40, subsets=[{"tau": 1, "seed": 0, "samples": 1280, "problems": 1280, "questions": 110},
+                                        {"tau": 4, "seed": 0, "samples": 1280, "problems": 320, "questions": 102}])
+    rows = report.reuse_table(reuse)
+    assert rows[0] == "40 GRPO steps per run; L before RL (seed mean): N = 50,000: 0.600"
+    assert rows[-2] == "| 1 | 1280 | 1280 | 110 | 0.420 (0.410, 0.430) |"
+    assert rows[-1] == "| 4 | 1280 | 320 | 102 | 0.420 (0.430, 0.410) |"
+    curves = {5e4: {"L_end": 0.42}, 1e5: {"L_end": 0.3}, 2e5: {"L_end": 0.2}}
+    line = report.finding_checks({}, curves, reuse)[-1]
+    assert line.startswith("- **4. Data reuse, N = 50,000: shown**") and "kept at tau = 4: 1.00" in line
+
+
 # ---- the reduced study, end to end ------------------------------------------------------------------
 @pytest.mark.slow
 def test_reduced_miniature_end_to_end(tmp_path):
     """configs/miniature/reduced.py: 3 sizes pretrained, 4 GRPO steps each through the grid runner and
-    tools/train_grpo.py, gathered, fitted (full and inter, C and D), reported. ~70 s on 2 idle cores."""
+    tools/train_grpo.py, gathered, fitted (full and inter, C and D), the reuse arm (r1 at tau 1 and 4) run and
+    fitted, reported. ~90 s on 2 idle cores."""
     from common import load_pretrained
 
     cfg = load_config(REDUCED_CONFIG)
@@ -319,6 +429,15 @@ def test_reduced_miniature_end_to_end(tmp_path):
     text = layout.report.read_text()
     assert "K_max" in text and "| r3 |" in text and "fits/C_inter/predicted_vs_observed.png" in text
 
+    reuse_table = table_lib.read_metrics_table(layout.reuse_table)  # the reuse arm: r1 at tau 1 and 4
+    np.testing.assert_array_equal(np.unique(reuse_table["tau"]), [1, 4])
+    np.testing.assert_array_equal(reuse_table["D"][reuse_table["step"] == 4], [32, 32])  # same samples for both
+    reuse_fit = json.loads((layout.reuse / "fit.json").read_text())
+    assert [r["problems"] for r in reuse_fit["subsets"]] == [32, 8]
+    assert (layout.reuse / "data_reuse.png").stat().st_size > 1000
+    assert "## Data reuse (finding 4)" in text and "4. Data reuse, N = " in text
+
     model, tokenizer = load_pretrained(layout.checkpoint("r2"))  # a pretrained checkpoint, tokenizer inside
     assert model.config.vocab_size == len(tokenizer) and tokenizer.eos_token_id == 2
     assert study.run_grpo_grid(cfg, layout)["skipped"] == [f"base-r{i}-seed0" for i in (1, 2, 3)]
+    assert study.run_reuse_grid(cfg, layout)["skipped"] == ["reuse-r1-tau1-seed0", "reuse-r1-tau4-seed0"]
