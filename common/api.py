@@ -19,7 +19,7 @@ from jax.sharding import Mesh
 
 from common.engine import Engine
 from common.model import Decoder
-from common.rollout import Rollout
+from common.rollout import Rollout, pick_rollout_engine
 from common.sampler import Sampler
 
 # Names that resolve to a checkpoint this repository can build offline.
@@ -27,7 +27,6 @@ KNOWN_MODELS = ("smollm2-135m-instruct",)
 
 _SAMPLERS: "weakref.WeakKeyDictionary[Decoder, Sampler]" = weakref.WeakKeyDictionary()
 _ENGINES: "weakref.WeakKeyDictionary[Decoder, Engine]" = weakref.WeakKeyDictionary()
-ENGINES = ("auto", "paged", "static")
 _MESHES: "weakref.WeakKeyDictionary[Decoder, Mesh]" = weakref.WeakKeyDictionary()
 
 
@@ -138,16 +137,12 @@ def engine_for(model: Decoder, max_cache_length: int | None = None, pad_id: int 
 
 def rollout_for(model: Decoder, engine: str = "auto", max_cache_length: int | None = None, pad_id: int = 0
                 ) -> Rollout:
-    """What generates for `model`: "paged" the engine (`common.engine`), "static" the sampler, "auto" the
-    engine on GPU / TPU and the sampler on CPU (where the CPU decode kernels make the sampler's steps faster:
-    tools/bench_rollouts.py)."""
-    if engine not in ENGINES:
-        raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
-    if engine == "auto":
-        mesh = _MESHES.get(model)
-        platform = mesh.devices.flat[0].platform if mesh is not None else jax.default_backend()
-        engine = "static" if platform == "cpu" else "paged"
-    if engine == "paged":
+    """What generates for `model`: "paged" the engine (`common.engine`), "static" the sampler, "auto" as
+    `common.rollout.pick_rollout_engine` decides for the model's platform (the sampler on CPU, the engine
+    elsewhere)."""
+    mesh = _MESHES.get(model)
+    platform = mesh.devices.flat[0].platform if mesh is not None else jax.default_backend()
+    if pick_rollout_engine(engine, platform) == "paged":
         return engine_for(model, max_cache_length, pad_id)
     return sampler_for(model, max_cache_length, pad_id)
 

@@ -4,7 +4,8 @@ One method, one result: `Rollout.generate(params, prompt_ids, ...) -> SampleOutp
 go in with every call (a trainer passes the version it just updated; nothing is set on the generator), and
 every sampled token comes back with its log-probability under those parameters. `common.sampler.Sampler`
 is the in-process implementation; a paged continuous-batching engine or a remote server implements the
-same method.
+same method. `pick_rollout_engine`: which of the two in-process ones a choice of "auto", "paged" or "static"
+means on a platform (the facade's `generate` and the GRPO trainer both ask it).
 """
 
 from __future__ import annotations
@@ -34,3 +35,18 @@ class Rollout(abc.ABC):
         """params: the policy's parameters (for the in-process sampler, the decoder's `nnx.State`).
         temperature 0: greedy. top_k 0 / top_p 1: no filter. stop_token_ids: generation of a row ends after
         one of them. Same seed, same params, same prompts: same samples."""
+
+
+ROLLOUT_ENGINES = ("auto", "paged", "static")
+
+
+def pick_rollout_engine(choice: str, platform: str, setting: str = "engine") -> str:
+    """"paged" (the engine, `common.engine`) or "static" (the sampler, `common.sampler`) for `choice`, one of
+    ROLLOUT_ENGINES, on `platform` ("cpu", "gpu", "tpu"): "auto" is the static sampler on a CPU, where the CPU
+    decode kernels make its steps faster than the engine's (tools/bench_rollouts.py measures both), and the
+    paged engine elsewhere. `setting` names the choice in the error for one not in ROLLOUT_ENGINES."""
+    if choice not in ROLLOUT_ENGINES:
+        raise ValueError(f"{setting} must be one of {ROLLOUT_ENGINES}, got {choice!r}")
+    if choice == "auto":
+        return "static" if platform == "cpu" else "paged"
+    return choice

@@ -242,18 +242,6 @@ def length_ladder_halves(g) -> bool:
     return ladder == "halves"
 
 
-def rollout_engine_name(cfg, platform: str) -> str:
-    """"static" or "paged": grpo.rollout_engine, where "auto" means the paged engine on GPU and TPU and the
-    static sampler on CPU (there the CPU decode kernels run the static sampler's decode steps; the engine's
-    XLA steps are slower, `tools/bench_rollouts.py` measures both)."""
-    name = str(cfg.grpo.get("rollout_engine", "auto") or "auto")
-    if name not in ("auto", "static", "paged"):
-        raise ValueError(f"grpo.rollout_engine must be 'auto', 'static' or 'paged', got {name!r}")
-    if name == "auto":
-        return "static" if platform == "cpu" else "paged"
-    return name
-
-
 def make_rollout(cfg, model, *, mesh, pad_id: int, max_cache_length: int, sequences_per_call: int,
                  platform: str):
     """(the trainer's `Rollout`, sequences per generate call). The static sampler generates in calls of
@@ -261,12 +249,15 @@ def make_rollout(cfg, model, *, mesh, pad_id: int, max_cache_length: int, sequen
     `sequences_per_call` sequences of full length hold (the same memory), its decode slots
     grpo.engine_slots (0: as many as that memory holds at full length; short sequences leave pages free for
     more); it decodes from a copy of the policy in the compute dtype, laid out for inference
-    (`common.engine.weights`), made once per update."""
+    (`common.engine.weights`), made once per update. Which of the two: grpo.rollout_engine on `platform`
+    (`common.rollout.pick_rollout_engine`: "auto" is the sampler on CPU, the engine elsewhere)."""
     from common.engine import Engine
+    from common.rollout import pick_rollout_engine
     from common.sampler import Sampler
 
     g = cfg.grpo
-    if rollout_engine_name(cfg, platform) == "static":
+    engine = pick_rollout_engine(str(g.get("rollout_engine", "auto") or "auto"), platform, "grpo.rollout_engine")
+    if engine == "static":
         return Sampler(model, mesh=mesh, pad_id=pad_id, max_cache_length=max_cache_length,
                        adaptive_prefill=bool(g.get("adaptive_prefill", False))), sequences_per_call
     page = int(g.get("engine_page_size", 16))
