@@ -26,6 +26,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from common.kv_cache import KVCache
 from common.model import Decoder
+from common.per_version import PerVersion
 from common.prefill_plan import PrefillGroup, bucket, length_bucket, plan_prefill
 from common.rollout import Rollout, SampleOutput
 from common.sampling import SamplingMode, check_logprobs_not_nan, sample_tokens
@@ -178,7 +179,7 @@ class Sampler(Rollout):
         self.adaptive_prefill = adaptive_prefill
         self.dtype = model.dtype
         self._compiled: dict[tuple, object] = {}
-        self._prepared, self._prepared_of = None, None  # the backend's data, and the parameter arrays it came from
+        self._prepared = PerVersion(lambda state: self.backend.prepare(nnx.merge(self.graphdef, state)))
 
     def update_params(self, model: Decoder) -> None:
         """Point `sample` at new parameter values (same structure), e.g. after a training step."""
@@ -187,15 +188,7 @@ class Sampler(Rollout):
     def _prepared_for(self, state, rows: int) -> Any:
         """The backend's prepared data when a call of `rows` rows runs on it (`AttentionBackend.uses_prepared`),
         else None. Made once per parameter version: kept while the parameters are the same arrays."""
-        if not self.backend.uses_prepared(rows, self.dtype):
-            return None
-        leaves = jax.tree.leaves(state)
-        if self._prepared_of is None or len(leaves) != len(self._prepared_of) or any(
-                a is not b for a, b in zip(leaves, self._prepared_of)):
-            self._prepared = None  # the old copy goes before the new one is made
-            self._prepared = self.backend.prepare(nnx.merge(self.graphdef, state))
-            self._prepared_of = leaves
-        return self._prepared
+        return self._prepared.get(state) if self.backend.uses_prepared(rows, self.dtype) else None
 
     @property
     def compile_keys(self) -> list[tuple]:

@@ -25,7 +25,8 @@ SOURCES = [HERE / "products.cc", HERE / "attention.cc", HERE / "embedding.cc", H
 HEADERS = [HERE / "threads.h", HERE / "tiles.h", HERE / "amx.h", HERE / "attend.h"]
 FLAGS = ["-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-w"]
 TARGETS = ["QrrPackedF32", "QrrPackedBf16", "QrrPackF32", "QrrPackBf16", "QrrDecodeAttentionF32",
-           "QrrDecodeAttentionBf16", "QrrTakeRows", "QrrDecodeLayerF32", "QrrDecodeLayerBf16"]
+           "QrrDecodeAttentionBf16", "QrrTakeRows", "QrrDecodeLayerF32", "QrrDecodeLayerBf16",
+           "QrrDecodeLayerPagedF32", "QrrDecodeLayerPagedBf16"]
 
 
 def require() -> None:

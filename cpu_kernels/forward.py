@@ -16,6 +16,7 @@ import jax.numpy as jnp
 
 from common.kv_cache import KVCache, write_slots
 from common.model import apply_rope, rms_norm, rope_cos_sin, swiglu
+from common.paged_kv import PagedKV, PageView
 from cpu_kernels import embedding, layer, products
 
 
@@ -66,11 +67,8 @@ def cached_forward(model, packed: dict, tokens: jax.Array, cache: KVCache, *, pr
     for i in range(cfg.num_layers):
         block, weights = model.block(i), packed["layers"][i]
         if one_call:
-            attn = block.attn
-            bias = (attn.qkv_bias[...] if attn.use_bias
-                    else jnp.zeros(attn.qkv_kernel.shape[1:], attn.qkv_kernel.dtype))
             out, k, v = layer.decode_layer(
-                x[:, 0], block.attn_norm[...], bias, block.mlp_norm[...], weights, cos[:, 0], sin[:, 0],
+                x[:, 0], block.attn_norm[...], _qkv_bias(block), block.mlp_norm[...], weights, cos[:, 0], sin[:, 0],
                 cache.k[i], cache.v[i], cache.index, mask, eps=block.eps, intermediate=cfg.intermediate_size)
             x = out[:, None]
         else:
@@ -80,6 +78,38 @@ def cached_forward(model, packed: dict, tokens: jax.Array, cache: KVCache, *, pr
         new_v.append(v)
     x = rms_norm(x, model.final_norm[...], cfg.rms_norm_eps)
     return x, KVCache(k=new_k, v=new_v, index=cache.index + T, start=cache.start, prefix=cache.prefix)
+
+
+def paged_decode_applies(model, kv: PagedKV, tokens: jax.Array) -> bool:
+    """Whether `paged_forward` runs this call on the layer kernel: one token per row, the pool in the compute
+    dtype, pages of a power-of-two size, a head size the kernel takes."""
+    page = kv.page_size
+    return (tokens.shape[1] == 1 and model.dtype.name in layer.DTYPES and kv.k.dtype == model.dtype
+            and page & (page - 1) == 0 and model.config.head_dim <= layer.MAX_HEAD_DIM)
+
+
+def paged_forward(model, packed: dict, tokens: jax.Array, kv: PagedKV, view: PageView
+                  ) -> tuple[jax.Array, PagedKV]:
+    """The rollout engine's decode step on the packed weights: tokens [B, 1] at view.positions under the page
+    pool -> (final hidden [B, 1, d], the pool with their keys and values written), as
+    `model.forward_paged(tokens, kv, view)`, each layer one kernel call that reads and writes the pool in place
+    through the page table (`paged_decode_applies` must hold)."""
+    cfg, dtype = model.config, model.dtype
+    cos, sin = rope_cos_sin(view.positions, cfg.head_dim, cfg.rope_theta)
+    x = embedding.take_rows(model.embedding[...], tokens[:, 0]).astype(dtype)
+    k, v = kv.k, kv.v
+    for i in range(cfg.num_layers):
+        block, weights = model.block(i), packed["layers"][i]
+        x, k, v = layer.decode_layer_paged(
+            x, block.attn_norm[...], _qkv_bias(block), block.mlp_norm[...], weights, cos[:, 0], sin[:, 0], k, v, i,
+            view.page_table, view.lengths, eps=block.eps, intermediate=cfg.intermediate_size)
+    return rms_norm(x[:, None], model.final_norm[...], cfg.rms_norm_eps), PagedKV(k=k, v=v)
+
+
+def _qkv_bias(block) -> jax.Array:
+    """The layer's q/k/v bias [K, G + 2, h], zeros for a layer without one (what the kernel takes)."""
+    attn = block.attn
+    return attn.qkv_bias[...] if attn.use_bias else jnp.zeros(attn.qkv_kernel.shape[1:], attn.qkv_kernel.dtype)
 
 
 def _layer(block, weights: dict, x, cos, sin, visibility, layer_cache, index, dtype, attend_cached, prefill):

@@ -60,7 +60,7 @@ def compile_engine_step(config: ModelConfig, mesh: Mesh, *, rows: int, pages_per
     mode = SamplingMode.from_params(1.0, 0, 1.0)
 
     def run(state, kv, *args):
-        return pass_and_sample(nnx.merge(graphdef, state), kv, *args, mode=mode)
+        return pass_and_sample(nnx.merge(graphdef, state), None, kv, *args, mode=mode)  # no backend data
 
     # tokens, view, last; seeds, sequence ids, token index; temperature, top_p: one per row
     compiled, seconds = compile_for(jax.jit(run, donate_argnums=(1,)), state, PagedKV(k=pool, v=pool), row(1), view,

@@ -7,9 +7,9 @@ Layouts (B batch, T queries, S key slots, H query heads, K kv heads, G = H / K, 
 
 The decoder calls `attend` without a cache (training: differentiated) and `attend_cached` under one (the
 sampler's prefill and decode steps: never differentiated). A backend that runs a whole cached forward pass
-its own way (the CPU kernels' one-call decoder layer) overrides the whole-step hooks: the sampler asks
-`uses_prepared` per call, keeps `prepare`'s result per parameter version, and calls `cached_forward` and
-`logits` instead of the decoder's own.
+its own way (the CPU kernels' one-call decoder layer) overrides the whole-step hooks: the sampler and the
+rollout engine ask `uses_prepared` per call, keep `prepare`'s result per parameter version, and call
+`cached_forward` (the engine: `paged_forward`) and `logits` instead of the decoder's own.
 """
 
 from __future__ import annotations
@@ -92,6 +92,12 @@ class AttentionBackend:
         """tokens [B, T] under `cache` -> (final hidden [B, T, d], the cache with the T slots written): the
         decoder's own `forward`, unless a backend runs the pass its own way on `prepared` (None: not)."""
         return model.forward(tokens, cache=cache, return_hidden=True, prefill=prefill)
+
+    def paged_forward(self, model, prepared, tokens: jax.Array, kv, view):
+        """tokens [B, T] under the engine's page pool `kv` (`common.paged_kv.PagedKV`) at `view` -> (final hidden
+        [B, T, d], the pool with the T tokens' keys and values written): the decoder's own `forward_paged`, unless
+        a backend runs the pass its own way on `prepared` (None: not)."""
+        return model.forward_paged(tokens, kv, view)
 
     def logits(self, model, prepared, hidden: jax.Array) -> jax.Array:
         """hidden [..., d] -> float32 logits [..., V] under a cache."""

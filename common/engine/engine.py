@@ -22,12 +22,14 @@ import numpy as np
 from flax import nnx
 from jax.sharding import Mesh
 
+from common.device_memory import device_memory_limit
 from common.engine.pages import PageCache
 from common.engine.programs import TOP_LOGPROBS, pass_and_sample
 from common.engine.scheduler import Sampling, Scheduler, Sequence, Work
 from common.engine.weights import inference_copy
 from common.model import Decoder
 from common.paged_kv import NULL_PAGE, PagedKV, PageView, pool_bytes
+from common.per_version import PerVersion
 from common.prefill_plan import bucket, length_bucket
 from common.rollout import Rollout, SampleOutput
 from common.sampling import SamplingMode, check_logprobs_not_nan
@@ -45,10 +47,7 @@ DEVICE_POOL_SHARE = 0.4  # of a device's memory, where it reports its limit and 
 def default_pool_bytes() -> int:
     """The page pool's budget when the caller gives none: DEVICE_POOL_SHARE of the device's memory limit, or
     DEFAULT_POOL_BYTES where the device reports none."""
-    try:
-        limit = (jax.local_devices()[0].memory_stats() or {}).get("bytes_limit")
-    except Exception:  # a platform without memory statistics
-        limit = None
+    limit = device_memory_limit()
     return int(limit * DEVICE_POOL_SHARE) if limit else DEFAULT_POOL_BYTES
 
 
@@ -88,7 +87,11 @@ class Engine(Rollout):
         self.prefill_chunk = prefill_chunk
         self.prefill_tokens = prefill_tokens or 4 * prefill_chunk
         self.weights_dtype = weights_dtype
-        self._weights, self._weights_of = None, None  # the inference copy, and the parameter arrays it came from
+        self.backend = model.backend
+        # the inference copy, and the backend's data for its own pass (`AttentionBackend.prepare`), per version
+        self._weights = PerVersion(lambda params: inference_copy(
+            params, self.mesh, self.weights_dtype or jax.tree.leaves(params)[0].dtype))
+        self._prepared = PerVersion(lambda params: self.backend.prepare(nnx.merge(self.graphdef, params)))
         self._kv: PagedKV | None = None
         self._compiled: dict[tuple, Any] = {}
         self.stats: dict[str, int] = {}
@@ -104,23 +107,17 @@ class Engine(Rollout):
         if key not in self._compiled:
             graphdef = self.graphdef
 
-            def run(state, kv, *args):
-                return pass_and_sample(nnx.merge(graphdef, state), kv, *args, mode=mode, top=top)
+            def run(state, prepared, kv, *args):
+                return pass_and_sample(nnx.merge(graphdef, state), prepared, kv, *args, mode=mode, top=top)
 
-            self._compiled[key] = jax.jit(run, donate_argnums=(1,))
+            self._compiled[key] = jax.jit(run, donate_argnums=(2,))
         return self._compiled[key]
 
     def _inference_weights(self, params):
         """The parameters the programs decode from: `params`, or their inference copy (made once a version)."""
         if self.weights_dtype is None and self.mesh is None:
             return params
-        leaves = jax.tree.leaves(params)
-        if self._weights_of is None or len(leaves) != len(self._weights_of) or any(
-                a is not b for a, b in zip(leaves, self._weights_of)):
-            self._weights = None  # the old copy goes before the new one is made
-            dtype = self.weights_dtype or leaves[0].dtype
-            self._weights, self._weights_of = inference_copy(params, self.mesh, dtype), leaves
-        return self._weights
+        return self._weights.get(params)
 
     def _pool(self) -> PagedKV:
         if self._kv is None:
@@ -179,8 +176,9 @@ class Engine(Rollout):
         for r, (seq, _, _) in enumerate(work.rows):
             s = seq.sampling
             seeds[r], temperature[r], top_p[r] = s.seed, s.temperature or 1.0, s.top_p
+        prepared = self._prepared.get(params) if self.backend.uses_prepared(rows, self.dtype) else None
         self._kv, token, logp, *ranked = self._program(rows, width, pages, mode, top)(
-            params, self._pool(), tokens, view, last, seeds, ids, index, temperature, top_p)
+            params, prepared, self._pool(), tokens, view, last, seeds, ids, index, temperature, top_p)
         token, logp, ranked = jax.device_get((token, logp, ranked))
         self.stats["calls"] = self.stats.get("calls", 0) + 1
         self.stats["row_tokens"] = self.stats.get("row_tokens", 0) + rows * width

@@ -1,6 +1,8 @@
 // Attention of one query position per (row, kv head) over a cache, in float32 (shared by attention.cc and
-// layer.cc). The cache is the decoder's [B, S, K, h]: one (row, kv head)'s keys and values are S rows of h
-// elements, `ld` = K * h elements apart; float32 or bfloat16 (uint16_t) elements.
+// layer.cc). One (row, kv head)'s keys and values are S slots of h elements, float32 or bfloat16 (uint16_t),
+// addressed through `Slots`: in the decoder's cache [B, S, K, h] one run K * h elements apart; in the engine's
+// page pool [K, L, N, page, h] runs of `page` slots h elements apart, one page after another as the row's page
+// table lists them.
 #pragma once
 
 #include <immintrin.h>
@@ -45,6 +47,20 @@ inline __m512 Load16(const uint16_t* p, __mmask16 m) {
 }
 inline __mmask16 Tail(int64_t left) { return left >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << left) - 1); }
 
+// Where slot s of one (row, kv head)'s keys (or values) lies: in page s >> shift, (s & mask) * ld elements from
+// the page's start. A contiguous cache is one page (`Strided`).
+template <typename E>
+struct Slots {
+  const E* const* pages;  // the first element of each page
+  int shift;
+  int64_t mask, ld;
+  const E* at(int64_t s) const { return pages[s >> shift] + (s & mask) * ld; }
+};
+template <typename E>
+Slots<E> Strided(const E* const* first, int64_t ld) {
+  return {first, 62, (int64_t{1} << 62) - 1, ld};
+}
+
 constexpr int kRows = 4;  // query heads of a group at once, at most (the weighted sums)
 constexpr int kVecs = 4;  // 16-float vectors of head dims at once (the weighted sums)
                           // kRows x kVecs accumulators stay in registers
@@ -57,10 +73,11 @@ class LineFeed {
  public:
   LineFeed() = default;
   template <typename E>
-  LineFeed(const E* keys, const E* values, int64_t h, int64_t ld, int64_t lo, int64_t hi)
-      : keys_(reinterpret_cast<uintptr_t>(keys + lo * ld)), values_(reinterpret_cast<uintptr_t>(values + lo * ld)),
-        row_bytes_(h * static_cast<int64_t>(sizeof(E))), ld_bytes_(ld * static_cast<int64_t>(sizeof(E))),
-        slots_(hi - lo + 1) {
+  LineFeed(const Slots<E>& keys, const Slots<E>& values, int64_t h, int64_t lo, int64_t hi)
+      : keys_(reinterpret_cast<const char* const*>(keys.pages)),
+        values_(reinterpret_cast<const char* const*>(values.pages)), shift_(keys.shift), mask_(keys.mask),
+        row_bytes_(h * static_cast<int64_t>(sizeof(E))), ld_bytes_(keys.ld * static_cast<int64_t>(sizeof(E))),
+        lo_(lo), slots_(hi - lo + 1) {
     Row(0);
   }
   // lines the feed holds in all: what a caller spreads over its loop
@@ -75,18 +92,22 @@ class LineFeed {
 
  private:
   static constexpr uintptr_t kMask = 63;
-  // the lines of row r: slot r / 2's key (r even) or value (r odd); nothing past the last slot
+  // the lines of row r: slot lo + r / 2's key (r even) or value (r odd); nothing past the last slot
   void Row(int64_t r) {
     row_ = r;
     if (r < 2 * slots_) {
-      const uintptr_t first = ((r & 1) ? values_ : keys_) + (r / 2) * ld_bytes_;
+      const int64_t s = lo_ + r / 2;
+      const uintptr_t first = reinterpret_cast<uintptr_t>(((r & 1) ? values_ : keys_)[s >> shift_]) +
+                              static_cast<uintptr_t>((s & mask_) * ld_bytes_);
       at_ = first & ~kMask, end_ = (first + row_bytes_ - 1) & ~kMask;
     } else {
       at_ = 1, end_ = 0;
     }
   }
-  uintptr_t keys_ = 0, values_ = 0;
-  int64_t row_bytes_ = 0, ld_bytes_ = 0, slots_ = 0, row_ = 0;
+  const char* const* keys_ = nullptr;
+  const char* const* values_ = nullptr;
+  int shift_ = 0;
+  int64_t mask_ = 0, row_bytes_ = 0, ld_bytes_ = 0, lo_ = 0, slots_ = 0, row_ = 0;
   uintptr_t at_ = 1, end_ = 0;
 };
 
@@ -111,11 +132,11 @@ inline __m512 Sum16(const __m512* v) {
 // slot's dot product accumulates over the head dims in a vector of its own, and Sum16 turns the 16 vectors into the
 // 16 scores. Past the last visible slot (the padding up to `stride`) the last slot is read again; Softmax ignores it.
 template <typename E>
-void ScoreRows(const float* q, int64_t R, const E* keys, int64_t h, int64_t ld, int64_t lo, int64_t n, float* scores,
+void ScoreRows(const float* q, int64_t R, const Slots<E>& keys, int64_t h, int64_t lo, int64_t n, float* scores,
                int64_t stride, LineFeed& feed, int64_t per) {
   for (int64_t s0 = 0; s0 < n; s0 += 16) {
     const E* key[16];
-    for (int j = 0; j < 16; ++j) key[j] = keys + (lo + std::min<int64_t>(s0 + j, n - 1)) * ld;
+    for (int j = 0; j < 16; ++j) key[j] = keys.at(lo + std::min<int64_t>(s0 + j, n - 1));
     for (int64_t r = 0; r < R; ++r) {
       __m512 acc[16];
       for (int j = 0; j < 16; ++j) acc[j] = _mm512_setzero_ps();
@@ -133,8 +154,8 @@ void ScoreRows(const float* q, int64_t R, const E* keys, int64_t h, int64_t ld, 
 
 // out[r] = sum_s p[r, s] value(lo + s) for R heads, kVecs * 16 head dims at a time
 template <int R, typename E>
-void WeighRows(const float* p, const E* values, int64_t h, int64_t ld, int64_t lo, int64_t n, int64_t stride,
-               float* out, LineFeed& feed, int64_t per) {
+void WeighRows(const float* p, const Slots<E>& values, int64_t h, int64_t lo, int64_t n, int64_t stride, float* out,
+               LineFeed& feed, int64_t per) {
   for (int64_t d0 = 0; d0 < h; d0 += 16 * kVecs) {
     __m512 acc[R][kVecs];
     __mmask16 m[kVecs];
@@ -143,7 +164,7 @@ void WeighRows(const float* p, const E* values, int64_t h, int64_t ld, int64_t l
       for (int j = 0; j < kVecs; ++j) acc[r][j] = _mm512_setzero_ps();
     for (int64_t s = 0; s < n; ++s) {
       feed.Step(per);
-      const E* row = values + (lo + s) * ld + d0;
+      const E* row = values.at(lo + s) + d0;
       __m512 vv[kVecs];
       for (int j = 0; j < kVecs; ++j) vv[j] = Load16(row + 16 * j, m[j]);
       for (int r = 0; r < R; ++r) {
@@ -185,8 +206,8 @@ inline void Softmax(float* sc, const bool* mask, int64_t n, int64_t stride) {
 constexpr int64_t kPrefetchSlotBytes = 512 * 1024;
 // The sweep is a LineFeed's lines, all asked for at once.
 template <typename E>
-void PrefetchVisible(const E* keys, const E* values, int64_t h, int64_t ld, int64_t lo, int64_t hi) {
-  LineFeed(keys, values, h, ld, lo, hi).Rest();
+void PrefetchVisible(const Slots<E>& keys, const Slots<E>& values, int64_t h, int64_t lo, int64_t hi) {
+  LineFeed(keys, values, h, lo, hi).Rest();
 }
 
 // The visible range [lo, hi] of a mask over S slots; lo > hi when none is visible.
@@ -204,18 +225,18 @@ int64_t FetchedHi(int64_t lo, int64_t hi, int64_t h) {
 
 // The feed of a part's visible keys and values over S slots (empty when none is visible).
 template <typename E>
-LineFeed FeedOf(const E* keys, const E* values, const bool* mask, int64_t h, int64_t ld, int64_t S) {
+LineFeed FeedOf(const Slots<E>& keys, const Slots<E>& values, const bool* mask, int64_t h, int64_t S) {
   int64_t lo, hi;
   VisibleRange(mask, S, &lo, &hi);
-  return lo > hi ? LineFeed() : LineFeed(keys, values, h, ld, lo, FetchedHi<E>(lo, hi, h));
+  return lo > hi ? LineFeed() : LineFeed(keys, values, h, lo, FetchedHi<E>(lo, hi, h));
 }
 
-// out [G, h] float32 = attention of G query heads q [G, h] over one (row, kv head)'s S slots of keys and values
-// (rows `ld` elements apart), those the mask lets through; zeros when it lets none. fetched: the visible slots were
+// out [G, h] float32 = attention of G query heads q [G, h] over one (row, kv head)'s S slots of keys and values,
+// those the mask lets through; zeros when it lets none. fetched: the visible slots were
 // asked for already (by the part before); next: the feed of the part after, stepped along this one's loops.
 template <typename E>
-void AttendOne(const E* q, const E* keys, const E* values, const bool* mask, float* out, int64_t G, int64_t h,
-               int64_t ld, int64_t S, std::vector<float>& qf, std::vector<float>& scores, bool fetched = false,
+void AttendOne(const E* q, const Slots<E>& keys, const Slots<E>& values, const bool* mask, float* out, int64_t G,
+               int64_t h, int64_t S, std::vector<float>& qf, std::vector<float>& scores, bool fetched = false,
                LineFeed* next = nullptr) {
   int64_t lo, hi;
   VisibleRange(mask, S, &lo, &hi);
@@ -227,7 +248,7 @@ void AttendOne(const E* q, const E* keys, const E* values, const bool* mask, flo
     return;
   }
   const int64_t n = hi - lo + 1, stride = (n + 15) / 16 * 16;
-  if (!fetched) PrefetchVisible(keys, values, h, ld, lo, FetchedHi<E>(lo, hi, h));
+  if (!fetched) PrefetchVisible(keys, values, h, lo, FetchedHi<E>(lo, hi, h));
   // the next part's lines, spread over the inner iterations of the scores and the weighted sums
   const int64_t iterations = G * (stride / 16) * ((h + 15) / 16) +
                              ((G + kRows - 1) / kRows) * ((h + 16 * kVecs - 1) / (16 * kVecs)) * n;
@@ -236,16 +257,16 @@ void AttendOne(const E* q, const E* keys, const E* values, const bool* mask, flo
   const float scale = 1.f / std::sqrt(static_cast<float>(h));
   for (int64_t i = 0; i < G * h; ++i) qf[i] = ToFloat(q[i]) * scale;
   scores.resize(G * stride);
-  ScoreRows<E>(qf.data(), G, keys, h, ld, lo, n, scores.data(), stride, feed, per);
+  ScoreRows<E>(qf.data(), G, keys, h, lo, n, scores.data(), stride, feed, per);
   for (int64_t g = 0; g < G; ++g) Softmax(scores.data() + g * stride, mask + lo, n, stride);
   for (int64_t g0 = 0; g0 < G; g0 += kRows) {
     const float* pg = scores.data() + g0 * stride;
     float* og = out + g0 * h;
     switch (std::min<int64_t>(kRows, G - g0)) {
-      case 1: WeighRows<1>(pg, values, h, ld, lo, n, stride, og, feed, per); break;
-      case 2: WeighRows<2>(pg, values, h, ld, lo, n, stride, og, feed, per); break;
-      case 3: WeighRows<3>(pg, values, h, ld, lo, n, stride, og, feed, per); break;
-      default: WeighRows<4>(pg, values, h, ld, lo, n, stride, og, feed, per); break;
+      case 1: WeighRows<1>(pg, values, h, lo, n, stride, og, feed, per); break;
+      case 2: WeighRows<2>(pg, values, h, lo, n, stride, og, feed, per); break;
+      case 3: WeighRows<3>(pg, values, h, lo, n, stride, og, feed, per); break;
+      default: WeighRows<4>(pg, values, h, lo, n, stride, og, feed, per); break;
     }
   }
   feed.Rest();

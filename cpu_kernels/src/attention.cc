@@ -48,7 +48,9 @@ ffi::Error DecodeAttention(ffi::ThreadPool pool, ffi::Buffer<T> q, ffi::Buffer<T
     const int64_t t0 = tasks * part / parts, t1 = tasks * (part + 1) / parts;
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t b = t / K, first = (b * S * K + t % K) * h;  // (row b, kv head t % K) at slot 0
-      AttendOne<E>(qp + t * G * h, kp + first, vp + first, mp + b * S, op + t * G * h, G, h, K * h, S, qf, scores);
+      const E *k0 = kp + first, *v0 = vp + first;
+      AttendOne<E>(qp + t * G * h, qrr::Strided<E>(&k0, K * h), qrr::Strided<E>(&v0, K * h), mp + b * S,
+                   op + t * G * h, G, h, S, qf, scores);
     }
   });
   return ffi::Error::Success();

@@ -189,38 +189,80 @@ void AddRounded(float* x, const float* y, int64_t n) {
   });
 }
 
-template <ffi::DataType T, typename E>
-ffi::Error DecodeLayer(ffi::ThreadPool pool, ffi::Buffer<T> x, ffi::Buffer<T> attn_norm, ffi::Buffer<T> qkv_w,
-                       ffi::Buffer<T> qkv_bias, ffi::Buffer<T> o_w, ffi::Buffer<T> mlp_norm, ffi::Buffer<T> gate_up_w,
-                       ffi::Buffer<T> down_w, ffi::Buffer<ffi::F32> cos, ffi::Buffer<ffi::F32> sin,
-                       ffi::Buffer<T> k_cache, ffi::Buffer<T> v_cache, ffi::Buffer<ffi::S32> index,
-                       ffi::Buffer<ffi::PRED> mask, ffi::ResultBuffer<T> x_out, ffi::ResultBuffer<T> k_out,
-                       ffi::ResultBuffer<T> v_out, float eps, int64_t intermediate) {
-  const auto xd = x.dimensions(), kd = k_cache.dimensions(), vd = v_cache.dimensions();
-  if (xd.size() != 2 || kd.size() != 4 || vd.size() != 4)
-    return ffi::Error::InvalidArgument("layer: x must be [B, d] and the caches 4-D");
-  const int64_t B = xd[0], d = xd[1], S = kd[1], K = kd[2], h = kd[3];
-  const Packed<E> qkv = PackedOf<T, E>(qkv_w), o = PackedOf<T, E>(o_w), gate_up = PackedOf<T, E>(gate_up_w),
-                  down = PackedOf<T, E>(down_w);
-  const int64_t n_qkv = static_cast<int64_t>(qkv_bias.element_count()), G = n_qkv / (K * h) - 2, H = K * G;
-  const int64_t F = intermediate;
-  if (kd[0] != B || vd[0] != B || vd[1] != S || vd[2] != K || vd[3] != h || G < 1 || n_qkv != K * (G + 2) * h ||
-      h > kMaxHead || attn_norm.element_count() != d || mlp_norm.element_count() != d ||
-      cos.element_count() != B * h || sin.element_count() != B * h || mask.element_count() != B * S ||
-      qkv.P * kPanel < n_qkv || qkv.Kp < d || o.Kp < H * h || o.P * kPanel < d || gate_up.Kp < d ||
-      gate_up.P * kPanel < 2 * F || down.Kp < F || down.P * kPanel < d)
-    return ffi::Error::InvalidArgument("layer: shapes of x, the weights, the caches, cos/sin and mask disagree");
-  const int64_t slot = *index.typed_data();
-  if (slot < 0 || slot >= S) return ffi::Error::InvalidArgument("layer: cache index outside the cache");
+// Where a layer's cache keeps one (row, kv head)'s keys and values. The decoder's cache [B, S, K, h]: every row
+// writes slot `index` and sees the slots its mask lets through.
+template <typename E>
+class SlotCache {
+ public:
+  SlotCache(E* keys, E* values, int64_t B, int64_t S, int64_t K, int64_t h, int64_t slot, const bool* visible)
+      : keys_(keys), values_(values), S_(S), K_(K), h_(h), slot_(slot), visible_(visible), first_(2 * B * K) {
+    for (int64_t t = 0; t < B * K; ++t) {  // (row b, kv head k) at slot 0
+      const int64_t at = ((t / K) * S * K + t % K) * h;
+      first_[2 * t] = keys + at, first_[2 * t + 1] = values + at;
+    }
+  }
+  // where part t = (row, kv head)'s new key (value: true) goes; nullptr: nowhere
+  E* NewSlot(int64_t t, bool value) const {
+    return (value ? values_ : keys_) + (((t / K_) * S_ + slot_) * K_ + t % K_) * h_;
+  }
+  qrr::Slots<E> Keys(int64_t t) const { return qrr::Strided<E>(&first_[2 * t], K_ * h_); }
+  qrr::Slots<E> Values(int64_t t) const { return qrr::Strided<E>(&first_[2 * t + 1], K_ * h_); }
+  const bool* Mask(int64_t t) const { return visible_ + (t / K_) * S_; }
+  int64_t Span(int64_t) const { return S_; }
 
-  const E* xp = reinterpret_cast<const E*>(x.typed_data());
-  const E* bias = reinterpret_cast<const E*>(qkv_bias.typed_data());
-  E* keys = reinterpret_cast<E*>(k_out->typed_data());
-  E* values = reinterpret_cast<E*>(v_out->typed_data());
-  const bool* visible = mask.typed_data();
-  const float* cp = cos.typed_data();
-  const float* sp = sin.typed_data();
+ private:
+  E *keys_, *values_;
+  int64_t S_, K_, h_, slot_;
+  const bool* visible_;
+  std::vector<const E*> first_;
+};
 
+// The engine's page pool [K, L, N, page, h] (common/paged_kv.py) at one layer: row b's token at position p sits in
+// page table[b, p / page], slot p % page; the row writes position length - 1 and sees positions [0, length). A row
+// of length 0 is padding: it writes nothing and sees nothing.
+template <typename E>
+class PageCache {
+ public:
+  PageCache(E* keys, E* values, int64_t B, int64_t K, int64_t L, int64_t N, int64_t page, int shift, int64_t h,
+            int64_t layer, const int32_t* table, int64_t P, const int32_t* lengths)
+      : K_(K), P_(P), page_(page), shift_(shift), h_(h), lengths_(lengths), pages_(2 * B * K * P) {
+    for (int64_t t = 0; t < B * K; ++t)  // the pages each row reads (its length's), the rest never looked at
+      for (int64_t i = 0, used = (std::max(lengths[t / K], 0) + page - 1) / page; i < used; ++i) {
+        const int64_t at = (((t % K) * L + layer) * N + table[(t / K) * P + i]) * page * h;
+        pages_[(2 * t) * P + i] = keys + at, pages_[(2 * t + 1) * P + i] = values + at;
+      }
+    ones_.assign(P * page, 1);
+  }
+  E* NewSlot(int64_t t, bool value) const {
+    const int64_t n = lengths_[t / K_];
+    if (n <= 0) return nullptr;
+    return const_cast<E*>(pages_[(2 * t + value) * P_ + (n - 1) / page_]) + ((n - 1) % page_) * h_;
+  }
+  qrr::Slots<E> Keys(int64_t t) const { return {&pages_[2 * t * P_], shift_, page_ - 1, h_}; }
+  qrr::Slots<E> Values(int64_t t) const { return {&pages_[(2 * t + 1) * P_], shift_, page_ - 1, h_}; }
+  const bool* Mask(int64_t) const { return reinterpret_cast<const bool*>(ones_.data()); }
+  int64_t Span(int64_t t) const { return std::max<int64_t>(0, lengths_[t / K_]); }
+
+ private:
+  int64_t K_, P_, page_;
+  int shift_;
+  int64_t h_;
+  const int32_t* lengths_;
+  std::vector<const E*> pages_;
+  std::vector<unsigned char> ones_;
+};
+
+// The shapes of a layer's weights and activations, as checked by the handler that calls `RunLayer`
+struct LayerShape {
+  int64_t B, d, K, G, h, F;
+};
+
+// One decoder layer of a decode step: x [B, d] -> out [B, d], the new keys and values into `cache`
+template <typename E, typename Cache>
+void RunLayer(ffi::ThreadPool& pool, const LayerShape& shape, const E* xp, const E* attn_scale, const Packed<E>& qkv,
+              const E* bias, const Packed<E>& o, const E* mlp_scale, const Packed<E>& gate_up, const Packed<E>& down,
+              const float* cp, const float* sp, const Cache& cache, float eps, E* out) {
+  const int64_t B = shape.B, d = shape.d, K = shape.K, G = shape.G, h = shape.h, F = shape.F, H = K * G;
   qrr::Team team(pool, pool.num_threads() - 1);
   thread_local Scratch<E> scratch;
   Products<E> products(team, B, scratch.in);
@@ -232,10 +274,8 @@ ffi::Error DecodeLayer(ffi::ThreadPool pool, ffi::Buffer<T> x, ffi::Buffer<T> at
   int64_t ldy = 0;
   float* cos_e = rope.data();  // cos and sin rounded to E, as apply_rope casts them
   float* sin_e = cos_e + B * h;
-  const E* attn_scale = reinterpret_cast<const E*>(attn_norm.typed_data());
-  const E* mlp_scale = reinterpret_cast<const E*>(mlp_norm.typed_data());
 
-  // attention: norm, fused q/k/v product, bias, RoPE, the new key and value into slot `index`
+  // attention: norm, fused q/k/v product, bias, RoPE, the new key and value into the cache
   E* rows = products.Rows(qkv);
   EachRow(team, B, [&](int64_t b) {
     Each16(d, [&](int64_t i, __mmask16 m) { StoreF(&resid[b * d + i], qrr::Load16(xp + b * d + i, m), m); });
@@ -260,9 +300,8 @@ ffi::Error DecodeLayer(ffi::ThreadPool pool, ffi::Buffer<T> x, ffi::Buffer<T> at
       BiasRope<E>(head, bias + col, cos_e + b * h, sin_e + b * h, h, part <= G);
       if (part < G) {
         Each16(h, [&](int64_t i, __mmask16 m) { StoreE(&q[(t * G + part) * h + i], LoadF(head + i, m), m); });
-      } else {  // the key (part G) or the value into slot `slot` of (row b, kv head k)
-        E* row = (part == G ? keys : values) + ((b * S + slot) * K + k) * h;
-        Each16(h, [&](int64_t i, __mmask16 m) { StoreE(row + i, LoadF(head + i, m), m); });
+      } else if (E* slot = cache.NewSlot(t, part > G)) {  // the key (part G) or the value
+        Each16(h, [&](int64_t i, __mmask16 m) { StoreE(slot + i, LoadF(head + i, m), m); });
       }
     }
   };
@@ -274,12 +313,9 @@ ffi::Error DecodeLayer(ffi::ThreadPool pool, ffi::Buffer<T> x, ffi::Buffer<T> at
       heads(t);
       qrr::LineFeed next;
       const bool fed = feed && t + 1 < t1;
-      const int64_t ld = K * h;  // (row b, kv head k) at slot 0: first(t)
-      auto first = [&](int64_t u) { return ((u / K) * S * K + u % K) * h; };
-      if (fed)
-        next = qrr::FeedOf<E>(keys + first(t + 1), values + first(t + 1), visible + ((t + 1) / K) * S, h, ld, S);
-      qrr::AttendOne<E>(&q[t * G * h], keys + first(t), values + first(t), visible + (t / K) * S,
-                        &attn[t * G * h], G, h, ld, S, qf, scores, feed && t > t0, fed ? &next : nullptr);
+      if (fed) next = qrr::FeedOf<E>(cache.Keys(t + 1), cache.Values(t + 1), cache.Mask(t + 1), h, cache.Span(t + 1));
+      qrr::AttendOne<E>(&q[t * G * h], cache.Keys(t), cache.Values(t), cache.Mask(t), &attn[t * G * h], G, h,
+                        cache.Span(t), qf, scores, feed && t > t0, fed ? &next : nullptr);
       const int64_t b = t / K, k = t % K;  // o's input: this part's heads, rounded to E
       Products<E>::ToRow(&attn[t * G * h], G * h, o_rows + b * o.Kp, k * G * h, k == K - 1 ? H * h : -1, o.Kp);
     }
@@ -307,7 +343,6 @@ ffi::Error DecodeLayer(ffi::ThreadPool pool, ffi::Buffer<T> x, ffi::Buffer<T> at
     Products<E>::ToRow(&hidden[b * F], F, down_rows + b * down.Kp, 0, F, down.Kp);
   });
   // the residual and the layer's output, for each run's columns as soon as its panels are done
-  E* out = reinterpret_cast<E*>(x_out->typed_data());
   products.FromRows(down, y, ldy, [&](int64_t p0, int64_t p1) {  // (ldy is down's by the time this runs)
     const int64_t c0 = std::min(d, p0 * kPanel), n = std::min(d, p1 * kPanel) - c0;
     for (int64_t b = 0; b < B; ++b) {
@@ -315,12 +350,111 @@ ffi::Error DecodeLayer(ffi::ThreadPool pool, ffi::Buffer<T> x, ffi::Buffer<T> at
       Each16(n, [&](int64_t i, __mmask16 m) { StoreE(out + b * d + c0 + i, LoadF(&resid[b * d + c0 + i], m), m); });
     }
   });
+}
+
+// The weights' and activations' shapes of a call into *shape, checked: an error naming what disagrees, or success
+template <ffi::DataType T, typename E>
+ffi::Error CheckLayer(const ffi::Buffer<T>& x, const ffi::Buffer<T>& attn_norm,
+                                    const ffi::Buffer<T>& qkv_w, const ffi::Buffer<T>& qkv_bias,
+                                    const ffi::Buffer<T>& o_w, const ffi::Buffer<T>& mlp_norm,
+                                    const ffi::Buffer<T>& gate_up_w, const ffi::Buffer<T>& down_w,
+                                    const ffi::Buffer<ffi::F32>& cos, const ffi::Buffer<ffi::F32>& sin, int64_t K,
+                                    int64_t h, int64_t intermediate, LayerShape* shape) {
+  const auto xd = x.dimensions();
+  if (xd.size() != 2) return ffi::Error::InvalidArgument("layer: x must be [B, d]");
+  const int64_t B = xd[0], d = xd[1], F = intermediate;
+  const Packed<E> qkv = PackedOf<T, E>(qkv_w), o = PackedOf<T, E>(o_w), gate_up = PackedOf<T, E>(gate_up_w),
+                  down = PackedOf<T, E>(down_w);
+  const int64_t n_qkv = static_cast<int64_t>(qkv_bias.element_count()), G = n_qkv / (K * h) - 2, H = K * G;
+  if (G < 1 || n_qkv != K * (G + 2) * h || h > kMaxHead || attn_norm.element_count() != d ||
+      mlp_norm.element_count() != d || cos.element_count() != B * h || sin.element_count() != B * h ||
+      qkv.P * kPanel < n_qkv || qkv.Kp < d || o.Kp < H * h || o.P * kPanel < d || gate_up.Kp < d ||
+      gate_up.P * kPanel < 2 * F || down.Kp < F || down.P * kPanel < d)
+    return ffi::Error::InvalidArgument("layer: shapes of x, the weights, the caches and cos/sin disagree");
+  *shape = LayerShape{B, d, K, G, h, F};
+  return ffi::Error::Success();
+}
+
+template <typename E, ffi::DataType T>
+const E* Data(const ffi::Buffer<T>& b) {
+  return reinterpret_cast<const E*>(b.typed_data());
+}
+
+template <ffi::DataType T, typename E>
+ffi::Error DecodeLayer(ffi::ThreadPool pool, ffi::Buffer<T> x, ffi::Buffer<T> attn_norm, ffi::Buffer<T> qkv_w,
+                       ffi::Buffer<T> qkv_bias, ffi::Buffer<T> o_w, ffi::Buffer<T> mlp_norm, ffi::Buffer<T> gate_up_w,
+                       ffi::Buffer<T> down_w, ffi::Buffer<ffi::F32> cos, ffi::Buffer<ffi::F32> sin,
+                       ffi::Buffer<T> k_cache, ffi::Buffer<T> v_cache, ffi::Buffer<ffi::S32> index,
+                       ffi::Buffer<ffi::PRED> mask, ffi::ResultBuffer<T> x_out, ffi::ResultBuffer<T> k_out,
+                       ffi::ResultBuffer<T> v_out, float eps, int64_t intermediate) {
+  const auto kd = k_cache.dimensions(), vd = v_cache.dimensions();
+  if (kd.size() != 4 || vd.size() != 4) return ffi::Error::InvalidArgument("layer: the caches must be [B, S, K, h]");
+  const int64_t S = kd[1], K = kd[2], h = kd[3];
+  LayerShape shape;
+  const ffi::Error checked = CheckLayer<T, E>(x, attn_norm, qkv_w, qkv_bias, o_w, mlp_norm, gate_up_w, down_w, cos, sin,
+                                              K, h, intermediate, &shape);
+  if (checked.failure()) return checked;
+  const int64_t B = shape.B;
+  if (kd[0] != B || vd[0] != B || vd[1] != S || vd[2] != K || vd[3] != h || mask.element_count() != B * S)
+    return ffi::Error::InvalidArgument("layer: shapes of x, the caches and mask disagree");
+  const int64_t slot = *index.typed_data();
+  if (slot < 0 || slot >= S) return ffi::Error::InvalidArgument("layer: cache index outside the cache");
+  const SlotCache<E> cache(reinterpret_cast<E*>(k_out->typed_data()), reinterpret_cast<E*>(v_out->typed_data()), B, S,
+                           K, h, slot, mask.typed_data());
+  RunLayer<E>(pool, shape, Data<E>(x), Data<E>(attn_norm), PackedOf<T, E>(qkv_w), Data<E>(qkv_bias),
+              PackedOf<T, E>(o_w), Data<E>(mlp_norm), PackedOf<T, E>(gate_up_w), PackedOf<T, E>(down_w),
+              cos.typed_data(), sin.typed_data(), cache, eps, reinterpret_cast<E*>(x_out->typed_data()));
+  return ffi::Error::Success();
+}
+
+// The same layer over the engine's page pool: k_pool, v_pool [K, L, N, page, h] (page a power of two), this layer's
+// index, the rows' page tables [B, P] and lengths [B] (after this token; 0: a padding row)
+template <ffi::DataType T, typename E>
+ffi::Error DecodeLayerPaged(ffi::ThreadPool pool, ffi::Buffer<T> x, ffi::Buffer<T> attn_norm, ffi::Buffer<T> qkv_w,
+                            ffi::Buffer<T> qkv_bias, ffi::Buffer<T> o_w, ffi::Buffer<T> mlp_norm,
+                            ffi::Buffer<T> gate_up_w, ffi::Buffer<T> down_w, ffi::Buffer<ffi::F32> cos,
+                            ffi::Buffer<ffi::F32> sin, ffi::Buffer<T> k_pool, ffi::Buffer<T> v_pool,
+                            ffi::Buffer<ffi::S32> layer, ffi::Buffer<ffi::S32> page_table,
+                            ffi::Buffer<ffi::S32> lengths, ffi::ResultBuffer<T> x_out, ffi::ResultBuffer<T> k_out,
+                            ffi::ResultBuffer<T> v_out, float eps, int64_t intermediate) {
+  const auto kd = k_pool.dimensions(), vd = v_pool.dimensions(), td = page_table.dimensions();
+  if (kd.size() != 5 || vd.size() != 5 || td.size() != 2)
+    return ffi::Error::InvalidArgument("paged layer: the pools must be [K, L, N, page, h] and the page table [B, P]");
+  const int64_t K = kd[0], L = kd[1], N = kd[2], page = kd[3], h = kd[4], P = td[1];
+  LayerShape shape;
+  const ffi::Error checked = CheckLayer<T, E>(x, attn_norm, qkv_w, qkv_bias, o_w, mlp_norm, gate_up_w, down_w, cos, sin,
+                                              K, h, intermediate, &shape);
+  if (checked.failure()) return checked;
+  const int64_t B = shape.B;
+  for (int i = 0; i < 5; ++i)
+    if (vd[i] != kd[i]) return ffi::Error::InvalidArgument("paged layer: the key and value pools disagree");
+  if (td[0] != B || lengths.element_count() != B)
+    return ffi::Error::InvalidArgument("paged layer: the page table and lengths must have one row per row of x");
+  if (page < 1 || (page & (page - 1)) != 0)
+    return ffi::Error::InvalidArgument("paged layer: the page size must be a power of two");
+  const int64_t l = *layer.typed_data();
+  if (l < 0 || l >= L) return ffi::Error::InvalidArgument("paged layer: layer index outside the pool");
+  const int32_t* table = page_table.typed_data();
+  const int32_t* n = lengths.typed_data();
+  for (int64_t i = 0; i < B * P; ++i)
+    if (table[i] < 0 || table[i] >= N) return ffi::Error::InvalidArgument("paged layer: a page outside the pool");
+  for (int64_t b = 0; b < B; ++b)
+    if (n[b] > P * page) return ffi::Error::InvalidArgument("paged layer: a row longer than its page table");
+  int shift = 0;
+  while ((int64_t{1} << shift) < page) ++shift;
+  const PageCache<E> cache(reinterpret_cast<E*>(k_out->typed_data()), reinterpret_cast<E*>(v_out->typed_data()), B, K,
+                           L, N, page, shift, h, l, table, P, n);
+  RunLayer<E>(pool, shape, Data<E>(x), Data<E>(attn_norm), PackedOf<T, E>(qkv_w), Data<E>(qkv_bias),
+              PackedOf<T, E>(o_w), Data<E>(mlp_norm), PackedOf<T, E>(gate_up_w), PackedOf<T, E>(down_w),
+              cos.typed_data(), sin.typed_data(), cache, eps, reinterpret_cast<E*>(x_out->typed_data()));
   return ffi::Error::Success();
 }
 
 }  // namespace
 
-#define QRR_LAYER_BIND(T)                                                                                      \
+// The arguments both layers take first (x, the weights, cos, sin, then the keys' and values' store) and the
+// results and attributes they end with; each puts the arguments that say which slots between them.
+#define QRR_LAYER_ARGS(T)                                                                                      \
   ffi::Ffi::Bind()                                                                                             \
       .Ctx<ffi::ThreadPool>()                                                                                  \
       .Arg<ffi::Buffer<T>>()  /* x */                                                                          \
@@ -333,15 +467,21 @@ ffi::Error DecodeLayer(ffi::ThreadPool pool, ffi::Buffer<T> x, ffi::Buffer<T> at
       .Arg<ffi::Buffer<T>>()  /* down */                                                                       \
       .Arg<ffi::Buffer<ffi::F32>>()                                                                            \
       .Arg<ffi::Buffer<ffi::F32>>()                                                                            \
-      .Arg<ffi::Buffer<T>>()  /* k_cache */                                                                    \
-      .Arg<ffi::Buffer<T>>()  /* v_cache */                                                                    \
-      .Arg<ffi::Buffer<ffi::S32>>()                                                                            \
-      .Arg<ffi::Buffer<ffi::PRED>>()                                                                           \
-      .Ret<ffi::Buffer<T>>()                                                                                   \
-      .Ret<ffi::Buffer<T>>()                                                                                   \
-      .Ret<ffi::Buffer<T>>()                                                                                   \
-      .Attr<float>("eps")                                                                                      \
-      .Attr<int64_t>("intermediate")
+      .Arg<ffi::Buffer<T>>()  /* k_cache or k_pool */                                                          \
+      .Arg<ffi::Buffer<T>>()  /* v_cache or v_pool */
+#define QRR_LAYER_RETS(T)                                                                                      \
+  .Ret<ffi::Buffer<T>>().Ret<ffi::Buffer<T>>().Ret<ffi::Buffer<T>>().Attr<float>("eps").Attr<int64_t>("intermediate")
+// the cache's index and mask
+#define QRR_LAYER_BIND(T) \
+  QRR_LAYER_ARGS(T).Arg<ffi::Buffer<ffi::S32>>().Arg<ffi::Buffer<ffi::PRED>>() QRR_LAYER_RETS(T)
+// the pool's layer, page table and lengths
+#define QRR_PAGED_LAYER_BIND(T)                                                                            \
+  QRR_LAYER_ARGS(T).Arg<ffi::Buffer<ffi::S32>>().Arg<ffi::Buffer<ffi::S32>>().Arg<ffi::Buffer<ffi::S32>>() \
+      QRR_LAYER_RETS(T)
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(QrrDecodeLayerF32, (DecodeLayer<ffi::F32, float>), QRR_LAYER_BIND(ffi::F32));
 XLA_FFI_DEFINE_HANDLER_SYMBOL(QrrDecodeLayerBf16, (DecodeLayer<ffi::BF16, uint16_t>), QRR_LAYER_BIND(ffi::BF16));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(QrrDecodeLayerPagedF32, (DecodeLayerPaged<ffi::F32, float>),
+                              QRR_PAGED_LAYER_BIND(ffi::F32));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(QrrDecodeLayerPagedBf16, (DecodeLayerPaged<ffi::BF16, uint16_t>),
+                              QRR_PAGED_LAYER_BIND(ffi::BF16));

@@ -211,7 +211,7 @@ def test_on_a_mesh_the_engine_decodes_from_a_tensor_split_copy_and_samples_the_s
     engine = Engine(model, mesh=mesh, max_cache_length=128, page_size=8, max_slots=4, weights_dtype="float32")
     out = engine.sample(PROMPTS, max_new_tokens=8, temperature=1.0, seed=1)
     assert out.token_ids == ref.token_ids
-    specs = {tuple(p): v.sharding.spec for p, v in nnx.to_flat_state(engine._weights)}
+    specs = {tuple(p): v.sharding.spec for p, v in nnx.to_flat_state(engine.inference_weights(engine.state))}
     assert all("fsdp" not in str(spec) for spec in specs.values())  # nothing split over fsdp: no all-gather
     assert specs[("layers", "mlp", "down_kernel")] == PartitionSpec(None, "tensor", None)
     assert jax.tree.leaves(inference_shardings(nnx.state(model), mesh))
