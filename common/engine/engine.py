@@ -7,8 +7,10 @@ Each iteration admits waiting prompts into free slots (bounded by free pages, `c
 runs one prefill call for chunks of newly admitted prompts, then one decode step for every sequence that is
 generating; a sequence that stops frees its slot and pages at once, and the next prompt takes them. Decode
 attention reads only each row's filled pages (the call lists as many pages as its longest row holds, in
-power-of-two buckets), through the attention backend's `attend_paged`. Shapes come from small sets (rows and
-pages in powers of two, prefill lengths in `length_bucket`s), so a run compiles a bounded number of programs.
+power-of-two buckets), through the attention backend's `attend_paged`, or the backend's own pass
+(`paged_forward`: on the CPU, one kernel call a layer that reads the pool in place). Shapes come from small sets
+(rows in powers of two, or multiples of 8 on a CPU; pages in powers of two; prefill lengths in
+`length_bucket`s), so a run compiles a bounded number of programs.
 """
 
 from __future__ import annotations
@@ -63,8 +65,11 @@ class Engine(Rollout):
     the pool (page 0 is the null page), or memory_bytes: the pool's budget (`pages_for_budget`), or neither:
     enough for max_slots sequences of max_cache_length tokens, at most `default_pool_bytes()`.
     prefill_chunk: tokens of one prompt per prefill call; prefill_tokens: of all prompts in one prefill call
-    (default 4 chunks). min_rows: the smallest row
-    bucket (fewer shapes to compile). weights_dtype: decode from a copy of the parameters in this dtype, laid
+    (default 4 chunks). min_rows: the smallest row bucket (fewer shapes to compile). row_step: a call's rows
+    rounded up to a multiple of this; 0: to a power of two; None (default): min_rows on one CPU device, where
+    every padding row costs its share of a step's products and a compile is cheap, else 0 (an accelerator's
+    decode step is bound by reading the weights: padding rows cost little, and fewer shapes compile; rows
+    must divide over the mesh). weights_dtype: decode from a copy of the parameters in this dtype, laid
     out for inference on the mesh (`common.engine.weights`: split over tensor only, no all-gather of weights
     in a decode step), made once per parameter version; None: the given parameters as they are on one
     device, the copy in their own dtype on a mesh."""
@@ -72,12 +77,15 @@ class Engine(Rollout):
     def __init__(self, model: Decoder, *, mesh: Mesh | None = None, max_slots: int = 64, page_size: int = 16,
                  num_pages: int | None = None, memory_bytes: int | None = None,
                  max_cache_length: int | None = None, prefill_chunk: int = 256, prefill_tokens: int | None = None,
-                 min_rows: int = 8, pad_id: int = 0, weights_dtype=None):
+                 min_rows: int = 8, row_step: int | None = None, pad_id: int = 0, weights_dtype=None):
         self.graphdef, self.state = nnx.split(model)
         self.config = model.config
         self.dtype = model.dtype
         self.mesh = mesh
         self.max_slots, self.page_size, self.min_rows, self.pad_id = max_slots, page_size, min_rows, pad_id
+        if row_step is None:
+            row_step = min_rows if mesh is None and jax.default_backend() == "cpu" else 0
+        self.row_step = row_step
         self.max_cache_length = max_cache_length or model.config.max_position_embeddings
         if num_pages is None:
             budget = pages_for_budget(model.config, memory_bytes or default_pool_bytes(), page_size, self.dtype)
@@ -147,6 +155,14 @@ class Engine(Rollout):
             last[r], ids[r], index[r] = n - 1, seq.id, len(seq.generated)
         return tokens, PageView(page_table=table, positions=positions, lengths=lengths), last, ids, index
 
+    def _rows(self, n: int) -> int:
+        """The rows of a call of n sequences: n rounded up (`row_step`), at least min_rows, at most the
+        largest call (max_slots rounded up the same way)."""
+        if self.row_step:
+            up = lambda m: self.row_step * math.ceil(max(m, 1) / self.row_step)
+            return max(n, min(max(up(n), self.min_rows), up(self.max_slots)))
+        return max(n, min(bucket(n, self.min_rows), bucket(self.max_slots, 1)))
+
     def _pages_needed(self, tokens: int) -> int:
         return math.ceil(tokens / self.page_size)
 
@@ -167,8 +183,7 @@ class Engine(Rollout):
         return token, logp, top
 
     def _call(self, params, work: Work, width: int, mode: SamplingMode, top: int = 0):
-        rows = min(bucket(len(work.rows), self.min_rows), bucket(self.max_slots, 1))
-        rows = max(rows, len(work.rows))
+        rows = self._rows(len(work.rows))
         pages = bucket(max(self._pages_needed(first + n) for _, first, n in work.rows), 1)
         pages = min(pages, self._pages_needed(self.max_cache_length))
         tokens, view, last, ids, index = self._arrays(work, rows, width, pages)

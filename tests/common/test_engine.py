@@ -192,6 +192,13 @@ def test_requests_that_cannot_fit_fail_clearly(model):
         engine.sample([[1]], max_new_tokens=0)
 
 
+def test_call_rows_are_rounded_to_multiples_of_eight_on_one_cpu_and_to_powers_of_two_elsewhere(model):
+    rows = lambda engine: [engine._rows(n) for n in (1, 8, 9, 33, 64, 65)]
+    assert rows(Engine(model, max_slots=64)) == [8, 8, 16, 40, 64, 65]  # the default on one CPU device
+    assert rows(Engine(model, max_slots=64, row_step=0)) == [8, 8, 16, 64, 64, 65]
+    assert rows(Engine(model, max_slots=60, row_step=8, min_rows=16)) == [16, 16, 16, 40, 64, 65]
+
+
 def test_a_bfloat16_engine_runs_on_the_cpu():
     """XLA:CPU has no bfloat16 x bfloat16 -> float32 batched product: the paged reference multiplies in float32."""
     model = Decoder(get_preset("tiny"), rngs=nnx.Rngs(3), dtype="bfloat16", attention="xla")
