@@ -6,8 +6,8 @@ Training and every pass without a cache stay the reference's (`XlaAttention`). U
     memory is free again): a decode step's layers as one kernel call each (`layer_kernel`), a prefill's
     products on the packed panels;
   - otherwise the decoder's own pass, with a decode step's attention on the attention kernel.
-The rollout engine's decode steps (`paged_forward`) run the same way, each layer one kernel call reading the
-page pool in place; its prefill chunks run the decoder's own paged pass.
+The rollout engine's calls (`paged_forward`) run the same way: a decode step's layers one kernel call each,
+reading the page pool in place; a prefill chunk's products on the packed panels.
 `select_backend("auto")` picks it on the CPU platform for one device, where the kernels build (x86-64 with
 AVX-512 BF16 and a C++ compiler); asked for by name under a mesh of several devices it refuses.
 """
@@ -92,9 +92,9 @@ class CpuKernels(XlaAttention):
                                       attend_cached=self.attend_cached, layer_kernel=self.layer_kernel)
 
     def paged_forward(self, model, prepared, tokens, kv, view):
-        if prepared is None or not self.layer_kernel or not forward.paged_decode_applies(model, kv, tokens):
+        if prepared is None or not self.layer_kernel:
             return super().paged_forward(model, prepared, tokens, kv, view)
-        return forward.paged_forward(model, prepared, tokens, kv, view)
+        return forward.paged_forward(model, prepared, tokens, kv, view, self.attend_paged)
 
     def logits(self, model, prepared, hidden):
         if prepared is None:

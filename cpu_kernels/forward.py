@@ -16,7 +16,7 @@ import jax.numpy as jnp
 
 from common.kv_cache import KVCache, write_slots
 from common.model import apply_rope, rms_norm, rope_cos_sin, swiglu
-from common.paged_kv import PagedKV, PageView
+from common.paged_kv import PagedKV, PageView, write_pages
 from cpu_kernels import embedding, layer, products
 
 
@@ -72,8 +72,13 @@ def cached_forward(model, packed: dict, tokens: jax.Array, cache: KVCache, *, pr
                 cache.k[i], cache.v[i], cache.index, mask, eps=block.eps, intermediate=cfg.intermediate_size)
             x = out[:, None]
         else:
-            x, (k, v) = _layer(block, weights, x, cos, sin, visibility, (cache.k[i], cache.v[i]), cache.index,
-                               dtype, attend_cached, prefill)
+            def attend(q, k, v, stores=(cache.k[i], cache.v[i])):  # the new slots written, then attention
+                stores = write_slots(stores[0], k, cache.index), write_slots(stores[1], v, cache.index)
+                if not prefill:
+                    k, v = stores
+                return attend_cached(q, k.astype(dtype), v.astype(dtype), visibility), stores
+
+            x, (k, v) = _layer(block, weights, x, cos, sin, dtype, attend)
         new_k.append(k)
         new_v.append(v)
     x = rms_norm(x, model.final_norm[...], cfg.rms_norm_eps)
@@ -81,29 +86,39 @@ def cached_forward(model, packed: dict, tokens: jax.Array, cache: KVCache, *, pr
 
 
 def paged_decode_applies(model, kv: PagedKV, tokens: jax.Array) -> bool:
-    """Whether `paged_forward` runs this call on the layer kernel: one token per row, the pool in the compute
-    dtype, pages of a power-of-two size, a head size the kernel takes."""
+    """Whether `paged_forward` runs this call's layers as one kernel call each: one token per row, the pool in
+    the compute dtype, pages of a power-of-two size, a head size the kernel takes."""
     page = kv.page_size
     return (tokens.shape[1] == 1 and model.dtype.name in layer.DTYPES and kv.k.dtype == model.dtype
             and page & (page - 1) == 0 and model.config.head_dim <= layer.MAX_HEAD_DIM)
 
 
-def paged_forward(model, packed: dict, tokens: jax.Array, kv: PagedKV, view: PageView
+def paged_forward(model, packed: dict, tokens: jax.Array, kv: PagedKV, view: PageView, attend_paged
                   ) -> tuple[jax.Array, PagedKV]:
-    """The rollout engine's decode step on the packed weights: tokens [B, 1] at view.positions under the page
-    pool -> (final hidden [B, 1, d], the pool with their keys and values written), as
-    `model.forward_paged(tokens, kv, view)`, each layer one kernel call that reads and writes the pool in place
-    through the page table (`paged_decode_applies` must hold)."""
+    """The rollout engine's pass on the packed weights: tokens [B, T] at view.positions under the page pool ->
+    (final hidden [B, T, d], the pool with their keys and values written), as `model.forward_paged(tokens, kv,
+    view)`. A decode step (`paged_decode_applies`): each layer one kernel call that reads and writes the pool in
+    place through the page table; otherwise (a prefill chunk) the layers op by op, attention by `attend_paged`
+    (the backend's: q, k pool, v pool, layer, view)."""
     cfg, dtype = model.config, model.dtype
     cos, sin = rope_cos_sin(view.positions, cfg.head_dim, cfg.rope_theta)
-    x = embedding.take_rows(model.embedding[...], tokens[:, 0]).astype(dtype)
+    x = embedding.take_rows(model.embedding[...], tokens).astype(dtype)
     k, v = kv.k, kv.v
+    one_call = paged_decode_applies(model, kv, tokens)
     for i in range(cfg.num_layers):
         block, weights = model.block(i), packed["layers"][i]
-        x, k, v = layer.decode_layer_paged(
-            x, block.attn_norm[...], _qkv_bias(block), block.mlp_norm[...], weights, cos[:, 0], sin[:, 0], k, v, i,
-            view.page_table, view.lengths, eps=block.eps, intermediate=cfg.intermediate_size)
-    return rms_norm(x[:, None], model.final_norm[...], cfg.rms_norm_eps), PagedKV(k=k, v=v)
+        if one_call:
+            out, k, v = layer.decode_layer_paged(
+                x[:, 0], block.attn_norm[...], _qkv_bias(block), block.mlp_norm[...], weights, cos[:, 0], sin[:, 0],
+                k, v, i, view.page_table, view.lengths, eps=block.eps, intermediate=cfg.intermediate_size)
+            x = out[:, None]
+        else:
+            def attend(q, new_k, new_v, stores=(k, v), i=i):  # the tokens' keys and values into the pool first
+                stores = write_pages(stores[0], new_k, i, view), write_pages(stores[1], new_v, i, view)
+                return attend_paged(q, *stores, i, view), stores
+
+            x, (k, v) = _layer(block, weights, x, cos, sin, dtype, attend)
+    return rms_norm(x, model.final_norm[...], cfg.rms_norm_eps), PagedKV(k=k, v=v)
 
 
 def _qkv_bias(block) -> jax.Array:
@@ -112,8 +127,9 @@ def _qkv_bias(block) -> jax.Array:
     return attn.qkv_bias[...] if attn.use_bias else jnp.zeros(attn.qkv_kernel.shape[1:], attn.qkv_kernel.dtype)
 
 
-def _layer(block, weights: dict, x, cos, sin, visibility, layer_cache, index, dtype, attend_cached, prefill):
-    """One `common.model.Block` under a cache, op by op on packed weights."""
+def _layer(block, weights: dict, x, cos, sin, dtype, attend):
+    """One `common.model.Block` under a cache, op by op on packed weights. attend(q, k, v) -> (attention output,
+    the cache's stores with the new k, v written): where the cache keeps them and how attention reads it."""
     attn = block.attn
     K, parts, h = attn.qkv_kernel.shape[1:]
     G = parts - 2
@@ -122,14 +138,10 @@ def _layer(block, weights: dict, x, cos, sin, visibility, layer_cache, index, dt
         qkv = qkv + attn.qkv_bias[...].astype(dtype)
     B, T = x.shape[:2]
     q = apply_rope(qkv[:, :, :, :G].reshape(B, T, K * G, h), cos, sin)
-    k, v = apply_rope(qkv[:, :, :, G], cos, sin), qkv[:, :, :, G + 1]
-    k_cache, v_cache = write_slots(layer_cache[0], k, index), write_slots(layer_cache[1], v, index)
-    if not prefill:
-        k, v = k_cache, v_cache
-    out = attend_cached(q, k.astype(dtype), v.astype(dtype), visibility)
+    out, stores = attend(q, apply_rope(qkv[:, :, :, G], cos, sin), qkv[:, :, :, G + 1])
     x = x + packed_product(out.astype(dtype), weights["o"], 2, (x.shape[-1],), dtype)
     gate_up = packed_product(rms_norm(x, block.mlp_norm[...], block.eps), weights["gate_up"], 1,
                              (2, block.mlp.down_kernel.shape[0]), dtype)
     hidden = swiglu(gate_up[:, :, 0], gate_up[:, :, 1])
     x = x + packed_product(hidden, weights["down"], 1, (x.shape[-1],), dtype)
-    return x, (k_cache, v_cache)
+    return x, stores

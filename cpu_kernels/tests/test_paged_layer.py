@@ -34,9 +34,10 @@ def _decoder(dtype: str, kv_heads: int = 2, bias: bool = True, attention="xla") 
     return model
 
 
-def _pool_and_view(model: Decoder, rng):
-    """A pool of random keys and values (every page, so a read of the wrong page shows) and a decode step's view:
-    row 5 lists row 3's first two pages, then pages of its own; row 4 is padding."""
+def _pool_and_view(model: Decoder, rng, T: int = 1):
+    """A pool of random keys and values (every page, so a read of the wrong page shows) and the view of a call of
+    T tokens a row, the last T of each row (fewer real ones in a shorter row): row 5 lists row 3's first two
+    pages, then pages of its own; row 4 is padding."""
     cfg = model.config
     N = 24
     shape = (cfg.num_kv_heads, cfg.num_layers, N, PAGE, cfg.head_dim)
@@ -49,27 +50,28 @@ def _pool_and_view(model: Decoder, rng):
         for j in range(-(-n // PAGE)):
             table[b, j] = table[3, j] if b == 5 and j < 2 else free.pop()
     lengths = np.asarray(LENGTHS, np.int32)
-    positions = np.maximum(lengths - 1, 0)[:, None]
+    positions = np.maximum(lengths - T, 0)[:, None] + np.arange(T)
     return kv, PageView(page_table=jnp.asarray(table), positions=jnp.asarray(positions, jnp.int32),
                         lengths=jnp.asarray(lengths))
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
-@pytest.mark.parametrize("kv_heads, bias", [(2, True), (1, False), (4, True)])
-def test_a_decode_step_on_the_paged_kernel_equals_the_decoders_paged_pass(dtype, kv_heads, bias):
+@pytest.mark.parametrize("T, kv_heads, bias", [(1, 2, True), (1, 1, False), (1, 4, True), (3, 2, True)])
+def test_the_backends_paged_pass_equals_the_decoders(dtype, T, kv_heads, bias):
+    """T = 1: a decode step, each layer one kernel call; T = 3: a prefill chunk, the packed products op by op."""
     model = _decoder(dtype, kv_heads, bias)
     rng = np.random.default_rng(5)
-    kv, view = _pool_and_view(model, rng)
-    tokens = jnp.asarray(rng.integers(1, 300, (len(LENGTHS), 1)), jnp.int32)
+    kv, view = _pool_and_view(model, rng, T)
+    tokens = jnp.asarray(rng.integers(1, 300, (len(LENGTHS), T)), jnp.int32)
     packed = forward.pack_weights(model)
-    ours_h, ours_kv = jax.jit(lambda kv: forward.paged_forward(model, packed, tokens, kv, view))(kv)
+    ours_h, ours_kv = jax.jit(lambda kv: CpuKernels().paged_forward(model, packed, tokens, kv, view))(kv)
     ref_h, ref_kv = jax.jit(lambda kv: model.forward_paged(tokens, kv, view))(kv)
-    real = np.asarray(LENGTHS) > 0
+    real = np.asarray(view.valid())  # the padding row's and padding tokens' hidden states are anything
     tol = 1e-5 if dtype == "float32" else 3e-2
     f32 = lambda a: np.asarray(a, np.float32)
     ours, ref = f32(ours_h)[real], f32(ref_h)[real]
     assert np.abs(ours - ref).max() <= tol * np.abs(ref).max()
-    # every page but the null page (which the reference's padding row writes) holds the same keys and values
+    # every page but the null page (which the reference's padding writes) holds the same keys and values
     for a, b in ((ours_kv.k, ref_kv.k), (ours_kv.v, ref_kv.v)):
         a, b = f32(a)[:, :, 1:], f32(b)[:, :, 1:]
         assert np.abs(a - b).max() <= tol * np.abs(b).max()
@@ -89,25 +91,28 @@ def test_the_engine_samples_the_same_tokens_on_the_kernel_as_on_xla():
 
 def test_when_the_backend_runs_the_paged_kernel():
     """A decode step of float32 or bfloat16 rows over pages of a power-of-two size on packed weights: one kernel call a
-    layer; a prefill chunk, pages of another size, no packed weights or layer_kernel=False: the decoder's pass."""
+    layer; a prefill chunk or pages of another size: the packed products op by op; no packed weights or
+    layer_kernel=False: the decoder's own pass."""
     model = _decoder("float32")
     cfg = model.config
     backend = CpuKernels()
     packed = forward.pack_weights(model)
 
-    def calls(tokens, page=PAGE, prepared=packed, backend=backend):
+    def calls(tokens, page=PAGE, prepared=packed, backend=backend, name="QrrDecodeLayerPaged"):
         kv = PagedKV.zeros(cfg, 8, page, jnp.float32)
         view = PageView(page_table=jnp.ones((2, 2), jnp.int32), positions=jnp.zeros(tokens.shape, jnp.int32),
                         lengths=jnp.ones((2,), jnp.int32))
         run = lambda t: backend.paged_forward(model, prepared, t, kv, view)[0]
-        return jax.jit(run).lower(tokens).as_text().count("QrrDecodeLayerPaged")
+        return jax.jit(run).lower(tokens).as_text().count(name)
 
     one, chunk = jnp.ones((2, 1), jnp.int32), jnp.ones((2, 3), jnp.int32)
     assert calls(one) == cfg.num_layers
-    assert calls(chunk) == 0
-    assert calls(one, page=3) == 0
-    assert calls(one, prepared=None) == 0
-    assert calls(one, backend=CpuKernels(layer_kernel=False)) == 0
+    assert calls(one, name="QrrPacked") == 0  # (the head's product is the caller's)
+    op_by_op = 4 * cfg.num_layers
+    assert calls(chunk) == 0 and calls(chunk, name="QrrPacked") == op_by_op
+    assert calls(one, page=3) == 0 and calls(one, page=3, name="QrrPacked") == op_by_op
+    for other in (dict(prepared=None), dict(backend=CpuKernels(layer_kernel=False))):
+        assert calls(one, **other) == 0 and calls(one, name="QrrPacked", **other) == 0
 
 
 def test_bad_shapes_and_pages_are_clear_errors():
