@@ -193,9 +193,8 @@ def job_shape(cfg, prompt_len: int | None = None, degrees: tuple[int, int, int] 
 
     g, m = cfg.grpo, cfg.model
     prompt_len = prompt_len or cfg.data.max_prompt_len
-    max_new = max(g.max_response_len, cfg.eval.max_new_tokens or g.max_response_len)
-    # the trainer's sampler holds prompt_len + max_new slots; a rollout call asks for max_response_len
-    prompt_bucket, cache_length = call_shape(prompt_len, g.max_response_len, prompt_len + max_new)
+    # the trainer's sampler holds rollout_cache_length slots; a rollout call asks for max_response_len
+    prompt_bucket, cache_length = call_shape(prompt_len, g.max_response_len, rollout_cache_length(cfg, prompt_len))
     return JobShape(micro_batch=micro_batch_sequences(g, degrees[0] * degrees[1]),
                     seq_len=prompt_len + g.max_response_len, response_len=g.max_response_len, remat=bool(m.remat),
                     dtype=m.dtype, param_dtype=m.param_dtype, frozen_copies=1 if g.kl_coef > 0 else 0,
@@ -203,6 +202,13 @@ def job_shape(cfg, prompt_len: int | None = None, degrees: tuple[int, int, int] 
                     donated=True,  # make_update_fn donates parameters and optimiser state
                     rollout_batch=g.prompts_per_step * g.group_size, prompt_len=prompt_bucket,
                     cache_length=cache_length, logprob_chunk=int(g.get("logprob_chunk", 512)))
+
+
+def rollout_cache_length(cfg, longest_prompt: int) -> int:
+    """Positions a sequence may hold in the trainer's rollouts (the sampler's or the engine's
+    max_cache_length): its longest prompt and the most new tokens a rollout or an evaluation asks for."""
+    g = cfg.grpo
+    return longest_prompt + max(g.max_response_len, cfg.eval.max_new_tokens or g.max_response_len)
 
 
 def sequences_per_call(cfg, model_config, degrees: tuple[int, int, int], device_bytes: int | None, *,

@@ -33,8 +33,8 @@ from rl_scaling.grpo.preemption import StopSignal, any_process
 from rl_scaling.grpo.rollout import pack_rollouts, sample_rollouts
 from rl_scaling.grpo.setup import (build_mesh, build_policy, check_mesh_preset, check_micro_batch,
                                    encode_prompts, length_ladder_halves, load_downstream_sets,
-                                   load_pool, make_rollout, mesh_degrees, reference_dtype, sequences_per_call,
-                                   split_train_heldout)
+                                   load_pool, make_rollout, mesh_degrees, reference_dtype, rollout_cache_length,
+                                   sequences_per_call, split_train_heldout)
 from rl_scaling.grpo.train_step import LossConfig, make_logprob_fn, make_optimizer, make_update_fn
 from rl_scaling.rewards import compute_rewards
 
@@ -89,7 +89,7 @@ class GRPOTrainer:
         self.rollout: Rollout
         self.rollout, self.generate_chunk = make_rollout(
             cfg, model, mesh=self.mesh, pad_id=self.pad_id, platform=platform,
-            max_cache_length=longest + max(self.max_new, self.eval_max_new),
+            max_cache_length=rollout_cache_length(cfg, longest),
             sequences_per_call=self.sequences_per_call)
         tqdm.write(f"rollouts: {type(self.rollout).__name__}, {self.sequences_per_call} of "
                    f"{g.prompts_per_step * g.group_size} sequences per step in memory at once ({source}); "
