@@ -43,21 +43,24 @@ def collectives(hlo_text: str) -> tuple[int, ...]:
 
 
 def compile_engine_step(config: ModelConfig, mesh: Mesh, *, rows: int, pages_per_row: int, num_pages: int,
-                        page_size: int = 16, dtype="bfloat16", attention: str = "auto",
-                        trainer_weights: bool = False) -> EngineStep:
+                        page_size: int = 16, dtype="bfloat16", pool_dtype=None, attention: str = "auto",
+                        trainer_weights: bool = False, temperature: float = 1.0, top_k: int = 0,
+                        top_p: float = 1.0) -> EngineStep:
     """Compiles one decode step of `rows` sequences, each listing `pages_per_row` pages of a pool of
-    `num_pages` pages a layer, for `mesh`, without allocating anything. trainer_weights: decode from the
-    trainer's float32 fsdp-split parameters instead of the inference copy (the design the copy replaces)."""
+    `num_pages` pages a layer, for `mesh`, without allocating anything. dtype: the weights' (the inference
+    copy's) and the compute dtype; pool_dtype: the pool's (default dtype). trainer_weights: decode from the
+    trainer's float32 fsdp-split parameters instead of the inference copy (the design the copy replaces).
+    temperature / top_k / top_p: the sampling mode the program is specialised for."""
     graphdef, state = abstract_model_state(config, mesh, dtype=dtype, param_dtype="float32" if trainer_weights
                                            else dtype, attention=attention)
     if not trainer_weights:
         shardings = inference_shardings(state, mesh)
         state = jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), state, shardings)
     pool_shape = (config.num_kv_heads, config.num_layers, num_pages, page_size, config.head_dim)
-    pool = abstract_array(mesh, pool_shape, jnp.dtype(dtype), PAGE_AXES)
+    pool = abstract_array(mesh, pool_shape, jnp.dtype(pool_dtype or dtype), PAGE_AXES)
     row = lambda *shape, dt=jnp.int32: abstract_array(mesh, (rows, *shape), dt, ("batch",) + (None,) * len(shape))
     view = PageView(page_table=row(pages_per_row), positions=row(1), lengths=row())
-    mode = SamplingMode.from_params(1.0, 0, 1.0)
+    mode = SamplingMode.from_params(temperature, top_k, top_p)
 
     def run(state, kv, *args):
         return pass_and_sample(nnx.merge(graphdef, state), None, kv, *args, mode=mode)  # no backend data
@@ -66,3 +69,21 @@ def compile_engine_step(config: ModelConfig, mesh: Mesh, *, rows: int, pages_per
     compiled, seconds = compile_for(jax.jit(run, donate_argnums=(1,)), state, PagedKV(k=pool, v=pool), row(1), view,
                                     row(), row(), row(), row(), row(dt=jnp.float32), row(dt=jnp.float32), mesh=mesh)
     return EngineStep(CompiledMemory.from_compiled(compiled, seconds), collectives(compiled.as_text()))
+
+
+def largest_decode_step(engine) -> tuple[int, int]:
+    """(rows, pages per row) of `engine`'s largest decode step: every slot generating, each at its full context,
+    rounded as the engine rounds a call's rows and pages (`Engine._rows`, `Engine._pages_needed`)."""
+    return engine._rows(engine.max_slots), engine._pages_needed(engine.max_cache_length)
+
+
+def compile_largest_decode_step(engine, mesh: Mesh, *, attention: str = "auto", temperature: float = 1.0,
+                                top_k: int = 0, top_p: float = 1.0) -> EngineStep:
+    """`compile_engine_step` for the largest decode step of a built `engine` (common.engine.Engine, which
+    allocates nothing until it generates, so one built on an abstract model will do): its pool, page size,
+    weights dtype and rows."""
+    rows, pages = largest_decode_step(engine)
+    return compile_engine_step(engine.config, mesh, rows=rows, pages_per_row=pages, num_pages=engine.num_pages,
+                               page_size=engine.page_size, dtype=engine.weights_dtype or engine.dtype,
+                               pool_dtype=engine.dtype, attention=attention, temperature=temperature,
+                               top_k=top_k, top_p=top_p)
