@@ -8,9 +8,11 @@ For each (size, slice): the mesh degrees from common/mesh_presets.py, the micro-
 that the update fits (the analytic estimate picks the candidate, the compiler confirms it), then
 `jit(make_update_fn(...)).lower(<ShapeDtypeStructs with shardings>).compile()` for the slice's real chips
 (TPU: libtpu topologies on this CPU host; GPU presets compile only on such a host, otherwise analytic
-only), and the same for the sampler's prefill + decode at the sequences per sampler call the trainer would
+only), the same for the sampler's prefill + decode at the sequences per sampler call the trainer would
 use on that slice (`rl_scaling.grpo.setup.sequences_per_call`, the function the trainer calls at start, with
-the slice's HBM). Results per row are cached as JSON (--cache-dir), so an interrupted run resumes; the
+the slice's HBM), and for the largest decode step of the rollout engine the trainer builds there
+(`rl_scaling.grpo.setup.make_rollout` itself: its slots and page pool, its bfloat16 inference copy of the
+weights). Results per program are cached as JSON (--cache-dir), so an interrupted run resumes; the
 markdown table goes to --out. Prompts are planned at the config's data.max_prompt_len unless --prompt-len.
 Run with JAX_PLATFORMS=cpu on a machine without accelerators.
 """
@@ -121,19 +123,53 @@ def compile_sampler(model, mesh, shape: JobShape, batch: int):
     return compiled_memory(program, params, *abstract_decode_inputs(mesh, batch, shape.prompt_len), mesh=mesh)
 
 
+def trainer_engine(cfg, model, mesh, shape: JobShape, prompt_len: int, chunk: int, platform: str):
+    """The rollout engine the trainer builds on this slice (`make_rollout`, the trainer's own function, on an
+    abstract policy: the engine allocates nothing until it generates), or None when grpo.rollout_engine gives
+    the trainer the static sampler on `platform`. mesh None (a slice without devices here): the pool and slots
+    are the same, only the rows of a call would be rounded as on this host."""
+    from common.attention import select_backend
+    from common.model import abstract_decoder
+    from common.rollout import pick_rollout_engine
+    from rl_scaling.grpo.setup import make_rollout, rollout_cache_length
+
+    choice = str(cfg.grpo.get("rollout_engine", "auto") or "auto")
+    if pick_rollout_engine(choice, platform, "grpo.rollout_engine") != "paged":
+        return None
+    policy = abstract_decoder(model, dtype=shape.dtype, param_dtype=shape.param_dtype,
+                              attention=select_backend("auto", mesh=mesh) if mesh is not None else "xla")
+    engine, _ = make_rollout(cfg, policy, mesh=mesh, pad_id=0, platform=platform, sequences_per_call=chunk,
+                             max_cache_length=rollout_cache_length(cfg, prompt_len))
+    return engine
+
+
+def engine_sizes(engine, degrees: tuple[int, int, int]) -> dict:
+    """The engine's pool and slots, and per device the analytic bytes of its inference copy of the weights
+    (`inference_copy_bytes`) and of its pool (split over kv heads by tensor, whole on every other axis)."""
+    from common.engine.weights import inference_copy_bytes
+    from common.paged_kv import pool_bytes
+
+    tensor = degrees[2] if engine.config.num_kv_heads % degrees[2] == 0 else 1
+    return {"slots": engine.max_slots, "num_pages": engine.num_pages, "page_size": engine.page_size,
+            "max_cache_length": engine.max_cache_length,
+            "copy_bytes": inference_copy_bytes(engine.config, degrees, engine.weights_dtype or engine.dtype),
+            "pool_bytes": pool_bytes(engine.config, engine.num_pages, engine.page_size, engine.dtype) // tensor}
+
+
 def fits_budget(result: dict, budget: float, resident_outside: int = 0) -> bool:
     return "refused" not in result and row_total(result) + resident_outside <= budget
 
 
 def plan_row(size: str, preset_name: str, cfg, *, prompt_len: int, headroom: float, compile_programs: bool,
-             sampler: bool, degrees: tuple[int, int, int] | None = None, cache: ProgramCache | None = None,
-             max_update_compiles: int = 2, max_sampler_compiles: int = 3) -> dict:
+             sampler: bool, engine: bool = True, degrees: tuple[int, int, int] | None = None,
+             cache: ProgramCache | None = None, max_update_compiles: int = 2, max_sampler_compiles: int = 3) -> dict:
     """One row of the plan as a JSON-able dict. `degrees` default to the preset's layout for `size`.
 
     The update: candidates best first (job_candidates), compiled until one fits; the sampler: the largest
     trainer's sequences per sampler call on this slice (`sequences_per_call`: the same function and inputs
     as the trainer's), halved while the compiler refuses it or it does not fit (the verdict then says the
-    trainer's number does not fit and which grpo.rollout_batch does)."""
+    trainer's number does not fit and which grpo.rollout_batch does); the engine: the largest decode step of
+    the engine the trainer builds there (`trainer_engine`), when grpo.rollout_engine gives it one."""
     from common.config import get_preset
     from rl_scaling.grpo.setup import job_shape, sequences_per_call
 
@@ -154,8 +190,10 @@ def plan_row(size: str, preset_name: str, cfg, *, prompt_len: int, headroom: flo
            "degrees": list(degrees), "seq_len": shape.seq_len, "rollout_batch": shape.rollout_batch,
            "rollout_chunk": chunk, "cache_length": shape.cache_length, "prompt_len": shape.prompt_len,
            "dtype": shape.dtype, "param_dtype": shape.param_dtype, "update": None, "sampler": None,
-           "status": "analytic", "notes": [], "tried": [], "sampler_tried": []}
+           "engine": None, "engine_plan": None, "status": "analytic", "notes": [], "tried": [], "sampler_tried": []}
     _set_shape(row, model, degrees, shape)
+    if engine and (built := trainer_engine(cfg, model, None, shape, prompt_len, chunk, preset.platform)):
+        row["engine_plan"] = engine_sizes(built, degrees)
     if not compile_programs:  # the first candidate the estimate says fits (else the best one)
         fitting = [c for c in candidates if estimate_memory(model, degrees, c).train_peak <= budget]
         if fitting:
@@ -197,9 +235,29 @@ def plan_row(size: str, preset_name: str, cfg, *, prompt_len: int, headroom: flo
             if fits_budget(result, budget, resident) or batch // 2 < degrees[0] * degrees[1]:
                 break
             batch //= 2
-    refused = [p for p in (row["update"], row["sampler"]) if p and "refused" in p]
+    if row["engine_plan"]:
+        plan_engine(row, cache, cfg, model, mesh, shape, prompt_len, tag, platform=preset.platform)
+    refused = [p for p in (row["update"], row["sampler"], row["engine"]) if p and "refused" in p]
     row["status"] = "compiled" + (", compiler refused the last try" if refused else "")
     return row
+
+
+def plan_engine(row: dict, cache: ProgramCache, cfg, model, mesh, shape: JobShape, prompt_len: int, tag: str,
+                    *, platform: str) -> None:
+    """row["engine"]: the compiled largest decode step of the trainer's engine on `mesh`, sampling as the
+    trainer's rollouts do (grpo.temperature, top_k, top_p)."""
+    from common.aot.engine import compile_largest_decode_step, largest_decode_step
+
+    built = trainer_engine(cfg, model, mesh, shape, prompt_len, row["rollout_chunk"], platform)
+    rows, pages = largest_decode_step(built)
+    g = cfg.grpo
+    sampling = dict(temperature=float(g.temperature), top_k=int(g.top_k), top_p=float(g.top_p))
+    key = (f"engine__{tag}__s{rows}__w{pages}__n{built.num_pages}__g{built.page_size}__"
+           f"t{sampling['temperature']:g}k{sampling['top_k']}p{sampling['top_p']:g}")
+    result = cache.get_or_compile(key, lambda: measured(
+        lambda: compile_largest_decode_step(built, mesh, **sampling).memory))
+    row["engine"] = result | {"rows": rows, "pages_per_row": pages}
+    print(f"  engine step rows={rows} pages/row={pages} pool={built.num_pages} pages: {_describe(result)}", flush=True)
 
 
 def _describe(result: dict) -> str:
@@ -244,6 +302,7 @@ def parse_args(argv=None):
     p.add_argument("--headroom", type=float, default=DEFAULT_HEADROOM, help="usable share of HBM (%(default)s)")
     p.add_argument("--no-compile", action="store_true", help="analytic estimate only")
     p.add_argument("--no-sampler", action="store_true", help="skip the sampler program")
+    p.add_argument("--no-engine", action="store_true", help="skip the rollout engine's decode step")
     p.add_argument("--estimate-only", default="",
                    help="comma-separated sizes planned analytically only, e.g. those whose compile needs more "
                         "host memory than this machine has (the 72B update needs more than 24 GiB)")
@@ -286,7 +345,7 @@ def main(argv=None) -> int:
         estimate_only = size in args.estimate_only.split(",")
         row = plan_row(size, preset_name, cfg, prompt_len=args.prompt_len, headroom=args.headroom,
                        compile_programs=not (args.no_compile or estimate_only), sampler=not args.no_sampler,
-                       cache=cache)
+                       engine=not args.no_engine, cache=cache)
         if estimate_only:
             row["notes"].append("analytic estimate only (--estimate-only): compiling this size needs more host "
                                 "memory than the machine that made this table had; rerun there without the flag")

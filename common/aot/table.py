@@ -43,6 +43,19 @@ def peaks(row: dict) -> tuple[float, float]:
     return train, sample
 
 
+def engine_peak(row: dict) -> float | None:
+    """The rollout engine's peak per device: its compiled decode step (inference copy of the weights + page pool
+    + scratch) plus the trainer's state held beside it (parameters, optimiser state, reference copy), else the
+    analytic copy + pool + that state; None when the trainer uses no engine there (or the row predates it)."""
+    e, plan = row["estimate"], row.get("engine_plan")
+    if not plan:
+        return None
+    outside = e["params"] + e["optimizer"] + e["reference"]
+    if row.get("engine"):
+        return _compiled_peak(row["engine"], outside)
+    return plan["copy_bytes"] + plan["pool_bytes"] + outside
+
+
 def sampler_batch(row: dict) -> int:
     return row["sampler"]["batch"] if row["sampler"] else row["rollout_chunk"]
 
@@ -58,9 +71,11 @@ def verdict(row: dict, headroom: float) -> str:
     if sampler_batch(row) < row["rollout_chunk"]:
         return (f"DOES NOT FIT at the trainer's {row['rollout_chunk']} sequences per sampler call; "
                 f"grpo.rollout_batch={sampler_batch(row)} does")
-    if row["rollout_chunk"] < row["rollout_batch"]:
-        return f"fits, rollouts in calls of {row['rollout_chunk']}"
-    return "fits"
+    calls = f"rollouts in calls of {row['rollout_chunk']}" if row["rollout_chunk"] < row["rollout_batch"] else ""
+    engine = engine_peak(row)
+    if engine is not None and engine > budget:
+        return "DOES NOT FIT with the rollout engine; grpo.rollout_engine='static' fits" + (", " + calls if calls else "")
+    return "fits" + (", " + calls if calls else "")
 
 
 def gib_text(n) -> str:
@@ -82,18 +97,31 @@ def _program_md(part: dict | None, detail: bool) -> tuple[str, str]:
             f"**{gib_text(row_total(part))}**"), seconds
 
 
+def _engine_md(r: dict) -> tuple[str, str]:
+    """(engine cell, compile-seconds cell): slots, pool pages, compiled total (or -), analytic copy / pool."""
+    plan = r.get("engine_plan")
+    if not plan:
+        return "static sampler", "-"
+    compiled, seconds = _program_md(r.get("engine"), False)
+    shape = f"{r['engine']['rows']} x {r['engine']['pages_per_row']}" if r.get("engine") else f"{plan['slots']} slots"
+    return (f"{shape}, {plan['num_pages']} pages: {compiled} "
+            f"({gib_text(plan['copy_bytes'])} / {gib_text(plan['pool_bytes'])})"), seconds
+
+
 def _row_md(r: dict, headroom: float) -> str:
     e = r["estimate"]
     train, sample = peaks(r)
     update, update_s = _program_md(r["update"], True)
     sampler, sampler_s = _program_md(r["sampler"], False)
+    engine, engine_s = _engine_md(r)
     if r["update"] is None:
         update = f"est. {gib_text(e['train_peak'])}"
+    engine_peak_text = "" if engine_peak(r) is None else f" / {gib_text(engine_peak(r))}"
     cells = [r["size"], r["preset"], f"{r['devices']} x {r['hbm_bytes'] / 2**30:.0f}", "/".join(map(str, r["degrees"])),
              f"{r['micro_batch']} ({r['per_device_micro_batch']}), {'on' if r['remat'] else 'off'}", update, update_s,
-             f"{sampler_batch(r)}: {sampler}", sampler_s,
+             f"{sampler_batch(r)}: {sampler}", sampler_s, engine, engine_s,
              f"{gib_text(e['params'])} / {gib_text(e['optimizer'])} / {gib_text(e['gradients'])} / {gib_text(e['kv_cache'])}",
-             f"{gib_text(train)} / {gib_text(sample)}", f"{verdict(r, headroom)} ({r['status']})"]
+             f"{gib_text(train)} / {gib_text(sample)}{engine_peak_text}", f"{verdict(r, headroom)} ({r['status']})"]
     return "| " + " | ".join(cells) + " |"
 
 
@@ -155,15 +183,25 @@ def markdown(rows: list[dict], command: str, headroom: float, recipe: str, libtp
         "sampler call on that slice (`rl_scaling.grpo.setup.sequences_per_call`, which the trainer calls at "
         "start with its device's memory; here with the slice's HBM); when that does not compile to fit, it is "
         "halved until one does and the verdict names the `grpo.rollout_batch` to set.",
+        "- **engine** = compiled total of the rollout engine's largest decode step "
+        "(`common.engine.programs.pass_and_sample`, `common.aot.engine.compile_largest_decode_step`), which GRPO "
+        "runs instead of the sampler off the CPU (`grpo.rollout_engine` auto): rows x pages listed per row, the "
+        "pool's pages, then the total (the bfloat16 inference copy of the weights + the page pool + scratch) and, "
+        "in brackets, the analytic copy / pool. The engine is the one the trainer builds there "
+        "(`rl_scaling.grpo.setup.make_rollout`: a pool of what the sampler's calls held, `grpo.engine_slots` or as "
+        "many slots), built on an abstract model; the pool is split over kv heads only, so each chip holds all "
+        "of it.",
         "- **analytic** = parameters / optimiser state / gradients (accumulated + one micro-batch's) / KV "
         "cache at the configured rollout batch, from the rules table (`common.aot.estimate`).",
         "- **peaks** = training (update total + reference copy) / sampling (sampler total + optimiser state + "
-        f"reference copy). A row fits when both stay under {headroom:.0%} of HBM.",
+        "reference copy) / engine (engine total + parameters + optimiser state + reference copy, the trainer's "
+        f"state held while it generates). A row fits when all stay under {headroom:.0%} of HBM.",
         "",
         "| size | slice | chips x GiB | mesh data/fsdp/tensor | micro-batch (per device), remat | "
         "update args / temp / out / **total** | compile s | sampler batch: **total** | compile s | "
-        "analytic params / opt / grads / KV | peaks train / sample | verdict |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "engine rows x pages, pool: **total** (copy / pool) | compile s | "
+        "analytic params / opt / grads / KV | peaks train / sample / engine | verdict |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     lines += [_row_md(r, headroom) for r in rows]
     tried = [(r["size"], r["preset"], f"update micro-batch {t['micro_batch']}, remat {'on' if t['remat'] else 'off'}", t)
@@ -177,7 +215,7 @@ def markdown(rows: list[dict], command: str, headroom: float, recipe: str, libtp
                   for s, p, what, t in tried]
     commits = {}
     for r in rows:
-        for kind in ("update", "sampler"):
+        for kind in ("update", "sampler", "engine"):
             if r.get(kind):
                 commits.setdefault(r[kind].get("code_commit") or "not recorded (before 279922b)", []).append(
                     f"{r['size']} {kind}")
