@@ -236,28 +236,42 @@ def plan_row(size: str, preset_name: str, cfg, *, prompt_len: int, headroom: flo
                 break
             batch //= 2
     if row["engine_plan"]:
-        plan_engine(row, cache, cfg, model, mesh, shape, prompt_len, tag, platform=preset.platform)
+        plan_engine(row, cache, cfg, model, mesh, shape, prompt_len, tag, platform=preset.platform, budget=budget)
     refused = [p for p in (row["update"], row["sampler"], row["engine"]) if p and "refused" in p]
     row["status"] = "compiled" + (", compiler refused the last try" if refused else "")
     return row
 
 
 def plan_engine(row: dict, cache: ProgramCache, cfg, model, mesh, shape: JobShape, prompt_len: int, tag: str,
-                    *, platform: str) -> None:
+                *, platform: str, budget: float = math.inf, max_compiles: int = 8) -> None:
     """row["engine"]: the compiled largest decode step of the trainer's engine on `mesh`, sampling as the
-    trainer's rollouts do (grpo.temperature, top_k, top_p)."""
+    trainer's rollouts do (grpo.temperature, top_k, top_p), with its pool and slots (`engine_sizes`). First the
+    engine of the trainer's sequences per call (row["rollout_chunk"]); while the compiler refuses it or it does
+    not fit `budget` beside the trainer's state, the engine of half as many (what grpo.rollout_batch=N gives
+    the trainer: a pool of N full-length sequences, N slots unless grpo.engine_slots), down to one per batch
+    shard."""
     from common.aot.engine import compile_largest_decode_step, largest_decode_step
 
-    built = trainer_engine(cfg, model, mesh, shape, prompt_len, row["rollout_chunk"], platform)
-    rows, pages = largest_decode_step(built)
-    g = cfg.grpo
+    g, e = cfg.grpo, row["estimate"]
     sampling = dict(temperature=float(g.temperature), top_k=int(g.top_k), top_p=float(g.top_p))
-    key = (f"engine__{tag}__s{rows}__w{pages}__n{built.num_pages}__g{built.page_size}__"
-           f"t{sampling['temperature']:g}k{sampling['top_k']}p{sampling['top_p']:g}")
-    result = cache.get_or_compile(key, lambda: measured(
-        lambda: compile_largest_decode_step(built, mesh, **sampling).memory))
-    row["engine"] = result | {"rows": rows, "pages_per_row": pages}
-    print(f"  engine step rows={rows} pages/row={pages} pool={built.num_pages} pages: {_describe(result)}", flush=True)
+    resident = e["params"] + e["optimizer"] + e["reference"]
+    per_call, shards = row["rollout_chunk"], row["degrees"][0] * row["degrees"][1]
+    row["engine_tried"] = []
+    for _ in range(max_compiles):
+        built = trainer_engine(cfg, model, mesh, shape, prompt_len, per_call, platform)
+        rows, pages = largest_decode_step(built)
+        key = (f"engine__{tag}__s{rows}__w{pages}__n{built.num_pages}__g{built.page_size}__"
+               f"t{sampling['temperature']:g}k{sampling['top_k']}p{sampling['top_p']:g}")
+        result = cache.get_or_compile(key, lambda: measured(
+            lambda: compile_largest_decode_step(built, mesh, **sampling).memory))
+        row["engine"] = result | engine_sizes(built, tuple(row["degrees"])) | {
+            "rows": rows, "pages_per_row": pages, "sequences_per_call": per_call}
+        row["engine_tried"].append({"batch": per_call, "total": row_total(result), "refused": result.get("refused")})
+        print(f"  engine step at {per_call} sequences per call, rows={rows} pages/row={pages} "
+              f"pool={built.num_pages} pages: {_describe(result)}", flush=True)
+        if fits_budget(result, budget, resident) or per_call // 2 < shards:
+            break
+        per_call //= 2
 
 
 def _describe(result: dict) -> str:

@@ -71,11 +71,14 @@ def verdict(row: dict, headroom: float) -> str:
     if sampler_batch(row) < row["rollout_chunk"]:
         return (f"DOES NOT FIT at the trainer's {row['rollout_chunk']} sequences per sampler call; "
                 f"grpo.rollout_batch={sampler_batch(row)} does")
-    calls = f"rollouts in calls of {row['rollout_chunk']}" if row["rollout_chunk"] < row["rollout_batch"] else ""
-    engine = engine_peak(row)
+    calls = f", rollouts in calls of {row['rollout_chunk']}" if row["rollout_chunk"] < row["rollout_batch"] else ""
+    engine, compiled = engine_peak(row), row.get("engine")
     if engine is not None and engine > budget:
-        return "DOES NOT FIT with the rollout engine; grpo.rollout_engine='static' fits" + (", " + calls if calls else "")
-    return "fits" + (", " + calls if calls else "")
+        return "DOES NOT FIT with the rollout engine; grpo.rollout_engine='static' fits" + calls
+    if compiled and compiled["sequences_per_call"] < row["rollout_chunk"]:
+        return (f"DOES NOT FIT with the rollout engine at the trainer's {row['rollout_chunk']} sequences per call; "
+                f"grpo.rollout_batch={compiled['sequences_per_call']} does, or grpo.rollout_engine='static'{calls}")
+    return "fits" + calls
 
 
 def gib_text(n) -> str:
@@ -98,13 +101,14 @@ def _program_md(part: dict | None, detail: bool) -> tuple[str, str]:
 
 
 def _engine_md(r: dict) -> tuple[str, str]:
-    """(engine cell, compile-seconds cell): slots, pool pages, compiled total (or -), analytic copy / pool."""
-    plan = r.get("engine_plan")
-    if not plan:
+    """(engine cell, compile-seconds cell): sequences per call, the step's rows x pages (or the slots), the pool's
+    pages, compiled total (or -), analytic copy / pool; of the compiled engine, else of the trainer's."""
+    if not r.get("engine_plan"):
         return "static sampler", "-"
     compiled, seconds = _program_md(r.get("engine"), False)
-    shape = f"{r['engine']['rows']} x {r['engine']['pages_per_row']}" if r.get("engine") else f"{plan['slots']} slots"
-    return (f"{shape}, {plan['num_pages']} pages: {compiled} "
+    plan = r.get("engine") or r["engine_plan"] | {"sequences_per_call": r["rollout_chunk"]}
+    shape = f"{plan['rows']} x {plan['pages_per_row']}" if "rows" in plan else f"{plan['slots']} slots"
+    return (f"{plan['sequences_per_call']}: {shape}, {plan['num_pages']} pages: {compiled} "
             f"({gib_text(plan['copy_bytes'])} / {gib_text(plan['pool_bytes'])})"), seconds
 
 
@@ -188,9 +192,10 @@ def markdown(rows: list[dict], command: str, headroom: float, recipe: str, libtp
         "runs instead of the sampler off the CPU (`grpo.rollout_engine` auto): rows x pages listed per row, the "
         "pool's pages, then the total (the bfloat16 inference copy of the weights + the page pool + scratch) and, "
         "in brackets, the analytic copy / pool. The engine is the one the trainer builds there "
-        "(`rl_scaling.grpo.setup.make_rollout`: a pool of what the sampler's calls held, `grpo.engine_slots` or as "
-        "many slots), built on an abstract model; the pool is split over kv heads only, so each chip holds all "
-        "of it.",
+        "(`rl_scaling.grpo.setup.make_rollout`, built on an abstract model: a pool of the sampler's sequences per "
+        "call at full length, `grpo.engine_slots` or as many slots); when it does not compile to fit, the engine "
+        "of half as many sequences per call is compiled until one does (`grpo.rollout_batch`, named in the "
+        "verdict). The pool is split over kv heads only, so each chip holds all of it.",
         "- **analytic** = parameters / optimiser state / gradients (accumulated + one micro-batch's) / KV "
         "cache at the configured rollout batch, from the rules table (`common.aot.estimate`).",
         "- **peaks** = training (update total + reference copy) / sampling (sampler total + optimiser state + "
@@ -208,6 +213,8 @@ def markdown(rows: list[dict], command: str, headroom: float, recipe: str, libtp
              for r in rows for t in r.get("tried", [])[:-1]]
     tried += [(r["size"], r["preset"], f"sampler batch {t['batch']}", t)
               for r in rows for t in r.get("sampler_tried", [])[:-1]]
+    tried += [(r["size"], r["preset"], f"engine at {t['batch']} sequences per call", t)
+              for r in rows for t in r.get("engine_tried", [])[:-1]]
     if tried:
         lines += ["", "Tried before the choice in the table (over budget, or refused by the compiler):", ""]
         lines += [f"- {s} on {p}, {what}: " + (f"refused, temporaries need {gib_text(t['refused']['required_temporaries'])} GiB"

@@ -7,6 +7,7 @@ import math
 
 import jax
 import pytest
+from flax import nnx
 
 from common.aot.compiled import ProgramCache
 from common.config_file import load_config
@@ -51,7 +52,8 @@ def test_the_plans_engine_is_the_trainers(trainer_and_plan, tmp_path, monkeypatc
                                 trainer.sequences_per_call, "cpu")
     assert (built.max_slots, built.page_size, built.max_cache_length, built.num_pages) == (
         SLOTS, PAGE, context, pages)
-    row = {"rollout_chunk": trainer.sequences_per_call,
+    row = {"rollout_chunk": trainer.sequences_per_call, "degrees": list(trainer.degrees),
+           "estimate": {"params": 0, "optimizer": 0, "reference": 0},
            "engine_plan": plan.engine_sizes(built, trainer.degrees)}
     assert row["engine_plan"] | {"copy_bytes": 0, "pool_bytes": 0} == {
         "slots": SLOTS, "num_pages": pages, "page_size": PAGE, "max_cache_length": context, "copy_bytes": 0,
@@ -64,6 +66,7 @@ def test_the_plans_engine_is_the_trainers(trainer_and_plan, tmp_path, monkeypatc
     step = row["engine"]
     assert (step["rows"], step["pages_per_row"]) == (16, math.ceil(context / PAGE))
     assert engine._rows(SLOTS) == 16
+    assert (step["sequences_per_call"], step["num_pages"], step["slots"]) == (PER_CALL, pages, SLOTS)
 
     # bytes from the compiler: the step's arguments hold at least the weights and the pool on each device
     held = row["engine_plan"]["copy_bytes"] + row["engine_plan"]["pool_bytes"]
@@ -81,6 +84,40 @@ def test_the_plans_engine_is_the_trainers(trainer_and_plan, tmp_path, monkeypatc
     assert again["engine"] == step
 
 
+def test_an_engine_that_does_not_fit_is_halved_as_grpo_rollout_batch_would(trainer_and_plan, tmp_path):
+    cfg, trainer, plan = trainer_and_plan
+    longest = trainer.rollout.max_cache_length - 20
+    shape = job_shape(cfg, longest, trainer.degrees)
+    row = {"rollout_chunk": PER_CALL, "degrees": list(trainer.degrees),
+           "estimate": {"params": 100, "optimizer": 200, "reference": 0}}
+    cache = ProgramCache(tmp_path)
+    plan.plan_engine(row, cache, cfg, trainer.model_config, trainer.mesh, shape, longest, "tiny", platform="cpu")
+    full = plan.row_total(row["engine"])
+    # a budget the trainer's engine misses by a byte beside the trainer's state: the plan compiles half the pool
+    plan.plan_engine(row, cache, cfg, trainer.model_config, trainer.mesh, shape, longest, "tiny", platform="cpu",
+                     budget=full + 300 - 1)
+    step = row["engine"]
+    assert [t["batch"] for t in row["engine_tried"]] == [PER_CALL, PER_CALL // 2]
+    assert step["sequences_per_call"] == PER_CALL // 2 and plan.row_total(step) < full
+    # what the trainer builds with grpo.rollout_batch=16
+    from rl_scaling.grpo.setup import make_rollout
+
+    cfg16 = cfg.copy_and_resolve_references()
+    cfg16.grpo.rollout_batch = PER_CALL // 2
+    model = nnx.merge(trainer.graphdef, trainer.params)
+    engine16, _ = make_rollout(cfg16, model, mesh=trainer.mesh, pad_id=0, platform="cpu",
+                               max_cache_length=trainer.rollout.max_cache_length, sequences_per_call=PER_CALL // 2)
+    assert (step["num_pages"], step["slots"]) == (engine16.num_pages, engine16.max_slots) == (
+        1 + PER_CALL // 2 * math.ceil(trainer.rollout.max_cache_length / PAGE), SLOTS)
+    from common.aot.table import verdict
+
+    verdict_row = row | {"hbm_bytes": full + 300 - 1, "rollout_batch": 128, "update": None, "sampler": None,
+                         "estimate": row["estimate"] | {"train_peak": 0, "sample_peak_per_call": 0}}
+    assert verdict(verdict_row, 1.0) == (
+        "DOES NOT FIT with the rollout engine at the trainer's 32 sequences per call; grpo.rollout_batch=16 does, "
+        "or grpo.rollout_engine='static', rollouts in calls of 32")
+
+
 def test_the_engines_peak_decides_the_verdict(trainer_and_plan):
     _, _, plan = trainer_and_plan
     from common.aot.table import engine_peak, verdict
@@ -89,9 +126,9 @@ def test_the_engines_peak_decides_the_verdict(trainer_and_plan):
                           "compile_seconds": 1.0}
     row = {"hbm_bytes": 100, "rollout_chunk": 8, "rollout_batch": 8, "update": part(10), "sampler": part(10) | {
         "batch": 8}, "estimate": {"params": 4, "optimizer": 8, "reference": 4},
-        "engine_plan": {"copy_bytes": 2, "pool_bytes": 60}, "engine": part(70)}
+        "engine_plan": {"copy_bytes": 2, "pool_bytes": 60}, "engine": part(70) | {"sequences_per_call": 8}}
     assert engine_peak(row) == 70 + 16 and verdict(row, 1.0) == "fits"
-    row["engine"] = part(90)
+    row["engine"] = part(90) | {"sequences_per_call": 8}
     assert verdict(row, 1.0) == "DOES NOT FIT with the rollout engine; grpo.rollout_engine='static' fits"
     assert engine_peak(dict(row, engine=None)) == 2 + 60 + 16  # analytic without a compile
     assert engine_peak(dict(row, engine_plan=None)) is None  # the static sampler: no engine in the verdict
