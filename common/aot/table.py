@@ -227,7 +227,8 @@ def markdown(rows: list[dict], command: str, headroom: float, recipe: str, libtp
                 commits.setdefault(r[kind].get("code_commit") or "not recorded (before 279922b)", []).append(
                     f"{r['size']} {kind}")
     if commits:
-        lines += ["", "Code each compiled program came from (results are cached per program; `--fresh` recompiles):",
+        lines += ["", "Code each compiled program came from (results are cached per program and reused: a program "
+                  "under an older commit was not rerun for this page; `--fresh` recompiles):",
                   ""] + [f"- {c}: {', '.join(what)}" for c, what in commits.items()]
         if any(c.startswith("not recorded") for c in commits):
             lines += ["", "279922b changed the KV cache layout to [batch, kv heads, slots, head dim] and the attention "
