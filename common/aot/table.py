@@ -71,14 +71,15 @@ def verdict(row: dict, headroom: float) -> str:
     if sampler_batch(row) < row["rollout_chunk"]:
         return (f"DOES NOT FIT at the trainer's {row['rollout_chunk']} sequences per sampler call; "
                 f"grpo.rollout_batch={sampler_batch(row)} does")
-    calls = f", rollouts in calls of {row['rollout_chunk']}" if row["rollout_chunk"] < row["rollout_batch"] else ""
+    calls = f"rollouts in calls of {row['rollout_chunk']}" if row["rollout_chunk"] < row["rollout_batch"] else ""
+    static = "grpo.rollout_engine='static'" + (f" ({calls})" if calls else "")
     engine, compiled = engine_peak(row), row.get("engine")
     if engine is not None and engine > budget:
-        return "DOES NOT FIT with the rollout engine; grpo.rollout_engine='static' fits" + calls
+        return f"DOES NOT FIT with the rollout engine; {static} fits"
     if compiled and compiled["sequences_per_call"] < row["rollout_chunk"]:
         return (f"DOES NOT FIT with the rollout engine at the trainer's {row['rollout_chunk']} sequences per call; "
-                f"grpo.rollout_batch={compiled['sequences_per_call']} does, or grpo.rollout_engine='static'{calls}")
-    return "fits" + calls
+                f"grpo.rollout_batch={compiled['sequences_per_call']} does, or {static}")
+    return "fits" + (f", {calls}" if calls else "")
 
 
 def gib_text(n) -> str:
@@ -107,7 +108,8 @@ def _engine_md(r: dict) -> tuple[str, str]:
         return "static sampler", "-"
     compiled, seconds = _program_md(r.get("engine"), False)
     plan = r.get("engine") or r["engine_plan"] | {"sequences_per_call": r["rollout_chunk"]}
-    shape = f"{plan['rows']} x {plan['pages_per_row']}" if "rows" in plan else f"{plan['slots']} slots"
+    slots = f"{plan['slots']} slot{'s' if plan['slots'] != 1 else ''}"
+    shape = f"{plan['rows']} x {plan['pages_per_row']}" if "rows" in plan else slots
     return (f"{plan['sequences_per_call']}: {shape}, {plan['num_pages']} pages: {compiled} "
             f"({gib_text(plan['copy_bytes'])} / {gib_text(plan['pool_bytes'])})"), seconds
 
@@ -195,7 +197,8 @@ def markdown(rows: list[dict], command: str, headroom: float, recipe: str, libtp
         "(`rl_scaling.grpo.setup.make_rollout`, built on an abstract model: a pool of the sampler's sequences per "
         "call at full length, `grpo.engine_slots` or as many slots); when it does not compile to fit, the engine "
         "of half as many sequences per call is compiled until one does (`grpo.rollout_batch`, named in the "
-        "verdict). The pool is split over kv heads only, so each chip holds all of it.",
+        "verdict). The pool is split over kv heads only, so each chip holds all of it. Rows without a compile: "
+        "the trainer's slots and pool, and an engine peak of copy + pool without scratch.",
         "- **analytic** = parameters / optimiser state / gradients (accumulated + one micro-batch's) / KV "
         "cache at the configured rollout batch, from the rules table (`common.aot.estimate`).",
         "- **peaks** = training (update total + reference copy) / sampling (sampler total + optimiser state + "

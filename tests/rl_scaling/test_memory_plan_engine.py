@@ -115,7 +115,7 @@ def test_an_engine_that_does_not_fit_is_halved_as_grpo_rollout_batch_would(train
                          "estimate": row["estimate"] | {"train_peak": 0, "sample_peak_per_call": 0}}
     assert verdict(verdict_row, 1.0) == (
         "DOES NOT FIT with the rollout engine at the trainer's 32 sequences per call; grpo.rollout_batch=16 does, "
-        "or grpo.rollout_engine='static', rollouts in calls of 32")
+        "or grpo.rollout_engine='static' (rollouts in calls of 32)")
 
 
 def test_the_engines_peak_decides_the_verdict(trainer_and_plan):
