@@ -53,6 +53,13 @@ LOGICAL_RULES: dict[str, tuple[str, ...] | None] = {
 INFERENCE_RULES: dict[str, tuple[str, ...] | None] = {**LOGICAL_RULES, "embed": None, "vocab": ("tensor",)}
 
 
+def batch_shards(mesh: Mesh | None) -> int:
+    """How many ways `mesh` splits a batch (the mesh axes of the "batch" rule; 1 without a mesh)."""
+    if mesh is None:
+        return 1
+    return int(np.prod([mesh.shape[a] for a in LOGICAL_RULES["batch"] or () if a in mesh.shape]))
+
+
 def make_mesh(shape: dict[str, int] | None = None, devices: Sequence[jax.Device] | None = None) -> Mesh:
     """A mesh with axes (data, fsdp, tensor). `shape` gives each axis's size; -1 = all remaining devices.
 

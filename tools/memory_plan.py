@@ -123,22 +123,24 @@ def compile_sampler(model, mesh, shape: JobShape, batch: int):
     return compiled_memory(program, params, *abstract_decode_inputs(mesh, batch, shape.prompt_len), mesh=mesh)
 
 
-def trainer_engine(cfg, model, mesh, shape: JobShape, prompt_len: int, chunk: int, platform: str):
+def trainer_engine(cfg, model, mesh, shape: JobShape, prompt_len: int, chunk: int, platform: str, shards: int):
     """The rollout engine the trainer builds on this slice (`make_rollout`, the trainer's own function, on an
     abstract policy: the engine allocates nothing until it generates), or None when grpo.rollout_engine gives
-    the trainer the static sampler on `platform`. mesh None (a slice without devices here): the pool and slots
-    are the same, only the rows of a call would be rounded as on this host."""
+    the trainer the static sampler on `platform` with the slice's `shards` batch shards. mesh None (a slice
+    without devices here): the pool and slots are the same, only the rows of a call would be rounded as on
+    this host."""
     from common.attention import select_backend
     from common.model import abstract_decoder
     from common.rollout import pick_rollout_engine
     from rl_scaling.grpo.setup import make_rollout, rollout_cache_length
 
     choice = str(cfg.grpo.get("rollout_engine", "auto") or "auto")
-    if pick_rollout_engine(choice, platform, "grpo.rollout_engine") != "paged":
+    if pick_rollout_engine(choice, platform, "grpo.rollout_engine", shards) != "paged":
         return None
     policy = abstract_decoder(model, dtype=shape.dtype, param_dtype=shape.param_dtype,
                               attention=select_backend("auto", mesh=mesh) if mesh is not None else "xla")
     engine, _ = make_rollout(cfg, policy, mesh=mesh, pad_id=0, platform=platform, sequences_per_call=chunk,
+                             batch_shards=shards,
                              max_cache_length=rollout_cache_length(cfg, prompt_len))
     return engine
 
@@ -192,7 +194,8 @@ def plan_row(size: str, preset_name: str, cfg, *, prompt_len: int, headroom: flo
            "dtype": shape.dtype, "param_dtype": shape.param_dtype, "update": None, "sampler": None,
            "engine": None, "engine_plan": None, "status": "analytic", "notes": [], "tried": [], "sampler_tried": []}
     _set_shape(row, model, degrees, shape)
-    if engine and (built := trainer_engine(cfg, model, None, shape, prompt_len, chunk, preset.platform)):
+    if engine and (built := trainer_engine(cfg, model, None, shape, prompt_len, chunk, preset.platform,
+                                           degrees[0] * degrees[1])):
         row["engine_plan"] = engine_sizes(built, degrees)
     if not compile_programs:  # the first candidate the estimate says fits (else the best one)
         fitting = [c for c in candidates if estimate_memory(model, degrees, c).train_peak <= budget]
@@ -248,8 +251,8 @@ def plan_engine(row: dict, cache: ProgramCache, cfg, model, mesh, shape: JobShap
     trainer's rollouts do (grpo.temperature, top_k, top_p), with its pool and slots (`engine_sizes`). First the
     engine of the trainer's sequences per call (row["rollout_chunk"]); while the compiler refuses it or it does
     not fit `budget` beside the trainer's state, the engine of half as many (what grpo.rollout_batch=N gives
-    the trainer: a pool of N full-length sequences, N slots unless grpo.engine_slots), down to one per batch
-    shard."""
+    the trainer: a pool of N / batch shards full-length sequences, as many slots unless grpo.engine_slots),
+    down to one per batch shard."""
     from common.aot.engine import compile_largest_decode_step, largest_decode_step
 
     g, e = cfg.grpo, row["estimate"]
@@ -258,7 +261,7 @@ def plan_engine(row: dict, cache: ProgramCache, cfg, model, mesh, shape: JobShap
     per_call, shards = row["rollout_chunk"], row["degrees"][0] * row["degrees"][1]
     row["engine_tried"] = []
     for _ in range(max_compiles):
-        built = trainer_engine(cfg, model, mesh, shape, prompt_len, per_call, platform)
+        built = trainer_engine(cfg, model, mesh, shape, prompt_len, per_call, platform, shards)
         rows, pages = largest_decode_step(built)
         key = (f"engine__{tag}__s{rows}__w{pages}__n{built.num_pages}__g{built.page_size}__"
                f"t{sampling['temperature']:g}k{sampling['top_k']}p{sampling['top_p']:g}")

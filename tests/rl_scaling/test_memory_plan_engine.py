@@ -16,6 +16,7 @@ from tests.load_file import load_module
 from tests.multiprocess import REPO_ROOT
 
 SLOTS, PAGE, PER_CALL = 12, 8, 32
+SHARDS = 8  # fsdp over the 8 devices: the batch's shards, over which the engine's pool is not split
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +33,8 @@ def trainer_and_plan(tmp_path_factory):
     cfg.grpo.engine_page_size = PAGE
     cfg.grpo.rollout_batch = PER_CALL
     cfg.grpo.max_response_len = 20
-    trainer = GRPOTrainer(cfg, tmp_path_factory.mktemp("plan_engine"))
+    with pytest.warns(RuntimeWarning, match="page pool is whole on every chip"):
+        trainer = GRPOTrainer(cfg, tmp_path_factory.mktemp("plan_engine"))
     plan = load_module(REPO_ROOT / "tools" / "memory_plan.py", "memory_plan_engine_test")
     return cfg, trainer, plan
 
@@ -42,14 +44,15 @@ def test_the_plans_engine_is_the_trainers(trainer_and_plan, tmp_path, monkeypatc
     engine = trainer.rollout
     longest = max(len(p) for p in trainer.train_set.prompt_ids + trainer.heldout_set.prompt_ids)
     context = longest + 20  # the longest prompt and max_response_len (the trainer's max_cache_length)
-    pages = 1 + PER_CALL * math.ceil(context / PAGE)  # the null page and what the sampler's calls held
+    # the null page and what one chip held of the sampler's calls (the pool is whole on every chip)
+    pages = 1 + PER_CALL // SHARDS * math.ceil(context / PAGE)
     assert (engine.max_slots, engine.page_size, engine.max_cache_length, engine.num_pages) == (
         SLOTS, PAGE, context, pages)
 
     # the plan at the trainer's longest prompt: its engine numbers are the trainer's, from make_rollout
     shape = job_shape(cfg, longest, trainer.degrees)
     built = plan.trainer_engine(cfg, trainer.model_config, trainer.mesh, shape, longest,
-                                trainer.sequences_per_call, "cpu")
+                                trainer.sequences_per_call, "cpu", SHARDS)
     assert (built.max_slots, built.page_size, built.max_cache_length, built.num_pages) == (
         SLOTS, PAGE, context, pages)
     row = {"rollout_chunk": trainer.sequences_per_call, "degrees": list(trainer.degrees),
@@ -105,10 +108,11 @@ def test_an_engine_that_does_not_fit_is_halved_as_grpo_rollout_batch_would(train
     cfg16 = cfg.copy_and_resolve_references()
     cfg16.grpo.rollout_batch = PER_CALL // 2
     model = nnx.merge(trainer.graphdef, trainer.params)
-    engine16, _ = make_rollout(cfg16, model, mesh=trainer.mesh, pad_id=0, platform="cpu",
-                               max_cache_length=trainer.rollout.max_cache_length, sequences_per_call=PER_CALL // 2)
+    with pytest.warns(RuntimeWarning, match="page pool is whole on every chip"):
+        engine16, _ = make_rollout(cfg16, model, mesh=trainer.mesh, pad_id=0, platform="cpu",
+                                   max_cache_length=trainer.rollout.max_cache_length, sequences_per_call=PER_CALL // 2)
     assert (step["num_pages"], step["slots"]) == (engine16.num_pages, engine16.max_slots) == (
-        1 + PER_CALL // 2 * math.ceil(trainer.rollout.max_cache_length / PAGE), SLOTS)
+        1 + PER_CALL // 2 // SHARDS * math.ceil(trainer.rollout.max_cache_length / PAGE), SLOTS)
     from common.aot.table import verdict
 
     verdict_row = row | {"hbm_bytes": full + 300 - 1, "rollout_batch": 128, "update": None, "sampler": None,
