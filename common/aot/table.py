@@ -191,11 +191,14 @@ def markdown(rows: list[dict], command: str, headroom: float, recipe: str, libtp
         "halved until one does and the verdict names the `grpo.rollout_batch` to set.",
         "- **engine** = compiled total of the rollout engine's largest decode step "
         "(`common.engine.programs.pass_and_sample`, `common.aot.engine.compile_largest_decode_step`), which GRPO "
-        "runs instead of the sampler off the CPU (`grpo.rollout_engine` auto): rows x pages listed per row, the "
+        "runs instead of the sampler on an accelerator whose batch is not split (`grpo.rollout_engine` auto; "
+        "`static sampler` where it runs the sampler: on a mesh with several batch shards, since the pool is "
+        "not split over them): rows x pages listed per row, the "
         "pool's pages, then the total (the bfloat16 inference copy of the weights + the page pool + scratch) and, "
         "in brackets, the analytic copy / pool. The engine is the one the trainer builds there "
-        "(`rl_scaling.grpo.setup.make_rollout`, built on an abstract model: a pool of the sampler's sequences per "
-        "call at full length, `grpo.engine_slots` or as many slots); when it does not compile to fit, the engine "
+        "(`rl_scaling.grpo.setup.make_rollout`, built on an abstract model: a pool of one chip's share of the "
+        "sampler's sequences per call at full length, `grpo.engine_slots` or as many slots); when it does not "
+        "compile to fit, the engine "
         "of half as many sequences per call is compiled until one does (`grpo.rollout_batch`, named in the "
         "verdict). The pool is split over kv heads only, so each chip holds all of it. Rows without a compile: "
         "the trainer's slots and pool, and an engine peak of copy + pool without scratch.",
