@@ -22,7 +22,7 @@ from flax import nnx
 from common.attention import AttentionBackend, Visibility, select_backend
 from common.config import ModelConfig
 from common.kv_cache import KVCache, layer_slots, token_placement, write_slots
-from common.paged_kv import PagedKV, PageView, write_pages
+from common.paged_kv import PagedKV, PagedLayer, PageView, write_pages
 from common.sharding import constrain
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16, "float64": jnp.float64}
@@ -128,8 +128,8 @@ class Attention(nnx.Module):
         k, v [B, T, K, h] without a cache).
 
         layer_cache: None, or (k store, v store, layer): a layer's own [B, S, K, h] (layer None) or every
-        layer's [L, B, S, K, h] and this layer's index in it (`common.kv_cache.write_slots`); or (k pool,
-        v pool, layer, PageView): the engine's paged cache (`common.paged_kv`).
+        layer's [L, B, S, K, h] and this layer's index in it (`common.kv_cache.write_slots`); or a
+        `common.paged_kv.PagedLayer`: the engine's paged cache.
         attend_fresh_only: attend to the T new keys only, not the whole cache (prefill of an empty cache:
         the same result, without scores over the empty slots)."""
         B, T, _ = x.shape
@@ -151,8 +151,8 @@ class Attention(nnx.Module):
         if layer_cache is None:
             new_cache = (k, v)
             out = backend.attend(q, k, v, visibility)
-        elif len(layer_cache) == 4:  # paged
-            k_pool, v_pool, layer, view = layer_cache
+        elif isinstance(layer_cache, PagedLayer):
+            k_pool, v_pool, layer, view = layer_cache.k, layer_cache.v, layer_cache.layer, layer_cache.view
             new_cache = (write_pages(k_pool, k, layer, view), write_pages(v_pool, v, layer, view))
             out = backend.attend_paged(q, *new_cache, layer, view)
         else:
@@ -348,8 +348,8 @@ class Decoder(nnx.Module):
         def body(carry, xs):
             x, pools = carry
             block_state, i = xs
-            x, pools = nnx.merge(graphdef, block_state)(x, cos, sin, None, (*pools, i, view), None, self.dtype,
-                                                        self.backend)
+            block = nnx.merge(graphdef, block_state)
+            x, pools = block(x, cos, sin, None, PagedLayer(*pools, i, view), None, self.dtype, self.backend)
             return (x, pools), None
 
         layer_ids = jnp.arange(self.config.num_layers, dtype=jnp.int32)

@@ -82,6 +82,17 @@ class PageView:
                 jnp.where(valid, self.positions % page_size, 0).astype(jnp.int32))
 
 
+@dataclasses.dataclass(frozen=True)
+class PagedLayer:
+    """What a decoder layer gets as its cache in the engine's pass (`common.model.Attention`): the pools k, v
+    [K, L, N, page, h], this layer's index in them, and the call's `PageView`."""
+
+    k: jax.Array
+    v: jax.Array
+    layer: jax.Array | int
+    view: PageView
+
+
 def write_pages(store: jax.Array, new: jax.Array, layer, view: PageView) -> jax.Array:
     """store [K, L, N, page, h] with new [B, T, K, h] (one layer's fresh keys or values) written at the view's
     positions of `layer`, in the store's dtype; padding tokens land in the null page."""
