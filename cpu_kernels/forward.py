@@ -58,8 +58,7 @@ def cached_forward(model, packed: dict, tokens: jax.Array, cache: KVCache, *, pr
     positions, visibility = cache.placement(T, prefill)
     cos, sin = rope_cos_sin(positions, cfg.head_dim, cfg.rope_theta)
     x = embedding.take_rows(model.embedding[...], tokens).astype(dtype)
-    one_call = (layer_kernel and T == 1 and not prefill and dtype.name in layer.DTYPES
-                and cache.k[0].dtype == dtype and cfg.head_dim <= layer.MAX_HEAD_DIM)
+    one_call = layer_kernel and T == 1 and not prefill and layer_kernel_takes(model, cache.k[0].dtype)
     mask = visibility.mask()[:, 0] if one_call else None
     new_k, new_v = [], []
     if not cache.per_layer:
@@ -89,8 +88,14 @@ def paged_decode_applies(model, kv: PagedKV, tokens: jax.Array) -> bool:
     """Whether `paged_forward` runs this call's layers as one kernel call each: one token per row, the pool in
     the compute dtype, pages of a power-of-two size, a head size the kernel takes."""
     page = kv.page_size
-    return (tokens.shape[1] == 1 and model.dtype.name in layer.DTYPES and kv.k.dtype == model.dtype
-            and page & (page - 1) == 0 and model.config.head_dim <= layer.MAX_HEAD_DIM)
+    return tokens.shape[1] == 1 and page & (page - 1) == 0 and layer_kernel_takes(model, kv.k.dtype)
+
+
+def layer_kernel_takes(model, store_dtype) -> bool:
+    """Whether the one-call layer kernel computes this model's layers over keys and values stored in
+    `store_dtype`: a compute dtype it has, the store in that dtype, a head size it takes."""
+    return (model.dtype.name in layer.DTYPES and store_dtype == model.dtype
+            and model.config.head_dim <= layer.MAX_HEAD_DIM)
 
 
 def paged_forward(model, packed: dict, tokens: jax.Array, kv: PagedKV, view: PageView, attend_paged
