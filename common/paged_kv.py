@@ -8,6 +8,11 @@ layer's pages from the one pool by index, with no copy of the layer's slice (`la
 is the null page: nothing reads it as a sequence's key, and the rows and tokens of a call that are padding
 write there (`NULL_PAGE`), so a fixed-shape program never needs a branch.
 
+On a mesh whose batch is split S ways the engine keeps one pool per batch shard: the page axis is split over the
+batch axes (SHARDED_PAGE_AXES), each shard's pages numbered from 0 with its own null page, and the engine's
+program runs in `shard_map` over those axes, so a row reads and writes only its own shard's pages (nothing is
+gathered across chips) and each chip holds 1 / S of the pages.
+
 Which page holds what is the host's business (`common.engine.pages`): a call gets a `PageView` — per row the
 page table (its pages in order), the RoPE position of each query token, and the row's length after the call
 (keys at positions < length are valid; a query token at a position >= length is padding). Token at position
@@ -26,6 +31,8 @@ from common.sharding import constrain
 
 NULL_PAGE = 0  # written by padding, read by nothing
 PAGE_AXES = ("act_kv_heads", "layers", None, None, None)  # logical axes of the stacked page pool
+# a pool split over the batch shards of a mesh: each shard its own pages (`common.engine`'s per-shard pools)
+SHARDED_PAGE_AXES = ("act_kv_heads", "layers", "batch", None, None)
 
 
 @jax.tree_util.register_dataclass
@@ -46,9 +53,10 @@ class PagedKV:
         return self.k.shape[2]
 
     @classmethod
-    def zeros(cls, config: ModelConfig, num_pages: int, page_size: int, dtype) -> "PagedKV":
+    def zeros(cls, config: ModelConfig, num_pages: int, page_size: int, dtype, axes=PAGE_AXES) -> "PagedKV":
+        """axes: PAGE_AXES (one pool) or SHARDED_PAGE_AXES (num_pages split over the batch shards)."""
         shape = (config.num_kv_heads, config.num_layers, num_pages, page_size, config.head_dim)
-        return cls(k=constrain(jnp.zeros(shape, dtype), PAGE_AXES), v=constrain(jnp.zeros(shape, dtype), PAGE_AXES))
+        return cls(k=constrain(jnp.zeros(shape, dtype), axes), v=constrain(jnp.zeros(shape, dtype), axes))
 
 
 def pool_bytes(config: ModelConfig, num_pages: int, page_size: int, dtype) -> int:

@@ -40,17 +40,14 @@ class Rollout(abc.ABC):
 ROLLOUT_ENGINES = ("auto", "paged", "static")
 
 
-def pick_rollout_engine(choice: str, platform: str, setting: str = "engine", batch_shards: int = 1) -> str:
+def pick_rollout_engine(choice: str, platform: str, setting: str = "engine") -> str:
     """"paged" (the engine, `common.engine`) or "static" (the sampler, `common.sampler`) for `choice`, one of
-    ROLLOUT_ENGINES, on `platform` ("cpu", "gpu", "tpu") with a batch split `batch_shards` ways
-    (`common.sharding.batch_shards`). "auto" is the paged engine on an accelerator whose batch is not split
-    (one GPU, a tensor-parallel mesh), and the static sampler elsewhere: on a CPU, where the CPU decode kernels
-    make its steps faster than the engine's (tools/bench_rollouts.py measures both); on a mesh with several
-    batch shards, because the engine's page pool is not yet split over them — every chip would hold the whole
-    pool, so the engine could keep only one shard's share of the sampler's sequences in flight.
-    `setting` names the choice in the error for one not in ROLLOUT_ENGINES."""
+    ROLLOUT_ENGINES, on `platform` ("cpu", "gpu", "tpu"). "auto" is the paged engine on an accelerator (one GPU,
+    a GPU host, a TPU slice: the engine keeps one page pool per batch shard, so a pod's chips each hold their
+    shard's sequences) and the static sampler on a CPU, where the CPU decode kernels make its steps faster than
+    the engine's on short generations (tools/bench_rollouts.py measures both). `setting` names the choice in the error for one not in ROLLOUT_ENGINES."""
     if choice not in ROLLOUT_ENGINES:
         raise ValueError(f"{setting} must be one of {ROLLOUT_ENGINES}, got {choice!r}")
     if choice == "auto":
-        return "paged" if platform != "cpu" and batch_shards == 1 else "static"
+        return "paged" if platform != "cpu" else "static"
     return choice

@@ -158,10 +158,38 @@ def named_sharding(mesh: Mesh, logical_axes: Sequence[str | None], shape: Sequen
     return NamedSharding(mesh, logical_to_spec(logical_axes, shape, mesh))
 
 
+def batch_axes(mesh: Mesh) -> tuple[str, ...]:
+    """The mesh axes of the "batch" rule that split something (size > 1), in the rule's order."""
+    return tuple(a for a in LOGICAL_RULES["batch"] or () if a in mesh.shape and mesh.shape[a] > 1)
+
+
+def manual_axes() -> frozenset[str]:
+    """Mesh axes the code being traced is manual over (inside `shard_map`): its arrays are already those axes'
+    shards, so a sharding annotation must not name them."""
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh is None or mesh.empty:
+        return frozenset()
+    return frozenset(a for a, t in zip(mesh.axis_names, mesh.axis_types) if t == AxisType.Manual)
+
+
+def without_axes(spec: PartitionSpec, axes: frozenset[str]) -> PartitionSpec:
+    """`spec` with the mesh axes `axes` left out of every dimension."""
+    def keep(entry):
+        if entry is None:
+            return None
+        kept = tuple(a for a in (entry if isinstance(entry, tuple) else (entry,)) if a not in axes)
+        return kept if len(kept) > 1 else (kept[0] if kept else None)
+    return PartitionSpec(*map(keep, spec))
+
+
 def constrain(x: jax.Array, logical_axes: Sequence[str | None]) -> jax.Array:
-    """Sharding annotation for an activation inside jit; a no-op when no mesh is in context."""
+    """Sharding annotation for an activation inside jit; a no-op when no mesh is in context. Inside
+    `shard_map` the axes it is manual over are left out (the array is already one of their shards)."""
     mesh = jax.sharding.get_abstract_mesh()
     if mesh is None or mesh.empty or not set(MESH_AXES) <= set(mesh.axis_names):
         return x
-    spec = logical_to_spec(logical_axes, x.shape, mesh)
+    manual = manual_axes()
+    if manual >= set(mesh.axis_names):
+        return x
+    spec = without_axes(logical_to_spec(logical_axes, x.shape, mesh, warn=not manual), manual)
     return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, spec))

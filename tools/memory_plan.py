@@ -135,7 +135,7 @@ def trainer_engine(cfg, model, mesh, shape: JobShape, prompt_len: int, chunk: in
     from rl_scaling.grpo.setup import make_rollout, rollout_cache_length
 
     choice = str(cfg.grpo.get("rollout_engine", "auto") or "auto")
-    if pick_rollout_engine(choice, platform, "grpo.rollout_engine", shards) != "paged":
+    if pick_rollout_engine(choice, platform, "grpo.rollout_engine") != "paged":
         return None
     policy = abstract_decoder(model, dtype=shape.dtype, param_dtype=shape.param_dtype,
                               attention=select_backend("auto", mesh=mesh) if mesh is not None else "xla")
@@ -146,8 +146,9 @@ def trainer_engine(cfg, model, mesh, shape: JobShape, prompt_len: int, chunk: in
 
 
 def engine_sizes(engine, degrees: tuple[int, int, int]) -> dict:
-    """The engine's pool and slots, and per device the analytic bytes of its inference copy of the weights
-    (`inference_copy_bytes`) and of its pool (split over kv heads by tensor, whole on every other axis)."""
+    """The engine's pool (a batch shard's) and slots (over all shards), and per device the analytic bytes of its
+    inference copy of the weights (`inference_copy_bytes`) and of its shard's pool (split over kv heads by
+    tensor)."""
     from common.engine.weights import inference_copy_bytes
     from common.paged_kv import pool_bytes
 

@@ -36,7 +36,7 @@ from jax.sharding import PartitionSpec as P
 
 from common.attention.paged import paged_reference_attention
 from common.paged_kv import PAGE_AXES, PageView, flat_pool, layer_page_table
-from common.sharding import logical_to_spec
+from common.sharding import logical_to_spec, manual_axes, without_axes
 
 LANES = 128  # head_dim must be a multiple of a vector register's lanes
 # Keys a compute block of the kernel loads (one DMA a page, double-buffered), as MaxText's default (4 pages of 32
@@ -99,13 +99,21 @@ def decode_specs(mesh, batch: int, kv_heads: int) -> tuple[P, P, P, P]:
 
 def sharded_paged_decode_attention(q, k_pages, v_pages, lengths, page_indices, mesh, interpret: bool = False
                                    ) -> jax.Array:
-    """`paged_decode_attention` under `mesh` (None or one device: as is), in shard_map (`decode_specs`)."""
+    """`paged_decode_attention` under `mesh` (None or one device: as is), in shard_map (`decode_specs`). Inside
+    the engine's shard_map over the batch axes (per-shard pools) the arrays are already one batch shard's: the
+    kernel's shard_map then splits only the remaining axes (`tensor`)."""
     run = functools.partial(paged_decode_attention, interpret=interpret)
     if mesh is None or mesh.size == 1:
         return run(q, k_pages, v_pages, lengths, page_indices)
-    q_spec, pool_spec, rows_spec, table_spec = decode_specs(mesh, q.shape[0], k_pages.shape[0])
-    return jax.shard_map(run, mesh=mesh, in_specs=(q_spec, pool_spec, pool_spec, rows_spec, table_spec),
-                         out_specs=q_spec, check_vma=False)(q, k_pages, v_pages, lengths, page_indices)
+    manual = manual_axes()
+    specs = [without_axes(spec, manual) for spec in decode_specs(mesh, q.shape[0], k_pages.shape[0])]
+    if manual:  # the kernel manual over every axis (the interpreter's callbacks ask for it too)
+        kwargs = dict(axis_names=frozenset(mesh.axis_names) - manual)  # the mesh in context: the outer one's
+    else:
+        kwargs = dict(mesh=mesh)
+    q_spec, pool_spec, rows_spec, table_spec = specs
+    return jax.shard_map(run, in_specs=(q_spec, pool_spec, pool_spec, rows_spec, table_spec), out_specs=q_spec,
+                         check_vma=False, **kwargs)(q, k_pages, v_pages, lengths, page_indices)
 
 
 def decode_lengths(view: PageView) -> jax.Array:

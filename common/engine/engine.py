@@ -26,15 +26,16 @@ from jax.sharding import Mesh
 
 from common.device_memory import device_memory_limit
 from common.engine.pages import PageCache
-from common.engine.programs import TOP_LOGPROBS, pass_and_sample
-from common.engine.scheduler import Sampling, Scheduler, Sequence, Work
+from common.engine.programs import TOP_LOGPROBS, step_function
+from common.engine.scheduler import Sampling, Scheduler, Sequence, ShardedScheduler, Work
 from common.engine.weights import inference_copy
 from common.model import Decoder
-from common.paged_kv import NULL_PAGE, PagedKV, PageView, pool_bytes
+from common.paged_kv import NULL_PAGE, PAGE_AXES, SHARDED_PAGE_AXES, PagedKV, PageView, pool_bytes
 from common.per_version import PerVersion
 from common.prefill_plan import bucket, length_bucket
 from common.rollout import Rollout, SampleOutput
 from common.sampling import SamplingMode, check_logprobs_not_nan
+from common.sharding import batch_shards
 from common.vocab import check_prompt_ids
 
 
@@ -59,11 +60,15 @@ def pages_for_budget(config, memory_bytes: int, page_size: int, dtype) -> int:
 
 
 class Engine(Rollout):
-    """Holds one page pool and the compiled programs for one model.
+    """Holds the page pool and the compiled programs for one model.
 
-    max_slots: sequences generating at once (the largest decode batch). page_size: tokens a page. num_pages:
-    the pool (page 0 is the null page), or memory_bytes: the pool's budget (`pages_for_budget`), or neither:
-    enough for max_slots sequences of max_cache_length tokens, at most `default_pool_bytes()`.
+    On a mesh whose batch is split S ways (data x fsdp, `common.sharding.batch_shards`) there is one pool per
+    batch shard, on that shard's chips, and the slots are split S ways: each sequence lives on one shard and
+    a call computes every shard's rows side by side (`common.engine.programs.step_function`).
+    max_slots: sequences generating at once (the largest decode batch; over all shards). page_size: tokens a
+    page. num_pages: the pool of each batch shard (page 0 is its null page), or memory_bytes: a shard's pool's
+    budget (`pages_for_budget`), or neither: enough for a shard's slots at max_cache_length tokens each, at
+    most `default_pool_bytes()`.
     prefill_chunk: tokens of one prompt per prefill call; prefill_tokens: of all prompts in one prefill call
     (default 4 chunks). min_rows: the smallest row bucket (fewer shapes to compile). row_step: a call's rows
     rounded up to a multiple of this; 0: to a power of two; None (default): min_rows on one CPU device, where
@@ -87,9 +92,11 @@ class Engine(Rollout):
             row_step = min_rows if mesh is None and jax.default_backend() == "cpu" else 0
         self.row_step = row_step
         self.max_cache_length = max_cache_length or model.config.max_position_embeddings
+        self.shards = batch_shards(mesh)
+        self.shard_slots = math.ceil(max_slots / self.shards)  # a shard's largest decode batch
         if num_pages is None:
             budget = pages_for_budget(model.config, memory_bytes or default_pool_bytes(), page_size, self.dtype)
-            full = 1 + max_slots * math.ceil(self.max_cache_length / page_size)
+            full = 1 + self.shard_slots * math.ceil(self.max_cache_length / page_size)
             num_pages = budget if memory_bytes else min(full, budget)
         self.num_pages = num_pages
         self.prefill_chunk = prefill_chunk
@@ -113,12 +120,7 @@ class Engine(Rollout):
     def _program(self, rows: int, tokens: int, pages: int, mode: SamplingMode, top: int = 0):
         key = (rows, tokens, pages, mode) + ((top,) if top else ())
         if key not in self._compiled:
-            graphdef = self.graphdef
-
-            def run(state, prepared, kv, *args):
-                return pass_and_sample(nnx.merge(graphdef, state), prepared, kv, *args, mode=mode, top=top)
-
-            self._compiled[key] = jax.jit(run, donate_argnums=(2,))
+            self._compiled[key] = jax.jit(step_function(self.graphdef, mode, top, self.mesh), donate_argnums=(2,))
         return self._compiled[key]
 
     def _inference_weights(self, params):
@@ -130,9 +132,10 @@ class Engine(Rollout):
     def _pool(self) -> PagedKV:
         if self._kv is None:
             ctx = jax.set_mesh(self.mesh) if self.mesh is not None else contextlib.nullcontext()
+            axes = SHARDED_PAGE_AXES if self.shards > 1 else PAGE_AXES
             with ctx:
-                self._kv = jax.jit(lambda: PagedKV.zeros(self.config, self.num_pages, self.page_size,
-                                                         self.dtype))()
+                self._kv = jax.jit(lambda: PagedKV.zeros(self.config, self.num_pages * self.shards, self.page_size,
+                                                         self.dtype, axes))()
         return self._kv
 
     # ---- one call -----------------------------------------------------------------------------------
@@ -156,57 +159,72 @@ class Engine(Rollout):
         return tokens, PageView(page_table=table, positions=positions, lengths=lengths), last, ids, index
 
     def _rows(self, n: int) -> int:
-        """The rows of a call of n sequences: n rounded up (`row_step`), at least min_rows, at most the
-        largest call (max_slots rounded up the same way)."""
+        """A shard's rows in a call where its busiest shard has n sequences: n rounded up (`row_step`), at least
+        min_rows, at most a shard's largest call (its slots rounded up the same way)."""
         if self.row_step:
             up = lambda m: self.row_step * math.ceil(max(m, 1) / self.row_step)
-            return max(n, min(max(up(n), self.min_rows), up(self.max_slots)))
-        return max(n, min(bucket(n, self.min_rows), bucket(self.max_slots, 1)))
+            return max(n, min(max(up(n), self.min_rows), up(self.shard_slots)))
+        return max(n, min(bucket(n, self.min_rows), bucket(self.shard_slots, 1)))
 
     def _pages_needed(self, tokens: int) -> int:
         return math.ceil(tokens / self.page_size)
 
-    def _run(self, params, work: Work, width: int):
-        """Runs one call per sampling mode among the rows (and apart, the rows that ask for top log-probs);
-        returns (sampled tokens [n], log-probs [n], per row (top ids, top log-probs) or None)."""
-        token, logp = np.zeros(len(work.rows), np.int32), np.zeros(len(work.rows), np.float32)
-        top = [None] * len(work.rows)
-        modes = {}
-        for i, (seq, _, _) in enumerate(work.rows):
-            modes.setdefault((seq.sampling.mode, TOP_LOGPROBS if seq.top_logprobs else 0), []).append(i)
+    def _run(self, params, works: list[Work], width: int):
+        """Runs one call per sampling mode among the rows of every shard (and apart, the rows that ask for top
+        log-probs); returns, per shard, (sampled tokens [n], log-probs [n], per row (top ids, top log-probs) or
+        None)."""
+        out = [(np.zeros(len(w.rows), np.int32), np.zeros(len(w.rows), np.float32), [None] * len(w.rows))
+               for w in works]
+        modes: dict[tuple, list[list[int]]] = {}
+        for s, work in enumerate(works):
+            for i, (seq, _, _) in enumerate(work.rows):
+                key = (seq.sampling.mode, TOP_LOGPROBS if seq.top_logprobs else 0)
+                modes.setdefault(key, [[] for _ in works])[s].append(i)
         for (mode, k), index in modes.items():
-            part = Work([work.rows[i] for i in index])
-            token[index], logp[index], part_top = self._call(params, part, width, mode, k)
-            if part_top is not None:
-                for r, i in enumerate(index):
-                    top[i] = (part_top[0][r].tolist(), part_top[1][r].tolist())
-        return token, logp, top
+            parts = [Work([w.rows[i] for i in ix]) for w, ix in zip(works, index)]
+            for (token, logp, top), ix, (t, lp, ranked) in zip(out, index, self._call(params, parts, width, mode, k)):
+                token[ix], logp[ix] = t, lp
+                if ranked is not None:
+                    for r, i in enumerate(ix):
+                        top[i] = (ranked[0][r].tolist(), ranked[1][r].tolist())
+        return out
 
-    def _call(self, params, work: Work, width: int, mode: SamplingMode, top: int = 0):
-        rows = self._rows(len(work.rows))
-        pages = bucket(max(self._pages_needed(first + n) for _, first, n in work.rows), 1)
+    def _call(self, params, works: list[Work], width: int, mode: SamplingMode, top: int = 0):
+        """One device call of every shard's rows (each shard the same number of rows, `_rows`), -> per shard
+        (tokens [n], log-probs [n], (top ids, top log-probs) or None)."""
+        rows = self._rows(max(len(w.rows) for w in works))
+        pages = bucket(max(self._pages_needed(first + n) for w in works for _, first, n in w.rows), 1)
         pages = min(pages, self._pages_needed(self.max_cache_length))
-        tokens, view, last, ids, index = self._arrays(work, rows, width, pages)
-        seeds, temperature, top_p = np.zeros(rows, np.int32), np.ones(rows, np.float32), np.ones(rows, np.float32)
-        for r, (seq, _, _) in enumerate(work.rows):
-            s = seq.sampling
-            seeds[r], temperature[r], top_p[r] = s.seed, s.temperature or 1.0, s.top_p
+        parts = [self._arrays(w, rows, width, pages) for w in works]
+        tokens, view, last, ids, index = jax.tree.map(lambda *a: np.concatenate(a), *parts)
+        seeds, temperature, top_p = (np.zeros(rows * len(works), np.int32), np.ones(rows * len(works), np.float32),
+                                     np.ones(rows * len(works), np.float32))
+        for s, work in enumerate(works):
+            for r, (seq, _, _) in enumerate(work.rows):
+                sp = seq.sampling
+                seeds[s * rows + r], temperature[s * rows + r], top_p[s * rows + r] = \
+                    sp.seed, sp.temperature or 1.0, sp.top_p
         prepared = self._prepared.get(params) if self.backend.uses_prepared(rows, self.dtype) else None
-        self._kv, token, logp, *ranked = self._program(rows, width, pages, mode, top)(
+        self._kv, token, logp, *ranked = self._program(rows * len(works), width, pages, mode, top)(
             params, prepared, self._pool(), tokens, view, last, seeds, ids, index, temperature, top_p)
         token, logp, ranked = jax.device_get((token, logp, ranked))
         self.stats["calls"] = self.stats.get("calls", 0) + 1
-        self.stats["row_tokens"] = self.stats.get("row_tokens", 0) + rows * width
-        n = len(work.rows)
-        ranked = tuple(np.asarray(a)[:n] for a in ranked[0]) if ranked else None
-        return np.asarray(token)[:n], np.asarray(logp)[:n], ranked
+        self.stats["row_tokens"] = self.stats.get("row_tokens", 0) + rows * len(works) * width
+        out = []
+        for s, work in enumerate(works):
+            at = slice(s * rows, s * rows + len(work.rows))
+            out.append((np.asarray(token)[at], np.asarray(logp)[at],
+                        tuple(np.asarray(a)[at] for a in ranked[0]) if ranked else None))
+        return out
 
     # ---- continuous use: a scheduler that requests join, one iteration at a time ---------------------
 
-    def new_scheduler(self) -> Scheduler:
-        """An empty queue and slot set over this engine's pool (one in use at a time)."""
-        return Scheduler(PageCache(self.num_pages, self.page_size), max_slots=self.max_slots,
-                         prefill_chunk=self.prefill_chunk, prefill_tokens=self.prefill_tokens)
+    def new_scheduler(self) -> ShardedScheduler:
+        """An empty queue and slot set over this engine's pools, one `Scheduler` a batch shard (one in use at a
+        time)."""
+        return ShardedScheduler([Scheduler(PageCache(self.num_pages, self.page_size), max_slots=self.shard_slots,
+                                           prefill_chunk=self.prefill_chunk, prefill_tokens=self.prefill_tokens)
+                                 for _ in range(self.shards)])
 
     def drop_pool(self) -> None:
         """Forgets the page pool's device arrays (made anew by the next call): after a call that failed, as every
@@ -228,25 +246,26 @@ class Engine(Rollout):
                                      f"pages of {self.page_size} tokens; the pool holds {self.num_pages - 1}")
         check_prompt_ids([prompt], self.config.vocab_size)
 
-    def step(self, scheduler: Scheduler, params) -> list[Sequence]:
+    def step(self, scheduler: ShardedScheduler, params) -> list[Sequence]:
         """One iteration: admit what fits, one prefill call (chunks of admitted prompts), one decode step.
         Returns the sequences that got a token (a finished one has its finish_reason). params: as `generate`'s,
         already the inference copy when one is used (`inference_weights`)."""
         scheduler.admit()
         got, ran = [], False
-        for work, width in self._iteration(scheduler):
-            token, logp, top = self._run(params, work, width)
-            scheduler.computed(work)
-            for (seq, first, n), t, lp, ranked in zip(work.rows, token, logp, top):
-                if first + n == seq.length:  # the call reached the context's end: a new token
-                    if ranked is not None:
-                        seq.top.append((ranked[0][:seq.top_logprobs], ranked[1][:seq.top_logprobs]))
-                    scheduler.sampled(seq, int(t), float(lp))
-                    got.append(seq)
+        for works, width in self._iteration(scheduler):
+            results = self._run(params, works, width)
+            scheduler.computed(works)
+            for work, (token, logp, top) in zip(works, results):
+                for (seq, first, n), t, lp, ranked in zip(work.rows, token, logp, top):
+                    if first + n == seq.length:  # the call reached the context's end: a new token
+                        if ranked is not None:
+                            seq.top.append((ranked[0][:seq.top_logprobs], ranked[1][:seq.top_logprobs]))
+                        scheduler.sampled(seq, int(t), float(lp))
+                        got.append(seq)
             ran = True
         if not ran and not scheduler.done:
             raise RuntimeError("the engine made no progress: no admitted sequence and none admissible "
-                               f"({len(scheduler.waiting)} waiting, {scheduler.pages.available} pages free)")
+                               f"({len(scheduler.waiting)} waiting, {scheduler.pages_available} pages free)")
         return got
 
     # ---- Rollout ----------------------------------------------------------------------------------
@@ -276,8 +295,8 @@ class Engine(Rollout):
         sampling.mode  # a bad setting fails here, before any work
         scheduler = self.new_scheduler()
         seqs = [Sequence(i, list(map(int, p)), max_new_tokens, sampling) for i, p in enumerate(prompt_ids)]
-        for seq in seqs:
-            scheduler.add(seq)
+        for i, seq in enumerate(seqs):  # contiguous blocks a shard: a prompt's copies share their pages
+            scheduler.add(seq, i * self.shards // len(seqs))
         self.stats = {"calls": 0, "row_tokens": 0}
         ctx = jax.set_mesh(self.mesh) if self.mesh is not None else contextlib.nullcontext()
         with ctx:
@@ -291,11 +310,12 @@ class Engine(Rollout):
                             finish_reasons=[s.finish_reason for s in seqs],
                             decode_steps=max(len(s.generated) for s in seqs))
 
-    def _iteration(self, scheduler: Scheduler):
-        """This iteration's calls: a prefill call (if any prompt has chunks left), then a decode step."""
+    def _iteration(self, scheduler: ShardedScheduler):
+        """This iteration's calls, each a list of every shard's work: a prefill call (if any prompt has chunks
+        left), then a decode step."""
         prefill = scheduler.prefill_work()
-        if prefill.rows:
-            yield prefill, min(length_bucket(prefill.tokens, 16), self.prefill_chunk)
+        if any(w.rows for w in prefill):
+            yield prefill, min(length_bucket(max(w.tokens for w in prefill), 16), self.prefill_chunk)
         decode = scheduler.decode_work()
-        if decode.rows:
+        if any(w.rows for w in decode):
             yield decode, 1

@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+from flax import nnx
+from jax.sharding import Mesh, PartitionSpec as P
 
 from common.paged_kv import PagedKV, PageView
 from common.sampling import SamplingMode, sample_tokens, scaled_logits
+from common.sharding import batch_axes
 
 TOP_LOGPROBS = 20  # the most likely tokens a step reports when a sequence asks (`pass_and_sample`'s top_logprobs)
 
@@ -51,3 +54,23 @@ def pass_and_sample(model, prepared, kv: PagedKV, tokens, view: PageView, last, 
     if top:
         return kv, token, logp, top_logprobs(logits, temperature[:, None], mode, top)
     return kv, token, logp
+
+
+def step_function(graphdef, mode: SamplingMode, top: int = 0, mesh: Mesh | None = None):
+    """`pass_and_sample` as a function of (state, prepared, kv, tokens, view, last, seeds, sequence_ids,
+    token_index, temperature, top_p) for `jax.jit`. On a mesh whose batch is split (`common.sharding.batch_axes`)
+    it runs in `shard_map` over the batch axes: the pool's page axis and every per-row array are split over
+    them, each shard's page tables number that shard's own pages, and the weights are whole on each batch shard
+    (the inference copy; `tensor` stays with the compiler), so no step moves pages or rows between chips."""
+    def run(state, prepared, kv, *args):
+        return pass_and_sample(nnx.merge(graphdef, state), prepared, kv, *args, mode=mode, top=top)
+
+    axes = batch_axes(mesh) if mesh is not None else ()
+    if not axes:
+        return run
+    rows = P(axes)
+    pool = PagedKV(k=P(None, None, axes), v=P(None, None, axes))
+    view = PageView(page_table=rows, positions=rows, lengths=rows)
+    outputs = (pool, rows, rows) + (((rows, rows),) if top else ())
+    return jax.shard_map(run, mesh=mesh, in_specs=(P(), P(), pool, rows, view) + (rows,) * 6,
+                         out_specs=outputs, axis_names=frozenset(axes), check_vma=False)

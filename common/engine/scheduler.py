@@ -54,6 +54,7 @@ class Sequence:
     prompt_keys: list[bytes] = dataclasses.field(default_factory=list)  # of the prompt's full pages
     top_logprobs: int = 0  # how many most likely tokens to report each step (at most programs.TOP_LOGPROBS)
     top: list[tuple[list[int], list[float]]] = dataclasses.field(default_factory=list)  # per token: (ids, log-probs)
+    shard: int = 0  # the batch shard whose pages it uses (`ShardedScheduler`)
 
     @property
     def length(self) -> int:
@@ -208,3 +209,79 @@ class Scheduler:
             self.running.remove(seq)
             self.pages.release(seq.pages)
             seq.pages = []
+
+
+class ShardedScheduler:
+    """One `Scheduler` per batch shard of a mesh, each over its shard's own page pool (`common.paged_kv`): a
+    sequence lives on one shard, its pages in that shard's pool, and each device call computes every shard's
+    work side by side. A sequence added without a shard goes to the one with the fewest sequences (`add`);
+    `generate` places a batch in contiguous blocks, so a prompt's copies (GRPO's G samples) share their pages;
+    `balance` moves waiting sequences to shards with free slots."""
+
+    def __init__(self, shards: list[Scheduler]):
+        self.shards = shards
+
+    def add(self, seq: Sequence, shard: int | None = None) -> None:
+        if shard is None:
+            shard = min(range(len(self.shards)),
+                        key=lambda s: len(self.shards[s].running) + len(self.shards[s].waiting))
+        seq.shard = shard
+        self.shards[shard].add(seq)
+
+    @property
+    def done(self) -> bool:
+        return all(s.done for s in self.shards)
+
+    @property
+    def preemptions(self) -> int:
+        return sum(s.preemptions for s in self.shards)
+
+    @property
+    def waiting(self) -> list[Sequence]:
+        return [seq for s in self.shards for seq in s.waiting]
+
+    @property
+    def running(self) -> list[Sequence]:
+        return [seq for s in self.shards for seq in s.running]
+
+    @property
+    def pages_available(self) -> int:
+        return sum(s.pages.available for s in self.shards)
+
+    @property
+    def pages_in_use(self) -> int:
+        return sum(s.pages.in_use for s in self.shards)
+
+    def admit(self) -> None:
+        self.balance()
+        for s in self.shards:
+            s.admit()
+
+    def balance(self) -> None:
+        """A shard with free slots and an empty queue takes waiting sequences from the back of the queue of a
+        shard that cannot admit them now (a waiting sequence holds no pages, and its samples do not depend on its
+        shard), so a shard whose sequences ended early does not idle while another has a backlog."""
+        for shard, s in enumerate(self.shards):
+            while len(s.running) + len(s.waiting) < s.max_slots:
+                donor = max(self.shards, key=lambda d: len(d.waiting) - (d.max_slots - len(d.running)))
+                if len(donor.waiting) <= donor.max_slots - len(donor.running):
+                    return
+                seq = donor.waiting.pop()
+                seq.shard = shard
+                s.waiting.append(seq)
+
+    def prefill_work(self) -> list[Work]:
+        return [s.prefill_work() for s in self.shards]
+
+    def decode_work(self) -> list[Work]:
+        return [s.decode_work() for s in self.shards]
+
+    def computed(self, works: list[Work]) -> None:
+        for s, work in zip(self.shards, works):
+            s.computed(work)
+
+    def sampled(self, seq: Sequence, token: int, logprob: float) -> None:
+        self.shards[seq.shard].sampled(seq, token, logprob)
+
+    def cancel(self, seq: Sequence) -> None:
+        self.shards[seq.shard].cancel(seq)

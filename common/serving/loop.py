@@ -24,7 +24,7 @@ from typing import Callable, Sequence
 import jax
 
 from common.engine import Engine
-from common.engine.scheduler import Scheduler
+from common.engine.scheduler import ShardedScheduler
 from common.engine.scheduler import Sequence as EngineSequence
 
 log = logging.getLogger(__name__)
@@ -135,7 +135,7 @@ class EngineLoop:
                     scheduler = self.engine.new_scheduler()
         self._fail_all(Failure(503, "the server is shutting down"))
 
-    def _take(self, scheduler: Scheduler, block: bool) -> bool:
+    def _take(self, scheduler: ShardedScheduler, block: bool) -> bool:
         """Applies everything queued (waiting for one item when `block`); False once closed."""
         while True:
             try:

@@ -252,14 +252,14 @@ def make_rollout(cfg, model, *, mesh, pad_id: int, max_cache_length: int, sequen
                  platform: str, batch_shards: int | None = None):
     """(the trainer's `Rollout`, sequences per generate call). The static sampler generates in calls of
     `sequences_per_call` (its cache split over the batch shards); the paged engine takes a step's sequences in
-    one call, its page pool holding what one chip holds of the sampler's cache: `sequences_per_call` /
-    batch shards sequences of full length (the pool is whole on every chip: per-shard pools are not built yet;
-    a warning says so where that shrinks it), its decode slots grpo.engine_slots (0: as many as that memory
-    holds at full length; short sequences leave pages free for more); it decodes from a copy of the policy in
-    the compute dtype, laid out for inference (`common.engine.weights`), made once per update. Which of the
-    two: grpo.rollout_engine on `platform` (`common.rollout.pick_rollout_engine`: "auto" is the engine on an
-    accelerator with one batch shard, the sampler elsewhere). batch_shards: None for the mesh's
-    (`common.sharding.batch_shards`); the memory plan gives a slice's without its devices."""
+    one call with one page pool per batch shard, each holding what one chip holds of the sampler's cache:
+    `sequences_per_call` / batch shards sequences of full length; its decode slots (over all shards)
+    grpo.engine_slots (0: as many as that memory holds at full length; short sequences leave pages free for
+    more); it decodes from a copy of the policy in the compute dtype, laid out for inference
+    (`common.engine.weights`), made once per update. Which of the two: grpo.rollout_engine on `platform`
+    (`common.rollout.pick_rollout_engine`: "auto" is the engine on an accelerator, the sampler on a CPU).
+    batch_shards: None for the mesh's (`common.sharding.batch_shards`); the memory plan gives a slice's without
+    its devices."""
     from common.engine import Engine
     from common.rollout import pick_rollout_engine
     from common.sampler import Sampler
@@ -267,20 +267,14 @@ def make_rollout(cfg, model, *, mesh, pad_id: int, max_cache_length: int, sequen
 
     g = cfg.grpo
     shards = shards_of(mesh) if batch_shards is None else batch_shards
-    engine = pick_rollout_engine(str(g.get("rollout_engine", "auto") or "auto"), platform, "grpo.rollout_engine",
-                                 shards)
+    engine = pick_rollout_engine(str(g.get("rollout_engine", "auto") or "auto"), platform, "grpo.rollout_engine")
     if engine == "static":
         return Sampler(model, mesh=mesh, pad_id=pad_id, max_cache_length=max_cache_length,
                        adaptive_prefill=bool(g.get("adaptive_prefill", False))), sequences_per_call
-    held = max(1, sequences_per_call // shards)
-    if shards > 1:
-        warnings.warn(f"grpo.rollout_engine='paged' on {shards} batch shards: the engine's page pool is whole on "
-                      f"every chip (per-shard pools are not built yet), so it holds {held} full-length sequences, "
-                      f"one chip's share of the sampler's {sequences_per_call} a call; grpo.rollout_engine='auto' "
-                      f"uses the sampler here", RuntimeWarning, stacklevel=2)
+    held = max(1, sequences_per_call // shards)  # a shard's sequences at full length
     page = int(g.get("engine_page_size", 16))
     pages = 1 + held * -(-max_cache_length // page)
-    slots = int(g.get("engine_slots", 0)) or held
+    slots = int(g.get("engine_slots", 0)) or held * shards
     return Engine(model, mesh=mesh, pad_id=pad_id, max_cache_length=max_cache_length, page_size=page,
                   num_pages=pages, max_slots=slots, weights_dtype=str(cfg.model.dtype)), 0
 

@@ -1,6 +1,7 @@
 """Compiles the rollout engine's decode step for Qwen2.5-7B on v5p-64 (the recipe's slice and layout; libtpu, no
 TPU) twice — from the inference copy of the weights and from the trainer's fsdp-split float32 parameters — and
-prints `REPORT {...}` with per-device bytes and the all-gathers of each; run by tests/common/test_engine_aot.py in
+once more on a layout with tensor 4 (the paged kernel's shard_map over tensor inside the engine's over the batch
+axes), and prints `REPORT {...}` with per-device bytes and the all-gathers of each; run by tests/common/test_engine_aot.py in
 a clean process (libtpu is configured before JAX starts)."""
 
 import dataclasses
@@ -26,4 +27,9 @@ for name, trainer in (("inference", False), ("trainer", True)):
                                trainer_weights=trainer)
     report[name] = {**dataclasses.asdict(step.memory), "total": step.memory.total,
                     "all_gather_bytes": list(step.all_gather_bytes)}
+# the Pallas kernel's own shard_map over tensor inside the engine's over the batch axes: a layout with tensor 4
+nested = make_mesh({"data": 1, "fsdp": 8, "tensor": 4}, preset_devices(preset))
+step = compile_engine_step(get_preset(SIZE), nested, rows=256, pages_per_row=64, num_pages=2048)
+report["tensor4"] = {**dataclasses.asdict(step.memory), "total": step.memory.total,
+                     "all_gather_bytes": list(step.all_gather_bytes)}
 print("REPORT " + json.dumps(report), flush=True)

@@ -5,6 +5,7 @@ and in shard_map over a mesh; prefill chunks and shapes the kernel does not take
 latter with a warning); the engine decodes through it as through the xla backend; and the kernel compiles for
 a v5p slice at Qwen2.5-7B's decode shape through libtpu."""
 
+import math
 import warnings
 
 import jax
@@ -160,11 +161,14 @@ def test_prefill_chunks_and_unsuited_shapes_run_the_reference():
 # ---- the engine end to end -----------------------------------------------------------------------------------
 
 
-def test_the_engine_decodes_through_the_kernel_as_through_the_xla_backend(monkeypatch):
+@pytest.mark.parametrize("shape", [None, {"data": 2, "fsdp": 2}], ids=["one-device", "per-shard-pools"])
+def test_the_engine_decodes_through_the_kernel_as_through_the_xla_backend(monkeypatch, shape):
     """Greedy generation on a tiny random model with head_dim 128: the engine with the TPU backend (its decode
     steps in the kernel, in the interpreter) yields the xla backend's tokens, and log-probs within the kernel's
     bfloat16 loads of keys and values. Float32, as CPU runs no bfloat16 reference: the backend's bfloat16-only
-    rule is lifted for the test (the kernel then rounds the float32 keys and values as it loads them)."""
+    rule is lifted for the test (the kernel then rounds the float32 keys and values as it loads them). On a
+    mesh of 4 batch shards (each its own pool, the engine's step in shard_map over data x fsdp) the kernel runs
+    in a shard_map of its own over tensor inside the engine's."""
     import dataclasses
 
     from flax import nnx
@@ -177,11 +181,15 @@ def test_the_engine_decodes_through_the_kernel_as_through_the_xla_backend(monkey
     monkeypatch.setattr(paged_tpu, "kernel_unsuited", lambda q, k_pool: None)
     config = dataclasses.replace(get_preset("tiny"), head_dim=128)
     prompts = [[5, 9, 13], [7, 1, 4, 4, 30, 2] * 3, [100], list(range(40, 60)), [8, 8], [3] * 9]  # 6 > 4 slots
+    from common.sharding import make_mesh
+
+    mesh = shape and make_mesh(shape, jax.devices()[:math.prod(shape.values())])
     outs = {}
-    for name, backend in [("xla", "xla"), ("tpu", SplashAttention(interpret=True))]:
+    for name, backend in [("xla", "xla"), ("tpu", SplashAttention(mesh=mesh, interpret=True))]:
         model = Decoder(config, rngs=nnx.Rngs(3), attention=backend)
-        engine = Engine(model, max_slots=4, page_size=16, num_pages=32, max_cache_length=64, min_rows=4)
-        if name == "tpu":
+        engine = Engine(model, mesh=mesh, max_slots=4 * (mesh.size if mesh else 1), page_size=16,
+                        num_pages=32, max_cache_length=64, min_rows=4)
+        if name == "tpu" and mesh is None:
             step = (jnp.zeros((4, 1), jnp.int32), engine._pool(),
                     PageView(jnp.zeros((4, 2), jnp.int32), jnp.zeros((4, 1), jnp.int32), jnp.ones(4, jnp.int32)))
             assert _runs_kernel(lambda t, kv, v: model.forward_paged(t, kv, v), *step)

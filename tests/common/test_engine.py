@@ -224,6 +224,56 @@ def test_on_a_mesh_the_engine_decodes_from_a_tensor_split_copy_and_samples_the_s
     assert jax.tree.leaves(inference_shardings(nnx.state(model), mesh))
 
 
+def test_on_a_mesh_with_four_batch_shards_each_shard_has_its_own_pool_and_samples_do_not_change(model, static):
+    """Per-shard pools: the page axis split over data x fsdp, each shard's rows reading only its own pages, in
+    a pool small enough that shards preempt; the tokens stay the static sampler's."""
+    import jax
+
+    from common.engine import Sampling, Sequence
+    from common.sharding import make_mesh
+
+    mesh = make_mesh({"data": 2, "fsdp": 2, "tensor": 2}, jax.devices()[:8])
+    prompts = [PROMPTS[5], PROMPTS[4]] * 4 + PROMPTS[:4]  # 3 a shard, two long ones together on three shards
+    ref = static.sample(prompts, max_new_tokens=12, temperature=1.0, seed=4)
+    engine = Engine(model, mesh=mesh, max_cache_length=128, page_size=4, num_pages=16, max_slots=8,
+                    weights_dtype="float32")
+    assert (engine.shards, engine.shard_slots) == (4, 2)
+    out = engine.sample(prompts, max_new_tokens=12, temperature=1.0, seed=4)
+    assert out.token_ids == ref.token_ids
+    np.testing.assert_allclose(np.concatenate(out.logprobs), np.concatenate(ref.logprobs), atol=1e-4)
+    assert engine.stats["preemptions"] > 0  # 15 pages a shard; 45 + 33 tokens need 21
+    pool = engine._pool().k
+    assert pool.shape[2] == 4 * 16 and pool.sharding.spec[2] == ("data", "fsdp")
+    assert {s.data.shape[2] for s in pool.addressable_shards} == {16}  # a chip holds its shard's pages only
+    assert all(key[0] % 4 == 0 for key in engine.compile_keys)  # every call has the same rows on each shard
+
+    scheduler, params = engine.new_scheduler(), engine.inference_weights(engine.state)
+    seqs = [Sequence(i, p, 5, Sampling(seed=2)) for i, p in enumerate(PROMPTS[:5])]
+    for seq in seqs:  # requests joining a running engine go to the least loaded shard
+        scheduler.add(seq)
+    assert sorted(seq.shard for seq in seqs) == [0, 0, 1, 2, 3]
+    while not scheduler.done:
+        engine.step(scheduler, params)
+    assert [s.generated for s in seqs] == static.sample(PROMPTS[:5], max_new_tokens=5, seed=2).token_ids
+    assert scheduler.pages_in_use == 0
+
+
+def test_a_shard_with_free_slots_takes_waiting_sequences_from_a_shard_with_a_backlog():
+    from common.engine import Sequence
+    from common.engine.pages import PageCache
+    from common.engine.scheduler import Scheduler, ShardedScheduler
+
+    shards = ShardedScheduler([Scheduler(PageCache(32, 4), max_slots=2, prefill_chunk=16, prefill_tokens=64)
+                               for _ in range(3)])
+    seqs = [Sequence(i, [1, 2, 3], 4) for i in range(7)]
+    for seq in seqs:
+        shards.add(seq, 0)  # all on shard 0, as contiguous blocks may leave them
+    shards.admit()
+    assert [len(s.running) for s in shards.shards] == [2, 2, 2] and len(shards.waiting) == 1
+    assert [seq.shard for seq in seqs] == [0, 0, 0, 2, 2, 1, 1]  # taken from the back of the queue
+    assert all(seq.pages for s in shards.shards for seq in s.running)  # each admitted into its new shard's pool
+
+
 def test_requests_with_their_own_sampling_join_a_running_scheduler(model):
     from common.engine import Sampling, Sequence
 
@@ -245,7 +295,7 @@ def test_requests_with_their_own_sampling_join_a_running_scheduler(model):
     scheduler.add(c)
     engine.step(scheduler, params)
     scheduler.cancel(c)
-    assert scheduler.done and scheduler.pages.in_use == 0 and c.finish_reason == "cancelled"
+    assert scheduler.done and scheduler.pages_in_use == 0 and c.finish_reason == "cancelled"
 
 
 @pytest.mark.parametrize("temperature", [0.0, 1.0])

@@ -16,7 +16,7 @@ from tests.load_file import load_module
 from tests.multiprocess import REPO_ROOT
 
 SLOTS, PAGE, PER_CALL = 12, 8, 32
-SHARDS = 8  # fsdp over the 8 devices: the batch's shards, over which the engine's pool is not split
+SHARDS = 8  # fsdp over the 8 devices: the batch's shards, each with its own page pool
 
 
 @pytest.fixture(scope="module")
@@ -33,8 +33,7 @@ def trainer_and_plan(tmp_path_factory):
     cfg.grpo.engine_page_size = PAGE
     cfg.grpo.rollout_batch = PER_CALL
     cfg.grpo.max_response_len = 20
-    with pytest.warns(RuntimeWarning, match="page pool is whole on every chip"):
-        trainer = GRPOTrainer(cfg, tmp_path_factory.mktemp("plan_engine"))
+    trainer = GRPOTrainer(cfg, tmp_path_factory.mktemp("plan_engine"))
     plan = load_module(REPO_ROOT / "tools" / "memory_plan.py", "memory_plan_engine_test")
     return cfg, trainer, plan
 
@@ -44,7 +43,7 @@ def test_the_plans_engine_is_the_trainers(trainer_and_plan, tmp_path, monkeypatc
     engine = trainer.rollout
     longest = max(len(p) for p in trainer.train_set.prompt_ids + trainer.heldout_set.prompt_ids)
     context = longest + 20  # the longest prompt and max_response_len (the trainer's max_cache_length)
-    # the null page and what one chip held of the sampler's calls (the pool is whole on every chip)
+    # a shard's pool: the null page and what one chip held of the sampler's calls
     pages = 1 + PER_CALL // SHARDS * math.ceil(context / PAGE)
     assert (engine.max_slots, engine.page_size, engine.max_cache_length, engine.num_pages) == (
         SLOTS, PAGE, context, pages)
@@ -62,13 +61,13 @@ def test_the_plans_engine_is_the_trainers(trainer_and_plan, tmp_path, monkeypatc
         "slots": SLOTS, "num_pages": pages, "page_size": PAGE, "max_cache_length": context, "copy_bytes": 0,
         "pool_bytes": 0}
 
-    # the largest decode step: every slot, rows as the trainer's engine rounds them on a mesh (a power of two),
-    # each row listing the pages of a full context
+    # the largest decode step: every slot, a shard's rows as the trainer's engine rounds them on a mesh (a power
+    # of two: 12 slots over 8 shards are 2 a shard), each row listing the pages of a full context
     cache = ProgramCache(tmp_path)
     plan.plan_engine(row, cache, cfg, trainer.model_config, trainer.mesh, shape, longest, "tiny", platform="cpu")
     step = row["engine"]
     assert (step["rows"], step["pages_per_row"]) == (16, math.ceil(context / PAGE))
-    assert engine._rows(SLOTS) == 16
+    assert (engine.shards, engine.shard_slots, engine._rows(engine.shard_slots)) == (SHARDS, 2, 2)
     assert (step["sequences_per_call"], step["num_pages"], step["slots"]) == (PER_CALL, pages, SLOTS)
 
     # bytes from the compiler: the step's arguments hold at least the weights and the pool on each device
@@ -108,9 +107,8 @@ def test_an_engine_that_does_not_fit_is_halved_as_grpo_rollout_batch_would(train
     cfg16 = cfg.copy_and_resolve_references()
     cfg16.grpo.rollout_batch = PER_CALL // 2
     model = nnx.merge(trainer.graphdef, trainer.params)
-    with pytest.warns(RuntimeWarning, match="page pool is whole on every chip"):
-        engine16, _ = make_rollout(cfg16, model, mesh=trainer.mesh, pad_id=0, platform="cpu",
-                                   max_cache_length=trainer.rollout.max_cache_length, sequences_per_call=PER_CALL // 2)
+    engine16, _ = make_rollout(cfg16, model, mesh=trainer.mesh, pad_id=0, platform="cpu",
+                               max_cache_length=trainer.rollout.max_cache_length, sequences_per_call=PER_CALL // 2)
     assert (step["num_pages"], step["slots"]) == (engine16.num_pages, engine16.max_slots) == (
         1 + PER_CALL // 2 // SHARDS * math.ceil(trainer.rollout.max_cache_length / PAGE), SLOTS)
     from common.aot.table import verdict
