@@ -35,10 +35,9 @@ import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 
 from common.attention.paged import paged_reference_attention
-from common.paged_kv import PAGE_AXES, PageView, flat_pool, layer_page_table
+from common.paged_kv import LANES, PAGE_AXES, PageView, flat_pool, layer_page_table
 from common.sharding import logical_to_spec, manual_axes, without_axes
 
-LANES = 128  # head_dim must be a multiple of a vector register's lanes
 # Keys a compute block of the kernel loads (one DMA a page, double-buffered), as MaxText's default (4 pages of 32
 # tokens): larger blocks put more DMAs in flight, smaller ones read less past a row's last key (half a block a
 # row and kv head on average). Not measured here (no TPU): a knob to tune on one.

@@ -26,9 +26,10 @@ from jax.sharding import PartitionSpec as P
 from common.attention.base import Visibility
 from common.attention.kernel_backend import KernelBackend
 from common.attention.paged_tpu import paged_tpu_attention
+from common.paged_kv import LANES  # a TPU vector register's lanes: the smallest block
 
 BLOCK = 512  # query tokens and key slots a kernel tile (the sequence is padded to a multiple of it)
-LANES = 128  # a TPU vector register's lanes: the smallest block
+
 
 
 def kernel_applies(q: jax.Array, k: jax.Array, visibility: Visibility) -> bool:

@@ -17,3 +17,7 @@ def test_the_7b_decode_step_on_v5p_64_gathers_no_weights():
     assert max(tensor4["all_gather_bytes"], default=0) < MIB, tensor4["all_gather_bytes"][:5]
     # the copy (bfloat16, whole on every chip at tensor 1) and a shard's 2048-page pool fit a v5p chip's 95 GiB
     assert inference["total"] < 40 * 2**30 and tensor4["total"] < inference["total"] / 2
+    # the donated pool is written in place: no pool-sized copy in the layer loop (there were two, k and v,
+    # while the scatter's window held the kv heads: 3.5 GiB here), only a layer's weights and activations
+    pool = inference["alias"]  # the pool is the step's only donated input
+    assert pool > 2**30 and inference["temporaries"] < pool / 4, (inference["temporaries"], pool)
