@@ -3,12 +3,15 @@
 A roofline estimate, beside the memory plan (docs/memory_plan.md); `tools/time_plan.py` writes it as
 docs/time_plan.md. One step is four phases:
 
-* rollout decode: bound by the bytes each chip moves per decode step (the rollout's bfloat16 weights as
-  the chip multiplies by them: all of its tensor share, since fsdp shards are gathered before each product;
-  plus the KV cache of the sequences it holds, every allocated slot, since the decode step's attention
-  reads all of them), at a share of the chip's HBM bandwidth. Two other bounds are taken when they are
-  slower: the weight gather over the interconnect (ICI / NVLink) and the decode FLOPs. Decode steps per
-  sampler call = the response length, calls = the step's sequences / the sequences in flight per call;
+* rollout decode: bound by the bytes each chip moves per decode step, at a share of the chip's HBM
+  bandwidth, for the rollout the trainer runs there (`SliceLayout.rollout`). The engine (`common.engine`, the
+  trainer's choice on every accelerator): its bfloat16 inference copy of the weights, whole on each chip but
+  for the tensor split, and the live pages of the sequences its batch shard holds (a sequence's prompt and
+  the response so far, in pages of PAGE tokens). The static sampler: the same bytes of weights, gathered over
+  fsdp before each product, and every allocated KV-cache slot of the sequences it holds (its attention reads
+  them all). Two other bounds are taken when they are slower: the weight gather over the interconnect
+  (ICI / NVLink; the static sampler only) and the decode FLOPs. Decode steps per call = the response length,
+  calls = the step's sequences / the sequences in flight per call;
 * prefill, the log-prob passes (old policy and reference) and the update (forward + backward, plus one
   more forward where the layout recomputes activations, remat): FLOPs from `rl_scaling.accounting.step_compute`
   (the ledger's count, attention and LM head included), at a share (MFU) of the slice's peak bf16 FLOP/s.
@@ -26,6 +29,8 @@ from rl_scaling.accounting import causal_context_tokens, non_embedding_params, s
 
 GB = 1e9
 BF16_BYTES = 2
+PAGE = 16  # tokens a page of the engine's pool (grpo.engine_page_size's default)
+ROLLOUTS = ("engine", "static")  # the paged engine, the static sampler (`common.rollout.pick_rollout_engine`)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,7 +123,8 @@ class Recipe:
 
 @dataclasses.dataclass(frozen=True)
 class SliceLayout:
-    """A size laid out on a slice: chips, their spec, mesh degrees, remat, sequences per sampler call."""
+    """A size laid out on a slice: chips, their spec, mesh degrees, remat, sequences in flight per rollout call,
+    and which rollout decodes (ROLLOUTS: the trainer's auto choice on an accelerator is the engine)."""
 
     preset: str
     chip: ChipSpec
@@ -128,8 +134,11 @@ class SliceLayout:
     tensor: int
     remat: bool
     in_flight: int
+    rollout: str = "engine"
 
     def __post_init__(self):
+        if self.rollout not in ROLLOUTS:
+            raise ValueError(f"rollout must be one of {ROLLOUTS}, got {self.rollout!r}")
         if self.data * self.fsdp * self.tensor != self.chips:
             raise ValueError(f"mesh {self.data}x{self.fsdp}x{self.tensor} does not cover {self.chips} chips")
         if self.in_flight < 1:
@@ -212,13 +221,19 @@ class DecodeTime:
 def decode_time(model, recipe: Recipe, lengths: Lengths, layout: SliceLayout, shares: Shares,
                 decode_flops: int) -> DecodeTime:
     """Decode seconds of one step: decode steps x bytes per chip per decode step / (HBM bandwidth x share),
-    or the interconnect or FLOP bound when slower. The cache holds prompt + response slots per sequence."""
+    or the interconnect or FLOP bound when slower. The static sampler's cache holds prompt + response slots per
+    sequence and its weights are gathered over fsdp; the engine reads the live pages (on average over a
+    response: the prompt, half the response and half a page) and decodes from its inference copy."""
     calls = math.ceil(recipe.sequences / layout.in_flight)
     steps = calls * lengths.response
     per_chip = math.ceil(layout.in_flight / (layout.data * layout.fsdp))
     weights = rollout_weight_bytes(model, layout.tensor)
-    kv = per_chip * (lengths.prompt + lengths.response) * kv_bytes_per_slot(model, layout.tensor)
-    gather = weights * (layout.fsdp - 1) // layout.fsdp
+    if layout.rollout == "engine":
+        live = lengths.prompt + math.ceil((lengths.response + PAGE) / 2)
+        kv, gather = per_chip * live * kv_bytes_per_slot(model, layout.tensor), 0
+    else:
+        kv = per_chip * (lengths.prompt + lengths.response) * kv_bytes_per_slot(model, layout.tensor)
+        gather = weights * (layout.fsdp - 1) // layout.fsdp
     chip = layout.chip
     if gather and chip.ici_bandwidth is None:
         raise ValueError(f"{chip.name} has no interconnect bandwidth in CHIPS: cannot time the fsdp gather")

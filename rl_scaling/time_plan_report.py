@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from rl_scaling.time_plan import (Lengths, Recipe, Shares, SliceLayout, StepTime, chip_hours_to_flops, chip_of,
-                                  paper_flops_per_chip_second, run_chip_hours, step_time)
+from rl_scaling.time_plan import (PAGE, Lengths, Recipe, Shares, SliceLayout, StepTime, chip_hours_to_flops,
+                                  chip_of, paper_flops_per_chip_second, run_chip_hours, step_time)
 
 # The paper's run: ~54k problems at 512 prompts a step, one epoch (../shared/spec/rl_scaling.md).
 RUN_STEPS = 105
@@ -117,16 +117,18 @@ def assumptions(shares: Shares, mean: Lengths, steps: int, recipe: Recipe, max_l
         f"a row here says only when the rollouts cannot fit.",
         f"- Lengths: every sequence at the recipe's maximum ({max_lengths.prompt} prompt + {max_lengths.response} "
         f"response tokens), or at assumed means ({mean.prompt} + {mean.response}; the spec gives no mean "
-        f"length). The mean table is a lower bound for this trainer: its sampler decodes a call until the "
-        f"longest response ends and sizes the cache for the maximum response.",
-        f"- Decode: per decode step each chip reads its tensor share of the bfloat16 weights (fsdp shards are "
-        f"gathered before each product) and every allocated KV-cache slot of the sequences it holds (the decode "
-        f"step's attention reads them all), at {shares.hbm:.0%} of HBM bandwidth; when slower, the fsdp weight "
-        f"gather at {shares.ici:.0%} of the interconnect (ICI / NVLink, one way) or the decode FLOPs "
-        f"(bound in brackets). Sequences in flight per sampler call: the trainer's own number for the slice's "
-        f"HBM (`rl_scaling.grpo.setup.sequences_per_call`). Where the bound is ICI, gathering the fsdp-sharded "
-        f"weights every decode step sets the rollout's pace; a rollout layout that keeps whole weights (or a "
-        f"tensor split only) on each chip would remove that bound.",
+        f"length). All sequences of a step have the same lengths here, so continuous batching gains nothing "
+        f"from a long tail in these tables (tools/bench_rollouts.py measures that gain).",
+        f"- Decode, with the rollout engine (`common.engine`, what the trainer runs on every accelerator): per "
+        f"decode step each chip reads its tensor share of the bfloat16 inference copy of the weights (whole "
+        f"on the chip: nothing is gathered) and the live pages of the sequences its batch shard holds (prompt, "
+        f"the response so far, {PAGE}-token pages: on average over a response the prompt and half the "
+        f"response), at {shares.hbm:.0%} of HBM bandwidth; when slower, the decode FLOPs (bound in brackets). "
+        f"Sequences in flight: the trainer's own number for the slice's HBM "
+        f"(`rl_scaling.grpo.setup.sequences_per_call`), which the engine's per-shard pools hold at full length. "
+        f"The last table sets the bytes against the static sampler's (`grpo.rollout_engine='static'`): the "
+        f"same weights gathered over fsdp every decode step ({shares.ici:.0%} of the interconnect, one way) "
+        f"and every allocated cache slot (prompt + response) read.",
         f"- Prefill, log-probs, update: FLOPs of `rl_scaling.accounting.step_compute` (the ledger: 2N per token "
         f"and pass, 6N for training, causal attention, LM head on response tokens) at {shares.mfu:.0%} of the "
         f"slice's peak bf16 FLOP/s (MFU). Not counted: optimiser arithmetic, gradient reductions, grading, "
@@ -153,8 +155,29 @@ def document(sizes: list[str], presets_of, shares: Shares = Shares(), mean: Leng
              f"## At the recipe's maximum lengths ({first.max_lengths.prompt} + {first.max_lengths.response} tokens)",
              "", markdown_table(plans, lambda p: p.max_lengths, shares), "",
              f"## At mean lengths ({mean.prompt} + {mean.response} tokens)", "",
-             markdown_table(plans, lambda p: mean, shares), ""]
+             markdown_table(plans, lambda p: mean, shares), "",
+             "## Bytes a chip moves per decode step: the engine against the static sampler", "",
+             "At the recipe's maximum lengths, on average over a response; GB per chip. HBM: weights + KV read; "
+             "ICI: weights received by the fsdp gather. Decode s: the step's rollout decode at the bound.", "",
+             bytes_table([p for p in plans if not p.memory], lambda p: p.max_lengths, shares), ""]
     return "\n".join(parts)
+
+
+def bytes_table(plans: list[SlicePlan], lengths_of, shares: Shares) -> str:
+    """Per plan: per-chip bytes of a decode step and the step's decode seconds, engine and static sampler."""
+    lines = ["| size | slice | sequences a chip | engine weights + live KV = HBM GB | engine decode s (bound) | "
+             "static weights + KV = HBM GB, ICI GB | static decode s (bound) | static / engine s |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for plan in plans:
+        runs = {r: time_on_slice(dataclasses.replace(plan, layout=plan.layout.replace(rollout=r)), lengths_of(plan),
+                                 shares).decode for r in ("engine", "static")}
+        e, st = runs["engine"], runs["static"]
+        gb = lambda n: f"{n / 1e9:.1f}"
+        lines.append(f"| {plan.size} | {plan.layout.preset} | {e.sequences_per_chip} | {gb(e.weight_bytes)} + "
+                     f"{gb(e.kv_bytes)} = {gb(e.weight_bytes + e.kv_bytes)} | {e.seconds:,.0f} ({e.bound}) | "
+                     f"{gb(st.weight_bytes)} + {gb(st.kv_bytes)} = {gb(st.weight_bytes + st.kv_bytes)}, "
+                     f"{gb(st.gather_bytes)} | {st.seconds:,.0f} ({st.bound}) | {st.seconds / e.seconds:.2f}x |")
+    return "\n".join(lines)
 
 
 @dataclasses.dataclass(frozen=True)

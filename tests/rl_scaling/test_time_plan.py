@@ -53,7 +53,7 @@ def test_step_is_the_sum_of_its_phases():
 
 
 def test_decode_is_bytes_over_bandwidth():
-    layout = one_gpu()
+    layout = one_gpu(rollout="static")
     d = tp.step_time(MODEL, RECIPE, LENGTHS, layout).decode
     assert d.bound == "HBM" and d.gather_seconds == 0
     n = non_embedding_params(MODEL)
@@ -69,8 +69,8 @@ def test_decode_is_bytes_over_bandwidth():
 
 
 def test_decode_gather_and_flop_bounds():
-    # fsdp 8: each chip receives 7/8 of the weights per decode step over the interconnect
-    layout = one_gpu(chips=8, fsdp=8, in_flight=1024)
+    # the static sampler on fsdp 8: each chip receives 7/8 of the weights per decode step over the interconnect
+    layout = one_gpu(chips=8, fsdp=8, in_flight=1024, rollout="static")
     d = tp.step_time(MODEL, RECIPE, LENGTHS, layout).decode
     assert d.gather_bytes == d.weight_bytes * 7 // 8
     assert d.gather_seconds == pytest.approx(d.steps * d.gather_bytes / (450e9 * 0.6))
@@ -78,6 +78,22 @@ def test_decode_gather_and_flop_bounds():
     no_ici = tp.ChipSpec("x", 1e12, 1e12, None, "test")
     with pytest.raises(ValueError, match="no interconnect bandwidth"):
         tp.step_time(MODEL, RECIPE, LENGTHS, layout.replace(chip=no_ici))
+
+
+def test_the_engine_reads_live_pages_and_gathers_nothing():
+    layout = one_gpu(chips=8, fsdp=8, in_flight=1024)
+    assert layout.rollout == "engine"  # what the trainer runs on an accelerator
+    e = tp.step_time(MODEL, RECIPE, LENGTHS, layout).decode
+    s = tp.step_time(MODEL, RECIPE, LENGTHS, layout.replace(rollout="static")).decode
+    slot = 2 * MODEL.num_layers * MODEL.num_kv_heads * MODEL.head_dim * 2
+    # 128 sequences a chip, each on average its prompt, half its response and half a page of live keys
+    assert e.kv_bytes == 128 * (256 + (1024 + 16) // 2) * slot and s.kv_bytes == 128 * (256 + 1024) * slot
+    assert (e.weight_bytes, e.gather_bytes, e.gather_seconds) == (s.weight_bytes, 0, 0.0) and s.gather_bytes > 0
+    assert e.bound == "HBM" and e.seconds < s.seconds
+    with pytest.raises(ValueError, match="rollout must be one of"):
+        one_gpu(rollout="vllm")
+    text = report.bytes_table([report.plan_on_slice("qwen2_5_7b", "v5p-64")], lambda p: p.max_lengths, tp.Shares())
+    assert "| qwen2_5_7b | v5p-64 | 32 |" in text and "(ICI)" in text  # the static sampler's gather bound there
 
 
 def test_doubling_chips_halves_the_flop_bound_phases():
@@ -125,10 +141,10 @@ def test_recommended_slices_render():
     for heading in ("## At the recipe's maximum lengths (2048 + 4096 tokens)", "## At mean lengths (256 + 1024"):
         assert heading in text
     rows = [line for line in text.splitlines() if line.startswith("| qwen2_5_")]
-    assert len(rows) == 2 * len(RECOMMENDED)
+    assert len(rows) == 3 * len(RECOMMENDED)  # two time tables and the bytes table
     for size, preset in RECOMMENDED.items():
         mine = [r for r in rows if r.startswith(f"| {size} | {preset} |")]
-        assert len(mine) == 2 and all("—" not in r and "**" in r for r in mine), size
+        assert len(mine) == 3 and all("—" not in r for r in mine) and sum("**" in r for r in mine) == 2, size
     assert "MFU" in text and "60% of HBM" in text
 
 
