@@ -31,7 +31,6 @@ from common.paged_kv import LANES  # a TPU vector register's lanes: the smallest
 BLOCK = 512  # query tokens and key slots a kernel tile (the sequence is padded to a multiple of it)
 
 
-
 def kernel_applies(q: jax.Array, k: jax.Array, visibility: Visibility) -> bool:
     """Whether the splash kernel expresses this call (else a fallback runs): see the module docstring."""
     return q.shape[1] > 1 and q.shape[1] == k.shape[1] and visibility.prefix is None
