@@ -55,9 +55,7 @@ INFERENCE_RULES: dict[str, tuple[str, ...] | None] = {**LOGICAL_RULES, "embed": 
 
 def batch_shards(mesh: Mesh | None) -> int:
     """How many ways `mesh` splits a batch (the mesh axes of the "batch" rule; 1 without a mesh)."""
-    if mesh is None:
-        return 1
-    return int(np.prod([mesh.shape[a] for a in LOGICAL_RULES["batch"] or () if a in mesh.shape]))
+    return 1 if mesh is None else math.prod(mesh.shape[a] for a in batch_axes(mesh))
 
 
 def make_mesh(shape: dict[str, int] | None = None, devices: Sequence[jax.Device] | None = None) -> Mesh:

@@ -241,10 +241,6 @@ class ShardedScheduler:
         return [seq for s in self.shards for seq in s.waiting]
 
     @property
-    def running(self) -> list[Sequence]:
-        return [seq for s in self.shards for seq in s.running]
-
-    @property
     def pages_available(self) -> int:
         return sum(s.pages.available for s in self.shards)
 
