@@ -9,7 +9,8 @@ is the null page: nothing reads it as a sequence's key, and the rows and tokens 
 write there (`NULL_PAGE`), so a fixed-shape program never needs a branch.
 
 On a mesh whose batch is split S ways the engine keeps one pool per batch shard: the page axis is split over the
-batch axes (SHARDED_PAGE_AXES), each shard's pages numbered from 0 with its own null page, and the engine's
+batch axes (PAGE_AXES: "batch" on the page axis; with one shard it splits nothing), each shard's pages numbered
+from 0 with its own null page, and the engine's
 program runs in `shard_map` over those axes, so a row reads and writes only its own shard's pages (nothing is
 gathered across chips) and each chip holds 1 / S of the pages.
 
@@ -31,9 +32,9 @@ from common.sharding import constrain
 
 NULL_PAGE = 0  # written by padding, read by nothing
 LANES = 128  # a TPU vector register's lanes: the head dims whose pool rows tile without padding
-PAGE_AXES = ("act_kv_heads", "layers", None, None, None)  # logical axes of the stacked page pool
-# a pool split over the batch shards of a mesh: each shard its own pages (`common.engine`'s per-shard pools)
-SHARDED_PAGE_AXES = ("act_kv_heads", "layers", "batch", None, None)
+# logical axes of the stacked page pool: whole kv heads a tensor shard, the pages split over the batch shards
+# (each shard its own pages: `common.engine`'s per-shard pools; S x a shard's pages always divides by S)
+PAGE_AXES = ("act_kv_heads", "layers", "batch", None, None)
 
 
 @jax.tree_util.register_dataclass
@@ -54,10 +55,10 @@ class PagedKV:
         return self.k.shape[2]
 
     @classmethod
-    def zeros(cls, config: ModelConfig, num_pages: int, page_size: int, dtype, axes=PAGE_AXES) -> "PagedKV":
-        """axes: PAGE_AXES (one pool) or SHARDED_PAGE_AXES (num_pages split over the batch shards)."""
+    def zeros(cls, config: ModelConfig, num_pages: int, page_size: int, dtype) -> "PagedKV":
+        """num_pages: every batch shard's pages together (split over the shards as PAGE_AXES says)."""
         shape = (config.num_kv_heads, config.num_layers, num_pages, page_size, config.head_dim)
-        return cls(k=constrain(jnp.zeros(shape, dtype), axes), v=constrain(jnp.zeros(shape, dtype), axes))
+        return cls(k=constrain(jnp.zeros(shape, dtype), PAGE_AXES), v=constrain(jnp.zeros(shape, dtype), PAGE_AXES))
 
 
 def pool_bytes(config: ModelConfig, num_pages: int, page_size: int, dtype) -> int:

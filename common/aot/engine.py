@@ -19,7 +19,7 @@ from common.aot.compiled import CompiledMemory, compile_for
 from common.config import ModelConfig
 from common.engine.programs import step_function
 from common.engine.weights import inference_shardings
-from common.paged_kv import PAGE_AXES, SHARDED_PAGE_AXES, PagedKV, PageView
+from common.paged_kv import PAGE_AXES, PagedKV, PageView
 from common.sampling import SamplingMode
 from common.sharding import batch_shards
 
@@ -59,8 +59,7 @@ def compile_engine_step(config: ModelConfig, mesh: Mesh, *, rows: int, pages_per
         state = jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), state, shardings)
     shards = batch_shards(mesh)
     pool_shape = (config.num_kv_heads, config.num_layers, num_pages * shards, page_size, config.head_dim)
-    pool = abstract_array(mesh, pool_shape, jnp.dtype(pool_dtype or dtype),
-                          SHARDED_PAGE_AXES if shards > 1 else PAGE_AXES)
+    pool = abstract_array(mesh, pool_shape, jnp.dtype(pool_dtype or dtype), PAGE_AXES)
     row = lambda *shape, dt=jnp.int32: abstract_array(mesh, (rows, *shape), dt, ("batch",) + (None,) * len(shape))
     view = PageView(page_table=row(pages_per_row), positions=row(1), lengths=row())
     mode = SamplingMode.from_params(temperature, top_k, top_p)

@@ -30,7 +30,7 @@ from common.engine.programs import TOP_LOGPROBS, step_function
 from common.engine.scheduler import Sampling, Scheduler, Sequence, ShardedScheduler, Work
 from common.engine.weights import inference_copy
 from common.model import Decoder
-from common.paged_kv import NULL_PAGE, PAGE_AXES, SHARDED_PAGE_AXES, PagedKV, PageView, pool_bytes
+from common.paged_kv import NULL_PAGE, PagedKV, PageView, pool_bytes
 from common.per_version import PerVersion
 from common.prefill_plan import bucket, length_bucket
 from common.rollout import Rollout, SampleOutput
@@ -132,23 +132,24 @@ class Engine(Rollout):
     def _pool(self) -> PagedKV:
         if self._kv is None:
             ctx = jax.set_mesh(self.mesh) if self.mesh is not None else contextlib.nullcontext()
-            axes = SHARDED_PAGE_AXES if self.shards > 1 else PAGE_AXES
             with ctx:
                 self._kv = jax.jit(lambda: PagedKV.zeros(self.config, self.num_pages * self.shards, self.page_size,
-                                                         self.dtype, axes))()
+                                                         self.dtype))()
         return self._kv
 
     # ---- one call -----------------------------------------------------------------------------------
 
     def _arrays(self, work: Work, rows: int, width: int, pages: int):
-        """Host arrays of a call: tokens [rows, width], PageView, last [rows], sequence ids, token index."""
+        """Host arrays of a call: tokens [rows, width], PageView, last [rows], sequence ids, token index, seeds,
+        temperature, top_p (padding rows: seed 0, temperature and top_p 1)."""
         tokens = np.full((rows, width), self.pad_id, np.int32)
         positions = np.zeros((rows, width), np.int32)
         lengths = np.zeros((rows,), np.int32)
         table = np.full((rows, pages), NULL_PAGE, np.int32)
         last = np.zeros((rows,), np.int32)
         ids = np.zeros((rows,), np.int32)
-        index = np.zeros((rows,), np.int32)
+        index, seeds = np.zeros((rows,), np.int32), np.zeros((rows,), np.int32)
+        temperature, top_p = np.ones((rows,), np.float32), np.ones((rows,), np.float32)
         for r, (seq, first, n) in enumerate(work.rows):
             tokens[r, :n] = [seq.token(p) for p in range(first, first + n)]
             positions[r] = first + np.arange(width)
@@ -156,7 +157,9 @@ class Engine(Rollout):
             used = self._pages_needed(first + n)
             table[r, :used] = seq.pages[:used]
             last[r], ids[r], index[r] = n - 1, seq.id, len(seq.generated)
-        return tokens, PageView(page_table=table, positions=positions, lengths=lengths), last, ids, index
+            seeds[r], temperature[r], top_p[r] = seq.sampling.seed, seq.sampling.temperature or 1.0, seq.sampling.top_p
+        view = PageView(page_table=table, positions=positions, lengths=lengths)
+        return tokens, view, last, ids, index, seeds, temperature, top_p
 
     def _rows(self, n: int) -> int:
         """A shard's rows in a call where its busiest shard has n sequences: n rounded up (`row_step`), at least
@@ -196,14 +199,7 @@ class Engine(Rollout):
         pages = bucket(max(self._pages_needed(first + n) for w in works for _, first, n in w.rows), 1)
         pages = min(pages, self._pages_needed(self.max_cache_length))
         parts = [self._arrays(w, rows, width, pages) for w in works]
-        tokens, view, last, ids, index = jax.tree.map(lambda *a: np.concatenate(a), *parts)
-        seeds, temperature, top_p = (np.zeros(rows * len(works), np.int32), np.ones(rows * len(works), np.float32),
-                                     np.ones(rows * len(works), np.float32))
-        for s, work in enumerate(works):
-            for r, (seq, _, _) in enumerate(work.rows):
-                sp = seq.sampling
-                seeds[s * rows + r], temperature[s * rows + r], top_p[s * rows + r] = \
-                    sp.seed, sp.temperature or 1.0, sp.top_p
+        tokens, view, last, ids, index, seeds, temperature, top_p = jax.tree.map(lambda *a: np.concatenate(a), *parts)
         prepared = self._prepared.get(params) if self.backend.uses_prepared(rows, self.dtype) else None
         self._kv, token, logp, *ranked = self._program(rows * len(works), width, pages, mode, top)(
             params, prepared, self._pool(), tokens, view, last, seeds, ids, index, temperature, top_p)

@@ -219,7 +219,8 @@ N = 1 + B * P_ROW
 shard = lambda axes, shape: NamedSharding(mesh, logical_to_spec(axes, shape, mesh))
 q = jax.ShapeDtypeStruct((B, 1, H, h), jnp.bfloat16, sharding=shard(("batch", None, "act_heads", None), (B, 1, H, h)))
 pool_shape = (K, L, N, page, h)
-pool = jax.ShapeDtypeStruct(pool_shape, jnp.bfloat16, sharding=shard(PAGE_AXES, pool_shape))
+ONE_POOL = PAGE_AXES[:2] + (None, None, None)  # one pool: every batch shard holds all pages
+pool = jax.ShapeDtypeStruct(pool_shape, jnp.bfloat16, sharding=shard(ONE_POOL, pool_shape))
 rows = lambda *shape: jax.ShapeDtypeStruct(shape, jnp.int32, sharding=shard(("batch",) + (None,) * (len(shape) - 1), shape))
 view = PageView(page_table=rows(B, P_ROW), positions=rows(B, 1), lengths=rows(B))
 backend = SplashAttention(mesh)
