@@ -36,7 +36,7 @@ class JobShape:
     rollout_batch: the sequences a step generates; `estimate_memory` counts them in one sampler call, and
     `common.aot.fits.rollout_chunk` picks how many go in each call; prompt_len / cache_length: the sampler's
     prompt bucket and KV-cache slots per sequence; logprob_chunk: response positions whose logits exist at
-    once in the update (grpo.logprob_chunk; 0 = all).
+    once in the update (grpo.logprob_chunk; 0 = all; the trainer always sets it: `rl_scaling.grpo.setup`).
     """
 
     micro_batch: int

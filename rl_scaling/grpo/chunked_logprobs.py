@@ -19,6 +19,8 @@ from common.sharding import constrain
 from rl_scaling.grpo.logprobs import token_entropy, token_logprobs
 
 Array = jnp.ndarray
+# Response positions whose logits [n, chunk, V] are alive at once (grpo.logprob_chunk; 0 = all R at once).
+DEFAULT_LOGPROB_CHUNK = 512
 
 
 def head_logprobs_and_entropy(hidden: Array, head: Array, tied: bool, targets: Array,

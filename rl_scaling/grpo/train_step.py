@@ -15,11 +15,8 @@ import optax
 from flax import nnx
 
 from rl_scaling.grpo.aggregation import token_mean
-from rl_scaling.grpo.chunked_logprobs import chunked_logprobs_and_entropy
+from rl_scaling.grpo.chunked_logprobs import DEFAULT_LOGPROB_CHUNK, chunked_logprobs_and_entropy
 from rl_scaling.grpo.policy_loss import grpo_loss
-
-# Response positions whose logits [n, chunk, V] are alive at once (grpo.logprob_chunk; 0 = all R at once).
-DEFAULT_LOGPROB_CHUNK = 512
 
 
 @dataclasses.dataclass(frozen=True)
