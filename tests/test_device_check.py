@@ -63,6 +63,8 @@ def test_dry_run_results_are_what_the_gpu_run_reports(dry_run):
     decode = json.loads((out / "decode.json").read_text())
     assert decode["rows"][0]["ours_tokens_per_s"] > 0 and decode["rows"][0]["transformers_tokens_per_s"] > 0
     assert decode["batch1_hbm_share"] is None  # no datasheet bandwidth for a CPU
+    steps = [(row["decode_steps"], row["tokens_equal"]) for row in decode["engine_rows"]]
+    assert steps == [(1, True), (4, True)] and all(row["tokens_per_s"] > 0 for row in decode["engine_rows"])
     update = json.loads((out / "update.json").read_text())
     assert update["preset"] == "1xh100" and update["remat"] and update["update_s"] > 0 and update["model_flops"] > 0
     attention = json.loads((out / "attention.json").read_text())

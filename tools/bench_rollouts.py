@@ -1,15 +1,18 @@
 """A GRPO-shaped long-tail rollout three ways, same prompts and memory: the paged engine (`common.engine`),
-the static sampler (`common.sampler`) and transformers' continuous batching (`generate_batch`, paged attention).
+the static sampler (`common.sampler`) and transformers' continuous batching (the manager behind
+`generate_batch`, paged attention).
 
     python tools/bench_rollouts.py                          # 64 GSM8K test questions x G = 8, <= 512 new tokens
     python tools/bench_rollouts.py --prompts 16 --new-tokens 256 --skip-hf
+    python tools/bench_rollouts.py --hf-seconds 1200        # transformers stopped after 20 min (it is ~10x slower)
 
 Workload: the first `--prompts` GSM8K test questions as chat prompts (the model's template), each sampled
 `--group` times at temperature 1.0, at most `--new-tokens` tokens, stopping at the end token. Memory: the
 static sampler generates in calls of `--static-batch` sequences, each call's KV cache holding its longest prompt
 plus the new-token budget; the engine's page pool holds as many token slots (`--engine-slots` sequences decode at
 once: short ones leave pages for more); transformers gets as many blocks of `--page-size` tokens. Ours run the
-whole workload once untimed (compiling every shape it meets), then once timed; transformers runs once (eager).
+whole workload once untimed (compiling every shape it meets), then once timed; transformers runs once (eager),
+its tokens streamed so a run stopped at `--hf-seconds` counts every token made by then.
 
 Reported per way: seconds, generated tokens, tokens/s, the ratio to the engine, decode steps; and the ideal gain
 the measured lengths allow a continuous batch over the static one at the static batch: the static sampler's
@@ -61,20 +64,37 @@ def run_engine(engine, params, prompts, args, stops):
 
 
 def run_transformers(path, prompts, args, stops, slots: int):
+    """(seconds, tokens, whether every request finished). Streams every request's tokens, so a run stopped at
+    `--hf-seconds` still counts each token made by then (its rate then has no tail: an upper bound of its rate)."""
     import torch
     from transformers import AutoModelForCausalLM, ContinuousBatchingConfig, GenerationConfig
 
-    model = AutoModelForCausalLM.from_pretrained(path, torch_dtype=getattr(torch, args.dtype)).eval()
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, args.dtype)).eval()
     generation = GenerationConfig(max_new_tokens=args.new_tokens, do_sample=True, temperature=1.0, top_k=0,
                                   top_p=1.0, eos_token_id=list(stops), pad_token_id=0)
     batching = ContinuousBatchingConfig(page_size=args.page_size, num_blocks=math.ceil(slots / args.page_size),
                                         max_batch_tokens=args.prefill_tokens, max_requests_per_batch=args.engine_slots,
                                         seed=args.seed)
     torch.manual_seed(args.seed)
+    made, finished = {}, set()
     t = time.perf_counter()
-    out = model.generate_batch(prompts, generation_config=generation, continuous_batching_config=batching)
-    seconds = time.perf_counter() - t
-    return seconds, sum(len(o.generated_tokens) for o in out.values())
+    deadline = t + (args.hf_seconds or float("inf"))
+    with torch.no_grad(), model.continuous_batching_context_manager(
+            generation_config=generation, continuous_batching_config=batching, block=True, timeout=5) as manager:
+        manager.add_requests(inputs=prompts, max_new_tokens=args.new_tokens, streaming=True)
+        while len(finished) < len(prompts) and time.perf_counter() < deadline:
+            result = manager.get_result(timeout=1)
+            if result is None:
+                if not manager.is_running():
+                    raise RuntimeError("transformers' generation thread stopped before every request finished")
+                continue
+            if result.error is not None:
+                raise RuntimeError(f"transformers request {result.request_id} failed: {result.error}")
+            made[result.request_id] = len(result.generated_tokens)
+            if result.is_finished():
+                finished.add(result.request_id)
+        seconds = time.perf_counter() - t
+    return seconds, sum(made.values()), len(finished) == len(prompts)
 
 
 def main(argv=None):
@@ -87,9 +107,13 @@ def main(argv=None):
     parser.add_argument("--engine-slots", type=int, default=128, help="sequences the engine decodes at once")
     parser.add_argument("--page-size", type=int, default=16)
     parser.add_argument("--prefill-tokens", type=int, default=1024, help="prompt tokens per engine prefill call")
+    parser.add_argument("--decode-steps", type=int, default=None, help="the engine's decode steps a host round trip "
+                        "(default: the engine's for the platform)")
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip-hf", action="store_true", help="leave transformers out")
+    parser.add_argument("--hf-seconds", type=float, help="stop transformers after this long and count the tokens "
+                        "made by then (an upper bound of its rate: the tail is not reached)")
     parser.add_argument("--out", help="append the markdown table to this file")
     args = parser.parse_args(argv)
 
@@ -112,7 +136,7 @@ def main(argv=None):
     engine = Engine(model, max_cache_length=longest + args.new_tokens, max_slots=args.engine_slots,
                     page_size=args.page_size, num_pages=1 + slots // args.page_size,
                     prefill_chunk=min(args.prefill_tokens, 256), prefill_tokens=args.prefill_tokens,
-                    pad_id=tokenizer.pad_token_id or 0)
+                    pad_id=tokenizer.pad_token_id or 0, decode_steps=args.decode_steps)
     params = sampler.state
     print(f"{len(prompts)} sequences, prompts {min(map(len, prompts))}-{longest} tokens, KV budget {slots} token slots "
           f"({args.static_batch} x {cache_length})", flush=True)
@@ -131,14 +155,17 @@ def main(argv=None):
                   ("static sampler (ours)", static_s, static_tokens, f"{sum(call_steps)} steps in "
                    f"{len(call_steps)} calls")]
     if not args.skip_hf:
-        hf_s, hf_tokens = run_transformers(path, prompts, args, stops, slots)
-        print(f"transformers: {hf_s:.1f} s, {hf_tokens} tokens", flush=True)
-        table_rows.append(("transformers generate_batch", hf_s, hf_tokens, "continuous batching, paged"))
+        hf_s, hf_tokens, whole = run_transformers(path, prompts, args, stops, slots)
+        print(f"transformers: {hf_s:.1f} s, {hf_tokens} tokens{'' if whole else ' (stopped at --hf-seconds)'}",
+              flush=True)
+        table_rows.append(("transformers continuous batching", hf_s, hf_tokens, "paged" if whole else
+                           f"paged; stopped after {args.hf_seconds:.0f} s, tokens made by then (no tail)"))
     engine_rate = engine_tokens / engine_s
     lines = [f"\n{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC. Machine: {machine()}. "
              f"Load average {load_average()}. {len(prompts)} sequences ({args.prompts} GSM8K test questions x "
              f"{args.group}), <= {args.new_tokens} new tokens, temperature 1.0, {args.dtype}; KV budget {slots} "
-             f"token slots; engine {args.engine_slots} slots, pages of {args.page_size}.\n",
+             f"token slots; engine {args.engine_slots} slots, pages of {args.page_size}, "
+             f"{engine.decode_steps} decode step(s) a host round trip.\n",
              "| way | s | tokens | tokens/s | engine's tokens/s over it | notes |", "|---|---|---|---|---|---|"]
     for name, seconds, tokens, notes in table_rows:
         rate = tokens / seconds

@@ -7,7 +7,9 @@ transformers gets the same weights through an HF directory written by `common.ch
   on a Qwen2 and a Llama (SmolLM2-shaped) config; bfloat16 logits' difference beside them;
 * decode: tokens/s of our sampler and of transformers' `generate` at each batch, greedy, no early stop; at
   batch 1 the share of the card's HBM bandwidth our decode reads weights at (bytes of bfloat16 weights read
-  per step, `rl_scaling.time_plan.rollout_weight_bytes`, x steps/s, over the datasheet's bandwidth);
+  per step, `rl_scaling.time_plan.rollout_weight_bytes`, x steps/s, over the datasheet's bandwidth); the
+  rollout engine at `engine_batch` with 1 and `DEFAULT_DECODE_STEPS` decode steps a host round trip
+  (`tools/bench_decode_calls.py`: the host's share of a step);
 * update: the GRPO update (`make_update_fn`, the trainer's) at the recipe's lengths with the 1xh100 layout's
   micro-batch and remat: seconds, MFU against the datasheet's dense bf16 peak, peak device memory;
 * attention: the backends (xla, blockwise, cudnn) on one causal bfloat16 call: max difference from the
@@ -23,7 +25,8 @@ import time
 
 import numpy as np
 
-from bench_sampler import bench_hf, bench_ours  # beside this script
+from bench_decode_calls import timed as timed_engine  # beside this script
+from bench_sampler import bench_hf, bench_ours
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,6 +41,7 @@ class Shapes:
     decode_batches: tuple[int, ...] = (1, 32, 256)
     decode_prompt: int = 128
     decode_new_tokens: int = 128
+    engine_batch: int = 32
     update_size: str = "qwen2_5_0_5b"
     update_preset: str = "1xh100"
     prompt_len: int = 2048  # the recipe's (configs/grpo/base.py)
@@ -49,7 +53,7 @@ class Shapes:
 
 GPU = Shapes()
 DRY = Shapes(tiny=True, parity_layers=2, parity_prompt=8, parity_new_tokens=4, decode_batches=(1,),
-             decode_prompt=8, decode_new_tokens=4, prompt_len=16, response_len=16, micro_batches=2,
+             decode_prompt=8, decode_new_tokens=4, engine_batch=4, prompt_len=16, response_len=16, micro_batches=2,
              attention=(2, 64, 4, 2, 16), repeats=1)
 
 # NVIDIA datasheets (rl_scaling.time_plan.CHIPS holds the same figures): device_kind -> chip name there.
@@ -205,6 +209,8 @@ def decode(shapes: Shapes, report=lambda partial: None) -> dict:
             rows.append({"batch": batch, "ours_tokens_per_s": ours, "transformers_tokens_per_s": hf,
                          "ratio": ours / hf if hf else None, "compile_s": compile_s})
             report({"rows": rows})
+    engine_rows = engine_calls(model, cfg, shapes, lambda engine_rows: report({"rows": rows,
+                                                                               "engine_rows": engine_rows}))
     weight_bytes = rollout_weight_bytes(cfg, 1)
     steps_per_s = rows[0]["ours_tokens_per_s"] / rows[0]["batch"]
     share = steps_per_s * weight_bytes / info["hbm_bandwidth"] if info["hbm_bandwidth"] else None
@@ -212,7 +218,28 @@ def decode(shapes: Shapes, report=lambda partial: None) -> dict:
             "prompt_tokens": shapes.decode_prompt, "new_tokens": shapes.decode_new_tokens, "rows": rows,
             "weight_bytes_per_step": weight_bytes, "batch1_weight_bytes_per_s": steps_per_s * weight_bytes,
             "batch1_hbm_share": share, "transformers": None if on_gpu_only else str(torch_device()),
-            "jax_devices": len(jax.devices())}
+            "jax_devices": len(jax.devices()), "engine_rows": engine_rows}
+
+
+def engine_calls(model, cfg, shapes: Shapes, report) -> list[dict]:
+    """The rollout engine's tokens/s at `engine_batch` with one decode step a host round trip and with the
+    accelerator default (`common.engine.engine.DEFAULT_DECODE_STEPS`); the tokens must not change."""
+    from common.engine import Engine
+    from common.engine.engine import DEFAULT_DECODE_STEPS
+
+    shape = (shapes.engine_batch, shapes.decode_prompt)
+    prompts = np.random.default_rng(7).integers(0, cfg.vocab_size, shape).tolist()
+    rows, tokens = [], None
+    for k in (1, DEFAULT_DECODE_STEPS):
+        engine = Engine(model, max_slots=shapes.engine_batch, decode_steps=k,
+                        max_cache_length=shapes.decode_prompt + shapes.decode_new_tokens)
+        seconds, out, calls = timed_engine(engine, prompts, shapes.decode_new_tokens, shapes.repeats)
+        rows.append({"batch": shapes.engine_batch, "decode_steps": k, "round_trips": calls,
+                     "tokens_per_s": shapes.engine_batch * shapes.decode_new_tokens / seconds,
+                     "tokens_equal": tokens is None or out.token_ids == tokens})
+        tokens = out.token_ids
+        report(rows)
+    return rows
 
 
 def update_flops(cfg, seq_len: int, response_len: int) -> int:

@@ -27,6 +27,8 @@ def add_engine_args(p: argparse.ArgumentParser) -> None:
                    help="the page pool's memory (default: the engine's, from the device)")
     p.add_argument("--max-model-len", type=int, default=None,
                    help="most tokens a sequence holds (default: the model's)")
+    p.add_argument("--decode-steps", type=int, default=None,
+                   help="decode steps a host round trip (default: 1 on a CPU, 4 on an accelerator; same tokens)")
     p.add_argument("--chat-template", default=None,
                    help="a bundled chat template's name (common/chat_templates/); default: the tokenizer's")
 
@@ -52,7 +54,8 @@ def model_server(model, tokenizer, model_id: str, args):
 
     memory = int(args.kv_cache_gib * 2**30) if args.kv_cache_gib else None
     return ModelServer(model, tokenizer, model_id, chat_template=args.chat_template, max_slots=args.max_slots,
-                       page_size=args.page_size, memory_bytes=memory, max_model_len=args.max_model_len).start()
+                       page_size=args.page_size, memory_bytes=memory, max_model_len=args.max_model_len,
+                       decode_steps=args.decode_steps).start()
 
 
 def main(argv=None) -> int:

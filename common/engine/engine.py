@@ -4,8 +4,10 @@
     out = engine.generate(nnx.state(model), prompt_ids, max_new_tokens=512, temperature=1.0, seed=0)
 
 Each iteration admits waiting prompts into free slots (bounded by free pages, `common.engine.scheduler`),
-runs one prefill call for chunks of newly admitted prompts, then one decode step for every sequence that is
-generating; a sequence that stops frees its slot and pages at once, and the next prompt takes them. Decode
+runs one prefill call for chunks of newly admitted prompts, then one decode call for every sequence that is
+generating: one step, or when no prompt is being prefilled `decode_steps` steps dispatched back to back, the
+host reading their tokens once (on an accelerator a step of a small model is shorter than the host's work
+around it); a sequence that stops frees its slot and pages at once, and the next prompt takes them. Decode
 attention reads only each row's filled pages (the call lists as many pages as its longest row holds, in
 power-of-two buckets), through the attention backend's `attend_paged`, or the backend's own pass
 (`paged_forward`: on the CPU, one kernel call a layer that reads the pool in place). Shapes come from small sets
@@ -43,6 +45,7 @@ class PromptTooLongError(ValueError):
     """A prompt with its new-token budget does not fit the model's positions or the page pool."""
 
 
+DEFAULT_DECODE_STEPS = 4  # decode steps a round trip on an accelerator (a CPU step is long beside the host's: 1)
 DEFAULT_POOL_BYTES = 2**30  # the pool where the device reports no memory (CPU) and none is given
 DEVICE_POOL_SHARE = 0.4  # of a device's memory, where it reports its limit and no budget is given
 
@@ -52,6 +55,12 @@ def default_pool_bytes() -> int:
     DEFAULT_POOL_BYTES where the device reports none."""
     limit = device_memory_limit()
     return int(limit * DEVICE_POOL_SHARE) if limit else DEFAULT_POOL_BYTES
+
+
+def default_decode_steps(platform: str) -> int:
+    """Decode steps a host round trip on `platform` ("cpu", "gpu", "tpu"): 1 on a CPU, where a step is long beside
+    the host's work around it; DEFAULT_DECODE_STEPS on an accelerator."""
+    return 1 if platform == "cpu" else DEFAULT_DECODE_STEPS
 
 
 def pages_for_budget(config, memory_bytes: int, page_size: int, dtype) -> int:
@@ -77,12 +86,16 @@ class Engine(Rollout):
     must divide over the mesh). weights_dtype: decode from a copy of the parameters in this dtype, laid
     out for inference on the mesh (`common.engine.weights`: split over tensor only, no all-gather of weights
     in a decode step), made once per parameter version; None: the given parameters as they are on one
-    device, the copy in their own dtype on a mesh."""
+    device, the copy in their own dtype on a mesh. decode_steps: decode steps dispatched back to back before
+    the host reads their tokens, when no prompt is being prefilled (None: 1 on a CPU, DEFAULT_DECODE_STEPS on
+    an accelerator); a sequence that stops inside them costs the remaining steps (computed, dropped), and a new
+    prompt waits for them to end; the tokens are the same for any value."""
 
     def __init__(self, model: Decoder, *, mesh: Mesh | None = None, max_slots: int = 64, page_size: int = 16,
                  num_pages: int | None = None, memory_bytes: int | None = None,
                  max_cache_length: int | None = None, prefill_chunk: int = 256, prefill_tokens: int | None = None,
-                 min_rows: int = 8, row_step: int | None = None, pad_id: int = 0, weights_dtype=None):
+                 min_rows: int = 8, row_step: int | None = None, pad_id: int = 0, weights_dtype=None,
+                 decode_steps: int | None = None):
         self.graphdef, self.state = nnx.split(model)
         self.config = model.config
         self.dtype = model.dtype
@@ -91,6 +104,11 @@ class Engine(Rollout):
         if row_step is None:
             row_step = min_rows if mesh is None and jax.default_backend() == "cpu" else 0
         self.row_step = row_step
+        if decode_steps is None:
+            decode_steps = default_decode_steps(jax.default_backend())
+        if decode_steps < 1:
+            raise ValueError(f"decode_steps must be >= 1, got {decode_steps}")
+        self.decode_steps = decode_steps
         self.max_cache_length = max_cache_length or model.config.max_position_embeddings
         self.shards = batch_shards(mesh)
         self.shard_slots = math.ceil(max_slots / self.shards)  # a shard's largest decode batch
@@ -139,9 +157,10 @@ class Engine(Rollout):
 
     # ---- one call -----------------------------------------------------------------------------------
 
-    def _arrays(self, work: Work, rows: int, width: int, pages: int):
-        """Host arrays of a call: tokens [rows, width], PageView, last [rows], sequence ids, token index, seeds,
-        temperature, top_p (padding rows: seed 0, temperature and top_p 1)."""
+    def _arrays(self, work: Work, rows: int, width: int, pages: int, steps: list[int]):
+        """Host arrays of a call in the program's order (`pass_and_sample`): tokens [rows, width], PageView, last
+        [rows], seeds, sequence ids, token index, temperature, top_p (padding rows: seed 0, temperature and top_p
+        1), then steps_left (steps: each row's own decode steps; padding rows 0)."""
         tokens = np.full((rows, width), self.pad_id, np.int32)
         positions = np.zeros((rows, width), np.int32)
         lengths = np.zeros((rows,), np.int32)
@@ -150,16 +169,18 @@ class Engine(Rollout):
         ids = np.zeros((rows,), np.int32)
         index, seeds = np.zeros((rows,), np.int32), np.zeros((rows,), np.int32)
         temperature, top_p = np.ones((rows,), np.float32), np.ones((rows,), np.float32)
+        steps_left = np.zeros((rows,), np.int32)
+        steps_left[:len(steps)] = steps
         for r, (seq, first, n) in enumerate(work.rows):
             tokens[r, :n] = [seq.token(p) for p in range(first, first + n)]
             positions[r] = first + np.arange(width)
             lengths[r] = first + n
-            used = self._pages_needed(first + n)
+            used = self._pages_needed(first + max(n, steps[r]))
             table[r, :used] = seq.pages[:used]
             last[r], ids[r], index[r] = n - 1, seq.id, len(seq.generated)
             seeds[r], temperature[r], top_p[r] = seq.sampling.seed, seq.sampling.temperature or 1.0, seq.sampling.top_p
         view = PageView(page_table=table, positions=positions, lengths=lengths)
-        return tokens, view, last, ids, index, seeds, temperature, top_p
+        return tokens, view, last, seeds, ids, index, temperature, top_p, steps_left
 
     def _rows(self, n: int) -> int:
         """A shard's rows in a call where its busiest shard has n sequences: n rounded up (`row_step`), at least
@@ -172,12 +193,14 @@ class Engine(Rollout):
     def _pages_needed(self, tokens: int) -> int:
         return math.ceil(tokens / self.page_size)
 
-    def _run(self, params, works: list[Work], width: int):
+    def _run(self, params, works: list[Work], width: int, steps: int = 1, row_steps=None):
         """Runs one call per sampling mode among the rows of every shard (and apart, the rows that ask for top
-        log-probs); returns, per shard, (sampled tokens [n], log-probs [n], per row (top ids, top log-probs) or
-        None)."""
-        out = [(np.zeros(len(w.rows), np.int32), np.zeros(len(w.rows), np.float32), [None] * len(w.rows))
-               for w in works]
+        log-probs), each `steps` decode steps (1: one pass of `width` tokens); row_steps: per shard, each row's
+        own steps (`Scheduler.decode_steps`). Returns, per shard, (sampled tokens [n, steps], log-probs
+        [n, steps], per row a list per step of (top ids, top log-probs), or None)."""
+        row_steps = row_steps or [[1] * len(w.rows) for w in works]
+        out = [(np.zeros((len(w.rows), steps), np.int32), np.zeros((len(w.rows), steps), np.float32),
+                [None] * len(w.rows)) for w in works]
         modes: dict[tuple, list[list[int]]] = {}
         for s, work in enumerate(works):
             for i, (seq, _, _) in enumerate(work.rows):
@@ -185,27 +208,46 @@ class Engine(Rollout):
                 modes.setdefault(key, [[] for _ in works])[s].append(i)
         for (mode, k), index in modes.items():
             parts = [Work([w.rows[i] for i in ix]) for w, ix in zip(works, index)]
-            for (token, logp, top), ix, (t, lp, ranked) in zip(out, index, self._call(params, parts, width, mode, k)):
+            part_steps = [[rs[i] for i in ix] for rs, ix in zip(row_steps, index)]
+            for (token, logp, top), ix, (t, lp, ranked) in zip(out, index, self._call(params, parts, width, mode, k,
+                                                                                       steps, part_steps)):
                 token[ix], logp[ix] = t, lp
                 if ranked is not None:
                     for r, i in enumerate(ix):
-                        top[i] = (ranked[0][r].tolist(), ranked[1][r].tolist())
+                        top[i] = [(ids.tolist(), lps.tolist()) for ids, lps in zip(ranked[0][r], ranked[1][r])]
         return out
 
-    def _call(self, params, works: list[Work], width: int, mode: SamplingMode, top: int = 0):
-        """One device call of every shard's rows (each shard the same number of rows, `_rows`), -> per shard
-        (tokens [n], log-probs [n], (top ids, top log-probs) or None)."""
+    def _call(self, params, works: list[Work], width: int, mode: SamplingMode, top: int, steps: int,
+              row_steps: list[list[int]]):
+        """`steps` device calls of every shard's rows (each shard the same number of rows, `_rows`), dispatched one
+        after the other without waiting: step i > 0 takes the tokens step i - 1 sampled where they are (on the
+        device) and writes at the next position, and the host reads every step's tokens once at the end. -> per
+        shard (tokens [n, steps], log-probs [n, steps], (top ids, top log-probs) [n, steps, top] each, or None)."""
         rows = self._rows(max(len(w.rows) for w in works))
-        pages = bucket(max(self._pages_needed(first + n) for w in works for _, first, n in w.rows), 1)
+        pages = bucket(max(self._pages_needed(first + max(n, s)) for w, rs in zip(works, row_steps)
+                           for (_, first, n), s in zip(w.rows, rs)), 1)
         pages = min(pages, self._pages_needed(self.max_cache_length))
-        parts = [self._arrays(w, rows, width, pages) for w in works]
-        tokens, view, last, ids, index, seeds, temperature, top_p = jax.tree.map(lambda *a: np.concatenate(a), *parts)
+        parts = [self._arrays(w, rows, width, pages, rs) for w, rs in zip(works, row_steps)]
+        tokens, view, last, seeds, ids, index, temperature, top_p, steps_left = jax.tree.map(
+            lambda *a: np.concatenate(a), *parts)
         prepared = self._prepared.get(params) if self.backend.uses_prepared(rows, self.dtype) else None
-        self._kv, token, logp, *ranked = self._program(rows * len(works), width, pages, mode, top)(
-            params, prepared, self._pool(), tokens, view, last, seeds, ids, index, temperature, top_p)
-        token, logp, ranked = jax.device_get((token, logp, ranked))
-        self.stats["calls"] = self.stats.get("calls", 0) + 1
-        self.stats["row_tokens"] = self.stats.get("row_tokens", 0) + rows * len(works) * width
+        program = self._program(rows * len(works), width, pages, mode, top)
+        made = []
+        for i in range(steps):
+            if i:  # a row past its own steps is padding (length 0: written to the null page, its token dropped)
+                positions = view.positions + 1
+                view = PageView(view.page_table, positions,
+                                np.where(i < steps_left, positions[:, 0] + 1, 0).astype(np.int32))
+                tokens = made[-1][0][:, None]  # on the device: no wait for the last step
+            self._kv, token, logp, *ranked = program(params, prepared, self._pool(), tokens, view, last, seeds, ids,
+                                                     index + i, temperature, top_p)
+            made.append((token, logp, ranked[0] if ranked else None))
+        made = jax.device_get(made)  # the one wait for the device
+        token, logp = (np.stack([np.asarray(m[j]) for m in made], axis=1) for j in (0, 1))
+        ranked = [tuple(np.stack([np.asarray(m[2][j]) for m in made], axis=1) for j in (0, 1))] if top else []
+        self.stats["calls"] = self.stats.get("calls", 0) + steps
+        self.stats["round_trips"] = self.stats.get("round_trips", 0) + 1
+        self.stats["row_tokens"] = self.stats.get("row_tokens", 0) + rows * len(works) * width * steps
         out = []
         for s, work in enumerate(works):
             at = slice(s * rows, s * rows + len(work.rows))
@@ -243,21 +285,30 @@ class Engine(Rollout):
         check_prompt_ids([prompt], self.config.vocab_size)
 
     def step(self, scheduler: ShardedScheduler, params) -> list[Sequence]:
-        """One iteration: admit what fits, one prefill call (chunks of admitted prompts), one decode step.
-        Returns the sequences that got a token (a finished one has its finish_reason). params: as `generate`'s,
-        already the inference copy when one is used (`inference_weights`)."""
+        """One iteration: admit what fits, one prefill call (chunks of admitted prompts), one decode call (one
+        step, or `decode_steps`). Returns the sequences that got tokens (a finished one has its finish_reason).
+        params: as `generate`'s, already the inference copy when one is used (`inference_weights`)."""
         scheduler.admit()
         got, ran = [], False
-        for works, width in self._iteration(scheduler):
-            results = self._run(params, works, width)
+        for works, width, steps in self._iteration(scheduler):
+            row_steps = [[scheduler.decode_steps(seq, steps) if steps > 1 else 1 for seq, _, _ in w.rows]
+                         for w in works]
+            results = self._run(params, works, width, steps, row_steps)
             scheduler.computed(works)
-            for work, (token, logp, top) in zip(works, results):
-                for (seq, first, n), t, lp, ranked in zip(work.rows, token, logp, top):
-                    if first + n == seq.length:  # the call reached the context's end: a new token
+            for work, own, (token, logp, top) in zip(works, row_steps, results):
+                for (seq, first, n), k, t, lp, ranked in zip(work.rows, own, token, logp, top):
+                    if first + n != seq.length:  # a prefill chunk short of the context's end: no token yet
+                        continue
+                    for j in range(k):  # the row's own steps; a sequence that stops ends them
+                        if j:
+                            if seq.finish_reason is not None:
+                                break
+                            seq.computed += 1  # step j wrote the token step j - 1 sampled
                         if ranked is not None:
-                            seq.top.append((ranked[0][:seq.top_logprobs], ranked[1][:seq.top_logprobs]))
-                        scheduler.sampled(seq, int(t), float(lp))
-                        got.append(seq)
+                            ids, lps = ranked[j]
+                            seq.top.append((ids[:seq.top_logprobs], lps[:seq.top_logprobs]))
+                        scheduler.sampled(seq, int(t[j]), float(lp[j]))
+                    got.append(seq)
             ran = True
         if not ran and not scheduler.done:
             raise RuntimeError("the engine made no progress: no admitted sequence and none admissible "
@@ -293,7 +344,7 @@ class Engine(Rollout):
         seqs = [Sequence(i, list(map(int, p)), max_new_tokens, sampling) for i, p in enumerate(prompt_ids)]
         for i, seq in enumerate(seqs):  # contiguous blocks a shard: a prompt's copies share their pages
             scheduler.add(seq, i * self.shards // len(seqs))
-        self.stats = {"calls": 0, "row_tokens": 0}
+        self.stats = {"calls": 0, "round_trips": 0, "row_tokens": 0}
         ctx = jax.set_mesh(self.mesh) if self.mesh is not None else contextlib.nullcontext()
         with ctx:
             params = self._inference_weights(params)
@@ -307,11 +358,14 @@ class Engine(Rollout):
                             decode_steps=max(len(s.generated) for s in seqs))
 
     def _iteration(self, scheduler: ShardedScheduler):
-        """This iteration's calls, each a list of every shard's work: a prefill call (if any prompt has chunks
-        left), then a decode step."""
+        """This iteration's calls, each (every shard's work, tokens a row, decode steps): a prefill call (if any
+        prompt has chunks left), then a decode call: `decode_steps` steps when nothing was prefilled, else one
+        (a prompt being admitted does not wait for several steps)."""
         prefill = scheduler.prefill_work()
+        steps = self.decode_steps
         if any(w.rows for w in prefill):
-            yield prefill, min(length_bucket(max(w.tokens for w in prefill), 16), self.prefill_chunk)
-        decode = scheduler.decode_work()
+            steps = 1
+            yield prefill, min(length_bucket(max(w.tokens for w in prefill), 16), self.prefill_chunk), 1
+        decode = scheduler.decode_work(steps)
         if any(w.rows for w in decode):
-            yield decode, 1
+            yield decode, 1, steps

@@ -41,10 +41,11 @@ def pass_and_sample(model, prepared, kv: PagedKV, tokens, view: PageView, last, 
                     temperature, top_p, *, mode: SamplingMode, top: int = 0):
     """tokens [B, T] int32 at view.positions under the pool kv, through the model's attention backend (its own
     pass on `prepared`, the backend's per-parameter-version data, where it has one; None: the decoder's); last
-    [B]: index in T of each row's last real token; seeds, sequence_ids, token_index [B] int32 (the key of the token sampled next); temperature, top_p
-    [B] float32 (each row its request's). -> (the pool with the tokens' keys and values written, sampled tokens
-    [B] int32, their log-probabilities [B] float32), and with top > 0 (a program of its own) also the `top` most
-    likely tokens of each row (`top_logprobs`: ids [B, top], log-probabilities [B, top])."""
+    [B]: index in T of each row's last real token; seeds, sequence_ids, token_index [B] int32 (the key of the
+    token sampled next); temperature, top_p [B] float32 (each row its request's). -> (the pool with the tokens'
+    keys and values written, sampled tokens [B] int32, their log-probabilities [B] float32), and with top > 0 (a
+    program of its own) also the `top` most likely tokens of each row (`top_logprobs`: ids [B, top],
+    log-probabilities [B, top])."""
     backend = model.backend
     hidden, kv = backend.paged_forward(model, prepared, tokens, kv, view)
     final = jnp.take_along_axis(hidden, last[:, None, None], axis=1)[:, 0]  # [B, d]

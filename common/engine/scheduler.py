@@ -151,9 +151,10 @@ class Scheduler:
                 budget -= n
         return Work(rows)
 
-    def decode_work(self) -> Work:
+    def decode_work(self, steps: int = 1) -> Work:
         """One token for every sequence whose context is computed but for its last token, each with the page
-        that token needs (preempting the most recently admitted sequences when none is left)."""
+        that token needs (preempting the most recently admitted sequences when none is left), and with steps > 1
+        the pages of up to steps - 1 tokens more (`decode_steps`: taken only while free pages last)."""
         rows = []
         for seq in list(self.running):
             if seq not in self.running or seq.pending != 1:
@@ -167,8 +168,17 @@ class Scheduler:
                     if victim is seq:
                         break
             if seq in self.running:
+                ahead = self.pages_for(seq.length - 1 + min(steps, seq.max_new_tokens - len(seq.generated)))
+                if ahead > len(seq.pages) and self.pages.available >= ahead - len(seq.pages):
+                    seq.pages += self.pages.allocate(ahead - len(seq.pages))
                 rows.append((seq, seq.computed, 1))
         return Work([r for r in rows if r[0] in self.running])
+
+    def decode_steps(self, seq: Sequence, steps: int) -> int:
+        """How many of a decode call's `steps` are a sequence's own: its new-token budget allows them and its
+        pages hold their positions (the step at position p writes there)."""
+        return max(0, min(steps, seq.max_new_tokens - len(seq.generated),
+                          len(seq.pages) * self.page_size - seq.length + 1))
 
     def cancel(self, seq: Sequence) -> None:
         """Drop a sequence wherever it is (a client went away), releasing its pages."""
@@ -269,8 +279,11 @@ class ShardedScheduler:
     def prefill_work(self) -> list[Work]:
         return [s.prefill_work() for s in self.shards]
 
-    def decode_work(self) -> list[Work]:
-        return [s.decode_work() for s in self.shards]
+    def decode_work(self, steps: int = 1) -> list[Work]:
+        return [s.decode_work(steps) for s in self.shards]
+
+    def decode_steps(self, seq: Sequence, steps: int) -> int:
+        return self.shards[seq.shard].decode_steps(seq, steps)
 
     def computed(self, works: list[Work]) -> None:
         for s, work in zip(self.shards, works):

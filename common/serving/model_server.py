@@ -47,11 +47,12 @@ class ModelServer:
     """model and tokenizer as `common.load_pretrained` gives them, served as `model_id`. chat_template: a bundled
     template's name (`common.chat`), None: the tokenizer's own. stop_token_ids: None = the tokenizer's end ids.
     engine: an `Engine` over the model (default: max_slots sequences at once, pages of page_size tokens, a pool
-    of memory_bytes or the engine's default, contexts of max_model_len tokens or the model's)."""
+    of memory_bytes or the engine's default, contexts of max_model_len tokens or the model's, decode_steps steps a
+    device call or the engine's default)."""
 
     def __init__(self, model, tokenizer, model_id: str, *, chat_template: str | None = None,
                  stop_token_ids=None, engine: Engine | None = None, max_slots: int = 64, page_size: int = 16,
-                 memory_bytes: int | None = None, max_model_len: int | None = None):
+                 memory_bytes: int | None = None, max_model_len: int | None = None, decode_steps: int | None = None):
         from common.tokenizer import end_token_ids
 
         self.tokenizer = tokenizer
@@ -60,7 +61,7 @@ class ModelServer:
         self.stop_ids = frozenset(end_token_ids(tokenizer) if stop_token_ids is None else stop_token_ids)
         pad_id = tokenizer.pad_token_id if getattr(tokenizer, "pad_token_id", None) is not None else 0
         self.engine = engine or Engine(model, max_slots=max_slots, page_size=page_size, memory_bytes=memory_bytes,
-                                       max_cache_length=max_model_len, pad_id=pad_id)
+                                       max_cache_length=max_model_len, pad_id=pad_id, decode_steps=decode_steps)
         self.loop = EngineLoop(self.engine, self.engine.state)
         self.created = int(time.time())
 

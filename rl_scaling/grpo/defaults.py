@@ -12,6 +12,7 @@ import ml_collections
 
 from common.mesh_presets import RECOMMENDED, layout
 from common.platform_flags import default_compute_dtype
+from rl_scaling.grpo.chunked_logprobs import DEFAULT_LOGPROB_CHUNK
 
 # The slice a "gpu" recipe is laid out for: one 8-GPU host.
 GPU_HOST = "8xh100"
@@ -73,7 +74,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.grpo.log_ratio_clamp = 0.0  # L > 0 clamps logp - old_logp to [-L, L] before exp (e.g. 20)
     # Response positions whose float32 logits [micro-batch, chunk, vocab] are alive at once when log-probs
     # are taken, forward and backward (rl_scaling/grpo/chunked_logprobs.py); 0 = all positions at once.
-    c.grpo.logprob_chunk = 512
+    c.grpo.logprob_chunk = DEFAULT_LOGPROB_CHUNK
     c.grpo.normalize_std = True
     c.grpo.mask_truncated = False
     c.grpo.old_logprobs = "recompute"  # "recompute" (a forward pass) | "sampler"
@@ -88,6 +89,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.grpo.rollout_engine = "auto"
     c.grpo.engine_page_size = 16  # tokens per page of the engine's KV cache
     c.grpo.engine_slots = 0  # sequences decoding at once; 0 = what the rollout memory holds at full length
+    c.grpo.engine_decode_steps = 0  # decode steps a host round trip; 0 = 1 on a CPU, 4 on an accelerator
     # Work and memory per device (rl_scaling/grpo/setup.py):
     c.grpo.micro_batch_per_device = 0  # with micro_batch_size=0: sequences per data x fsdp batch shard
     c.grpo.rollout_batch = 0  # sequences per sampler call; 0 = as many as the device memory holds (common/aot/fits.py)

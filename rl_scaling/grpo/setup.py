@@ -20,6 +20,7 @@ from common.sharding import MESH_AXES, make_mesh, named_sharding
 from common.tokenizer import char_tokenizer
 from rl_scaling.data import (DATASETS, Problem, TableOptions, load_problems, load_table, problems_file,
                              render_prompt, reuse_subset, study_split, synthetic_arithmetic)
+from rl_scaling.grpo.chunked_logprobs import DEFAULT_LOGPROB_CHUNK
 
 
 def build_mesh(cfg):
@@ -201,7 +202,7 @@ def job_shape(cfg, prompt_len: int | None = None, degrees: tuple[int, int, int] 
                     reference_dtype=reference_dtype(cfg), reference_on_host=bool(g.get("reference_on_host", False)),
                     donated=True,  # make_update_fn donates parameters and optimiser state
                     rollout_batch=g.prompts_per_step * g.group_size, prompt_len=prompt_bucket,
-                    cache_length=cache_length, logprob_chunk=int(g.get("logprob_chunk", 512)))
+                    cache_length=cache_length, logprob_chunk=int(g.get("logprob_chunk", DEFAULT_LOGPROB_CHUNK)))
 
 
 def rollout_cache_length(cfg, longest_prompt: int) -> int:
@@ -255,12 +256,14 @@ def make_rollout(cfg, model, *, mesh, pad_id: int, max_cache_length: int, sequen
     one call with one page pool per batch shard, each holding what one chip holds of the sampler's cache:
     `sequences_per_call` / batch shards sequences of full length; its decode slots (over all shards)
     grpo.engine_slots (0: as many as that memory holds at full length; short sequences leave pages free for
-    more); it decodes from a copy of the policy in the compute dtype, laid out for inference
-    (`common.engine.weights`), made once per update. Which of the two: grpo.rollout_engine on `platform`
-    (`common.rollout.pick_rollout_engine`: "auto" is the engine on an accelerator, the sampler on a CPU).
+    more), grpo.engine_decode_steps decode steps a round trip (0: `default_decode_steps(platform)`); it decodes
+    from a copy of the policy in the compute dtype, laid out for inference (`common.engine.weights`), made once
+    per update. Which of the two: grpo.rollout_engine on `platform` (`common.rollout.pick_rollout_engine`:
+    "auto" is the engine on an accelerator, the sampler on a CPU).
     batch_shards: None for the mesh's (`common.sharding.batch_shards`); the memory plan gives a slice's without
     its devices."""
     from common.engine import Engine
+    from common.engine.engine import default_decode_steps
     from common.rollout import pick_rollout_engine
     from common.sampler import Sampler
     from common.sharding import batch_shards as shards_of
@@ -276,7 +279,8 @@ def make_rollout(cfg, model, *, mesh, pad_id: int, max_cache_length: int, sequen
     pages = 1 + held * -(-max_cache_length // page)
     slots = int(g.get("engine_slots", 0)) or held * shards
     return Engine(model, mesh=mesh, pad_id=pad_id, max_cache_length=max_cache_length, page_size=page,
-                  num_pages=pages, max_slots=slots, weights_dtype=str(cfg.model.dtype)), 0
+                  num_pages=pages, max_slots=slots, weights_dtype=str(cfg.model.dtype),
+                  decode_steps=int(g.get("engine_decode_steps", 0)) or default_decode_steps(platform)), 0
 
 
 def policy_config(cfg):

@@ -144,6 +144,9 @@ LAYOUTS = [
     dict(page_size=16, max_slots=8),  # everything at once
     dict(page_size=4, max_slots=2, num_pages=18),  # two slots, refills, a preemption
     dict(page_size=4, max_slots=8, num_pages=24, prefill_chunk=4),  # chunked prefill, preemptions
+    # several decode steps a round trip: stops and budgets inside one, pages short for the steps ahead, preemptions
+    dict(page_size=4, max_slots=2, num_pages=18, decode_steps=4),
+    dict(page_size=4, max_slots=8, num_pages=24, prefill_chunk=4, decode_steps=3),
 ]
 
 
@@ -157,6 +160,42 @@ def test_the_engine_draws_the_static_samplers_tokens_in_any_layout(model, static
         assert out.finish_reasons == ref.finish_reasons
         np.testing.assert_allclose(np.concatenate(out.logprobs), np.concatenate(ref.logprobs), atol=1e-5)
     assert engine.stats["preemptions"] > 0
+
+
+def test_several_decode_steps_a_round_trip_meet_the_host_less_and_change_no_token(model):
+    """decode_steps=4: four decode steps are dispatched back to back and their tokens read once, so the host
+    waits for the device about a quarter as often, and the tokens and log-probs are one step a wait's. The first
+    iteration prefills five prompts (a token each) and decodes one step (a prompt was prefilled: one step only),
+    where the one-token prompt [100] gets its first token; its other 30 of the budget of 31 take 30 round trips
+    a step at a time, 8 at four (the last one's final two steps padding)."""
+    one = Engine(model, max_cache_length=128, page_size=8, max_slots=8, decode_steps=1)
+    four = Engine(model, max_cache_length=128, page_size=8, max_slots=8, decode_steps=4)
+    kw = dict(max_new_tokens=31, temperature=1.0, top_p=0.9, seed=3)
+    a, b = one.sample(PROMPTS, **kw), four.sample(PROMPTS, **kw)
+    assert b.token_ids == a.token_ids and b.finish_reasons == a.finish_reasons == ["length"] * len(PROMPTS)
+    np.testing.assert_allclose(np.concatenate(b.logprobs), np.concatenate(a.logprobs), atol=1e-5)
+    assert one.stats["round_trips"] == one.stats["calls"] == 2 + 30
+    assert four.stats["round_trips"] == 2 + 8 and four.stats["calls"] == 2 + 8 * 4
+    with pytest.raises(ValueError, match="decode_steps"):
+        Engine(model, decode_steps=0)
+
+
+def test_pages_for_the_steps_ahead_are_taken_only_while_free_ones_last():
+    scheduler = Scheduler(PageCache(6, 4), max_slots=2, prefill_chunk=16, prefill_tokens=64)
+    a, b = Sequence(0, [1, 2, 3, 4], 10), Sequence(1, [5, 6, 7, 8], 2)
+    for seq in (a, b):
+        scheduler.add(seq)
+    scheduler.admit()  # one page each
+    scheduler.computed(scheduler.prefill_work())
+    for seq in (a, b):
+        scheduler.sampled(seq, 9, -1.0)  # length 5: the next step writes position 4, in a second page
+    scheduler.decode_work(steps=8)
+    # a: 8 steps ahead need positions 4..11 = pages 2 and 3, both taken; b: its budget of 2 leaves 1 step
+    # (position 4: one more page); the pool (5 pages) is then empty
+    assert (len(a.pages), len(b.pages), scheduler.pages.available) == (3, 2, 0)
+    assert scheduler.decode_steps(a, 8) == 8 and scheduler.decode_steps(b, 8) == 1
+    a.pages.pop()  # as if the last page had not been free: a's steps stop where its pages do
+    assert scheduler.decode_steps(a, 8) == 4
 
 
 def test_samples_do_not_depend_on_the_neighbours(model):
@@ -298,11 +337,11 @@ def test_requests_with_their_own_sampling_join_a_running_scheduler(model):
     assert scheduler.done and scheduler.pages_in_use == 0 and c.finish_reason == "cancelled"
 
 
-@pytest.mark.parametrize("temperature", [0.0, 1.0])
-def test_top_logprobs_come_from_their_own_program_and_change_no_sample(model, temperature):
+@pytest.mark.parametrize("temperature,decode_steps", [(0.0, 1), (1.0, 1), (1.0, 4)])
+def test_top_logprobs_come_from_their_own_program_and_change_no_sample(model, temperature, decode_steps):
     from common.engine import Sampling, Sequence
 
-    engine = Engine(model, max_cache_length=128, page_size=8, max_slots=4)
+    engine = Engine(model, max_cache_length=128, page_size=8, max_slots=4, decode_steps=decode_steps)
     plain = engine.sample(PROMPTS[:3], max_new_tokens=6, temperature=temperature, seed=5)
     scheduler, params = engine.new_scheduler(), engine.inference_weights(engine.state)
     seqs = [Sequence(i, p, 6, Sampling(temperature, seed=5), top_logprobs=0 if i == 1 else 3)

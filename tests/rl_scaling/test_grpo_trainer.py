@@ -131,9 +131,10 @@ def test_tiny_run_reward_rises(uninterrupted):
 
 def test_the_paged_engine_rolls_out_what_the_static_sampler_does(uninterrupted, tmp_path):
     """grpo.rollout_engine=paged (common/engine) draws the same samples: held-out pass@1 before training and
-    the whole first step (rewards, lengths, loss) equal the static sampler's run."""
+    the whole first step (rewards, lengths, loss) equal the static sampler's run; with 3 decode steps a device
+    call (grpo.engine_decode_steps) too."""
     _run_tiny(tmp_path / "paged", "--config.grpo.rollout_engine=paged", "--config.grpo.engine_slots=16",
-              "--config.num_steps=1")
+              "--config.grpo.engine_decode_steps=3", "--config.num_steps=1")
     paged, static = _metrics(tmp_path / "paged"), _metrics(uninterrupted)
     assert paged[0]["eval/pass@1"] == static[0]["eval/pass@1"]
     first = [r for r in static if r["step"] == 1][0]
