@@ -16,7 +16,7 @@ import argparse
 import os
 
 import uvicorn
-from serve import API_KEY_ENV, model_server  # tools/serve.py, beside this script
+from serve import API_KEY_ENV, add_engine_args, model_server  # tools/serve.py, beside this script
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -38,8 +38,10 @@ def main(argv: list[str] | None = None) -> None:
         from common.api import load_for_command
         from common.serving import make_app
         model, tokenizer, _ = load_for_command(args.model_path, dtype=args.dtype)
-        engine_args = argparse.Namespace(max_slots=args.max_batch, page_size=16, kv_cache_gib=None,
-                                         max_model_len=None, chat_template=args.chat_template)
+        engine_parser = argparse.ArgumentParser()
+        add_engine_args(engine_parser)  # the engine's defaults as tools/serve.py has them
+        engine_args = engine_parser.parse_args([])
+        engine_args.max_slots, engine_args.chat_template = args.max_batch, args.chat_template
         server = model_server(model, tokenizer, args.model_name, engine_args)
         app = make_app(server, api_key=args.api_key or os.environ.get(API_KEY_ENV) or None)
     else:
