@@ -10,9 +10,8 @@ write there (`NULL_PAGE`), so a fixed-shape program never needs a branch.
 
 On a mesh whose batch is split S ways the engine keeps one pool per batch shard: the page axis is split over the
 batch axes (PAGE_AXES: "batch" on the page axis; with one shard it splits nothing), each shard's pages numbered
-from 0 with its own null page, and the engine's
-program runs in `shard_map` over those axes, so a row reads and writes only its own shard's pages (nothing is
-gathered across chips) and each chip holds 1 / S of the pages.
+from 0 with its own null page, and the engine's program runs in `shard_map` over those axes, so a row reads and
+writes only its own shard's pages (nothing is gathered across chips) and each chip holds 1 / S of the pages.
 
 Which page holds what is the host's business (`common.engine.pages`): a call gets a `PageView` — per row the
 page table (its pages in order), the RoPE position of each query token, and the row's length after the call

@@ -193,12 +193,11 @@ class Engine(Rollout):
     def _pages_needed(self, tokens: int) -> int:
         return math.ceil(tokens / self.page_size)
 
-    def _run(self, params, works: list[Work], width: int, steps: int = 1, row_steps=None):
+    def _run(self, params, works: list[Work], width: int, steps: int, row_steps: list[list[int]]):
         """Runs one call per sampling mode among the rows of every shard (and apart, the rows that ask for top
         log-probs), each `steps` decode steps (1: one pass of `width` tokens); row_steps: per shard, each row's
         own steps (`Scheduler.decode_steps`). Returns, per shard, (sampled tokens [n, steps], log-probs
         [n, steps], per row a list per step of (top ids, top log-probs), or None)."""
-        row_steps = row_steps or [[1] * len(w.rows) for w in works]
         out = [(np.zeros((len(w.rows), steps), np.int32), np.zeros((len(w.rows), steps), np.float32),
                 [None] * len(w.rows)) for w in works]
         modes: dict[tuple, list[list[int]]] = {}
@@ -242,17 +241,15 @@ class Engine(Rollout):
             self._kv, token, logp, *ranked = program(params, prepared, self._pool(), tokens, view, last, seeds, ids,
                                                      index + i, temperature, top_p)
             made.append((token, logp, ranked[0] if ranked else None))
-        made = jax.device_get(made)  # the one wait for the device
-        token, logp = (np.stack([np.asarray(m[j]) for m in made], axis=1) for j in (0, 1))
-        ranked = [tuple(np.stack([np.asarray(m[2][j]) for m in made], axis=1) for j in (0, 1))] if top else []
+        # the one wait for the device; each output with a step axis after the rows (top: None, or ids and log-probs)
+        token, logp, ranked = jax.tree.map(lambda *x: np.stack(x, axis=1), *jax.device_get(made))
         self.stats["calls"] = self.stats.get("calls", 0) + steps
         self.stats["round_trips"] = self.stats.get("round_trips", 0) + 1
         self.stats["row_tokens"] = self.stats.get("row_tokens", 0) + rows * len(works) * width * steps
         out = []
         for s, work in enumerate(works):
             at = slice(s * rows, s * rows + len(work.rows))
-            out.append((np.asarray(token)[at], np.asarray(logp)[at],
-                        tuple(np.asarray(a)[at] for a in ranked[0]) if ranked else None))
+            out.append((token[at], logp[at], None if ranked is None else tuple(a[at] for a in ranked)))
         return out
 
     # ---- continuous use: a scheduler that requests join, one iteration at a time ---------------------

@@ -65,6 +65,11 @@ class Sequence:
         return self.prompt[position] if position < n else self.generated[position - n]
 
     @property
+    def tokens_left(self) -> int:
+        """New tokens its budget still allows."""
+        return self.max_new_tokens - len(self.generated)
+
+    @property
     def pending(self) -> int:
         """Context tokens still to compute (1 when decoding: the token sampled last)."""
         return self.length - self.computed
@@ -168,7 +173,7 @@ class Scheduler:
                     if victim is seq:
                         break
             if seq in self.running:
-                ahead = self.pages_for(seq.length - 1 + min(steps, seq.max_new_tokens - len(seq.generated)))
+                ahead = self.pages_for(seq.length - 1 + min(steps, seq.tokens_left))
                 if ahead > len(seq.pages) and self.pages.available >= ahead - len(seq.pages):
                     seq.pages += self.pages.allocate(ahead - len(seq.pages))
                 rows.append((seq, seq.computed, 1))
@@ -177,8 +182,7 @@ class Scheduler:
     def decode_steps(self, seq: Sequence, steps: int) -> int:
         """How many of a decode call's `steps` are a sequence's own: its new-token budget allows them and its
         pages hold their positions (the step at position p writes there)."""
-        return max(0, min(steps, seq.max_new_tokens - len(seq.generated),
-                          len(seq.pages) * self.page_size - seq.length + 1))
+        return max(0, min(steps, seq.tokens_left, len(seq.pages) * self.page_size - seq.length + 1))
 
     def cancel(self, seq: Sequence) -> None:
         """Drop a sequence wherever it is (a client went away), releasing its pages."""

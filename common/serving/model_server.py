@@ -47,8 +47,8 @@ class ModelServer:
     """model and tokenizer as `common.load_pretrained` gives them, served as `model_id`. chat_template: a bundled
     template's name (`common.chat`), None: the tokenizer's own. stop_token_ids: None = the tokenizer's end ids.
     engine: an `Engine` over the model (default: max_slots sequences at once, pages of page_size tokens, a pool
-    of memory_bytes or the engine's default, contexts of max_model_len tokens or the model's, decode_steps steps a
-    device call or the engine's default)."""
+    of memory_bytes or the engine's default, contexts of max_model_len tokens or the model's, decode_steps decode
+    steps a host round trip or the engine's default)."""
 
     def __init__(self, model, tokenizer, model_id: str, *, chat_template: str | None = None,
                  stop_token_ids=None, engine: Engine | None = None, max_slots: int = 64, page_size: int = 16,
