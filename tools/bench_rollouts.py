@@ -109,6 +109,8 @@ def main(argv=None):
     parser.add_argument("--prefill-tokens", type=int, default=1024, help="prompt tokens per engine prefill call")
     parser.add_argument("--decode-steps", type=int, default=None, help="the engine's decode steps a host round trip "
                         "(default: the engine's for the platform)")
+    parser.add_argument("--growth-reserve", type=float, default=None, help="the engine's admission reserve: a share "
+                        "of each running sequence's remaining budget kept in free pages (default: the engine's)")
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip-hf", action="store_true", help="leave transformers out")
@@ -127,7 +129,8 @@ def main(argv=None):
     path = resolve_model_path(args.model)
     model, tokenizer = load_pretrained(path, dtype=args.dtype)
     questions = gsm8k_questions(args.prompts)
-    prompts = [chat_prompt_ids(tokenizer, [{"role": "user", "content": q}]) for q in questions for _ in range(args.group)]
+    prompts = [chat_prompt_ids(tokenizer, [{"role": "user", "content": q}])
+               for q in questions for _ in range(args.group)]
     stops = end_token_ids(tokenizer)
     longest = max(len(p) for p in prompts)
     _, cache_length = call_shape(longest, args.new_tokens, longest + args.new_tokens)
@@ -136,7 +139,8 @@ def main(argv=None):
     engine = Engine(model, max_cache_length=longest + args.new_tokens, max_slots=args.engine_slots,
                     page_size=args.page_size, num_pages=1 + slots // args.page_size,
                     prefill_chunk=min(args.prefill_tokens, 256), prefill_tokens=args.prefill_tokens,
-                    pad_id=tokenizer.pad_token_id or 0, decode_steps=args.decode_steps)
+                    pad_id=tokenizer.pad_token_id or 0, decode_steps=args.decode_steps,
+                    **({} if args.growth_reserve is None else {"growth_reserve": args.growth_reserve}))
     params = sampler.state
     print(f"{len(prompts)} sequences, prompts {min(map(len, prompts))}-{longest} tokens, KV budget {slots} token slots "
           f"({args.static_batch} x {cache_length})", flush=True)
@@ -165,7 +169,7 @@ def main(argv=None):
              f"Load average {load_average()}. {len(prompts)} sequences ({args.prompts} GSM8K test questions x "
              f"{args.group}), <= {args.new_tokens} new tokens, temperature 1.0, {args.dtype}; KV budget {slots} "
              f"token slots; engine {args.engine_slots} slots, pages of {args.page_size}, "
-             f"{engine.decode_steps} decode step(s) a host round trip.\n",
+             f"{engine.decode_steps} decode step(s) a host round trip, growth reserve {engine.growth_reserve}.\n",
              "| way | s | tokens | tokens/s | engine's tokens/s over it | notes |", "|---|---|---|---|---|---|"]
     for name, seconds, tokens, notes in table_rows:
         rate = tokens / seconds

@@ -46,6 +46,8 @@ class PromptTooLongError(ValueError):
 
 
 DEFAULT_DECODE_STEPS = 4  # decode steps a round trip on an accelerator (a CPU step is long beside the host's: 1)
+# admission keeps pages for this share of the running sequences' remaining budgets (SGLang's new-token ratio, fixed)
+DEFAULT_GROWTH_RESERVE = 0.3
 DEFAULT_POOL_BYTES = 2**30  # the pool where the device reports no memory (CPU) and none is given
 DEVICE_POOL_SHARE = 0.4  # of a device's memory, where it reports its limit and no budget is given
 
@@ -89,13 +91,16 @@ class Engine(Rollout):
     device, the copy in their own dtype on a mesh. decode_steps: decode steps dispatched back to back before
     the host reads their tokens, when no prompt is being prefilled (None: 1 on a CPU, DEFAULT_DECODE_STEPS on
     an accelerator); a sequence that stops inside them costs the remaining steps (computed, dropped), and a new
-    prompt waits for them to end; the tokens are the same for any value."""
+    prompt waits for them to end; the tokens are the same for any value. growth_reserve: admission keeps free
+    pages for this share of every running sequence's remaining token budget (and the newcomer's), so sequences
+    admitted while short do not outgrow the pool and get preempted (recomputed) as they lengthen; 0: admit while
+    the prompt's pages are free."""
 
     def __init__(self, model: Decoder, *, mesh: Mesh | None = None, max_slots: int = 64, page_size: int = 16,
                  num_pages: int | None = None, memory_bytes: int | None = None,
                  max_cache_length: int | None = None, prefill_chunk: int = 256, prefill_tokens: int | None = None,
                  min_rows: int = 8, row_step: int | None = None, pad_id: int = 0, weights_dtype=None,
-                 decode_steps: int | None = None):
+                 decode_steps: int | None = None, growth_reserve: float = DEFAULT_GROWTH_RESERVE):
         self.graphdef, self.state = nnx.split(model)
         self.config = model.config
         self.dtype = model.dtype
@@ -109,6 +114,10 @@ class Engine(Rollout):
         if decode_steps < 1:
             raise ValueError(f"decode_steps must be >= 1, got {decode_steps}")
         self.decode_steps = decode_steps
+        if not 0 <= growth_reserve <= 1:
+            raise ValueError(f"growth_reserve is a share of the remaining token budget, in [0, 1]; "
+                             f"got {growth_reserve}")
+        self.growth_reserve = growth_reserve
         self.max_cache_length = max_cache_length or model.config.max_position_embeddings
         self.shards = batch_shards(mesh)
         self.shard_slots = math.ceil(max_slots / self.shards)  # a shard's largest decode batch
@@ -182,10 +191,14 @@ class Engine(Rollout):
         view = PageView(page_table=table, positions=positions, lengths=lengths)
         return tokens, view, last, seeds, ids, index, temperature, top_p, steps_left
 
-    def _rows(self, n: int) -> int:
-        """A shard's rows in a call where its busiest shard has n sequences: n rounded up (`row_step`), at least
-        min_rows, at most a shard's largest call (its slots rounded up the same way)."""
+    def _rows(self, n: int, width: int = 1) -> int:
+        """A shard's rows in a call of `width` tokens a row where its busiest shard has n sequences: n rounded up
+        (`row_step`), at least min_rows, at most a shard's largest call (its slots rounded up the same way). Where
+        padding rows cost their share (`row_step`), a prefill call of fewer than row_step rows takes the next power
+        of two instead: each padding row would cost `width` tokens."""
         if self.row_step:
+            if width > 1 and n < self.row_step:
+                return bucket(n, 1)
             up = lambda m: self.row_step * math.ceil(max(m, 1) / self.row_step)
             return max(n, min(max(up(n), self.min_rows), up(self.shard_slots)))
         return max(n, min(bucket(n, self.min_rows), bucket(self.shard_slots, 1)))
@@ -222,7 +235,7 @@ class Engine(Rollout):
         after the other without waiting: step i > 0 takes the tokens step i - 1 sampled where they are (on the
         device) and writes at the next position, and the host reads every step's tokens once at the end. -> per
         shard (tokens [n, steps], log-probs [n, steps], (top ids, top log-probs) [n, steps, top] each, or None)."""
-        rows = self._rows(max(len(w.rows) for w in works))
+        rows = self._rows(max(len(w.rows) for w in works), width)
         pages = bucket(max(self._pages_needed(first + max(n, s)) for w, rs in zip(works, row_steps)
                            for (_, first, n), s in zip(w.rows, rs)), 1)
         pages = min(pages, self._pages_needed(self.max_cache_length))
@@ -258,7 +271,8 @@ class Engine(Rollout):
         """An empty queue and slot set over this engine's pools, one `Scheduler` a batch shard (one in use at a
         time)."""
         return ShardedScheduler([Scheduler(PageCache(self.num_pages, self.page_size), max_slots=self.shard_slots,
-                                           prefill_chunk=self.prefill_chunk, prefill_tokens=self.prefill_tokens)
+                                           prefill_chunk=self.prefill_chunk, prefill_tokens=self.prefill_tokens,
+                                           growth_reserve=self.growth_reserve)
                                  for _ in range(self.shards)])
 
     def drop_pool(self) -> None:
@@ -362,7 +376,23 @@ class Engine(Rollout):
         steps = self.decode_steps
         if any(w.rows for w in prefill):
             steps = 1
-            yield prefill, min(length_bucket(max(w.tokens for w in prefill), 16), self.prefill_chunk), 1
+            for works, width in self._prefill_calls(prefill):
+                yield works, width, 1
         decode = scheduler.decode_work(steps)
         if any(w.rows for w in decode):
             yield decode, 1, steps
+
+    def _prefill_width(self, tokens: int) -> int:
+        return min(length_bucket(tokens, 16), self.prefill_chunk)
+
+    def _prefill_calls(self, works: list[Work]):
+        """The prefill calls of one iteration's chunks, each (every shard's work, tokens a row). A call pads its
+        rows to its longest chunk; where padding rows cost their share of the products (`row_step`: one CPU
+        device) the chunks go in one call per length bucket, longest first, so the last few tokens of a prompt
+        whose full pages are shared (GRPO's G copies) do not ride as a full chunk; elsewhere in one call."""
+        if not self.row_step:
+            yield works, self._prefill_width(max(w.tokens for w in works))
+            return
+        widths = {self._prefill_width(n) for w in works for _, _, n in w.rows}
+        for width in sorted(widths, reverse=True):
+            yield [Work([r for r in w.rows if self._prefill_width(r[2]) == width]) for w in works], width

@@ -5,10 +5,11 @@ A sequence's context is its prompt then its generated tokens; `computed` of them
 its pages. Each call computes the rest of some sequences' context (a prefill chunk: many tokens; a decode
 step: the one token sampled last) and samples the next token from the last one it computed. A sequence
 that is admitted takes a slot and the pages of its prompt (full pages another prompt already filled are
-shared, `PageCache.match`); decoding takes a new page each `page_size` tokens; when none is left the most
-recently admitted sequence is preempted: its pages are released and it waits at the head of the queue, to be
-recomputed later from its context (its samples do not change: their keys depend on the sequence and the
-token index only). So any number of prompts runs in a fixed pool and never runs out of memory.
+shared, `PageCache.match`), while pages for the expected growth of those running stay free (`growth_reserve`);
+decoding takes a new page each `page_size` tokens; when none is left the most recently admitted sequence is
+preempted: its pages are released and it waits at the head of the queue, to be recomputed later from its
+context (its samples do not change: their keys depend on the sequence and the token index only). So any number
+of prompts runs in a fixed pool and never runs out of memory.
 """
 
 from __future__ import annotations
@@ -89,10 +90,16 @@ class Work:
 class Scheduler:
     """Slots, queue and pages. max_slots: sequences admitted at once (the decode batch). prefill_chunk: the
     most tokens of one sequence a prefill call computes; prefill_tokens: of all its rows together, so a long
-    prompt does not stall the decoders for long."""
+    prompt does not stall the decoders for long. growth_reserve: a sequence is admitted only while the free pages
+    also hold this share of every running sequence's remaining token budget and of its own (beyond the pages
+    they hold), so that sequences admitted while short do not outgrow the pool and preempt each other as they
+    lengthen (each preemption recomputes a context); 0: admitted while its prompt's pages are free. The first
+    sequence is always admitted when its prompt fits."""
 
-    def __init__(self, pages: PageCache, *, max_slots: int, prefill_chunk: int, prefill_tokens: int):
+    def __init__(self, pages: PageCache, *, max_slots: int, prefill_chunk: int, prefill_tokens: int,
+                 growth_reserve: float = 0.0):
         self.pages = pages
+        self.growth_reserve = growth_reserve
         self.max_slots = max_slots
         self.prefill_chunk = prefill_chunk
         self.prefill_tokens = max(prefill_tokens, prefill_chunk)
@@ -133,7 +140,10 @@ class Scheduler:
         shareable = min(len(seq.prompt_keys), (seq.length - 1) // self.page_size)  # compute >= 1 token
         matched, ready = self.pages.match(seq.prompt_keys[:shareable])
         need = self.pages_for(seq.length) - len(matched)
-        if not ready or need > self.pages.available:
+        keep = 0
+        if self.running and self.growth_reserve:  # pages kept for the growth of those running and of this one
+            keep = self._reserved() + self.pages_for(seq.length + self._expected(seq)) - self.pages_for(seq.length)
+        if not ready or need + keep > self.pages.available:
             self.pages.release(matched)
             return False
         seq.pages = matched + self.pages.allocate(need)
@@ -142,6 +152,14 @@ class Scheduler:
             self.pages.publish(seq.pages[i], seq.prompt_keys[i])
         self.running.append(seq)
         return True
+
+    def _expected(self, seq: Sequence) -> int:
+        """New tokens a sequence is expected to make yet: `growth_reserve` of its remaining budget."""
+        return math.ceil(self.growth_reserve * seq.tokens_left)
+
+    def _reserved(self) -> int:
+        """Pages the running sequences are expected to take yet, beyond those they hold."""
+        return sum(max(0, self.pages_for(seq.length + self._expected(seq)) - len(seq.pages)) for seq in self.running)
 
     # ---- one iteration's calls ------------------------------------------------------------------
 

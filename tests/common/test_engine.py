@@ -12,7 +12,7 @@ from common.attention.paged import paged_reference_attention
 from common.config import get_preset
 from common.engine import Engine, PromptTooLongError
 from common.engine.pages import OutOfPages, PageCache, page_keys
-from common.engine.scheduler import Scheduler, Sequence
+from common.engine.scheduler import Scheduler, Sequence, Work
 from common.model import Decoder
 from common.paged_kv import NULL_PAGE, PageView, write_pages
 from common.sampler import Sampler
@@ -138,15 +138,50 @@ def test_admission_is_bounded_by_free_pages_and_decode_preempts_the_newest():
     assert list(sched.waiting)[0] is seqs[1] and seqs[1].computed == 0 and seqs[1].generated == [1]
 
 
+def _drive(sched: Scheduler) -> None:
+    """Runs a scheduler to the end as the engine would, each sequence to its token budget."""
+    while not sched.done:
+        sched.admit()
+        for next_work in (sched.prefill_work, sched.decode_work):
+            work = next_work()
+            sched.computed(work)
+            for seq, first, n in work.rows:
+                if first + n == seq.length:
+                    sched.sampled(seq, 5, -1.0)
+
+
+def test_admission_keeps_pages_for_the_growth_of_running_sequences():
+    """Three 4-token prompts (2 pages of 2) that each make 8 tokens (6 pages at the end) in a pool of 8 free
+    pages: admitted while their prompts fit, all three start and then preempt each other as they lengthen; with
+    the whole remaining budget reserved, one runs at a time and nothing is preempted."""
+    def run(reserve):
+        sched = Scheduler(PageCache(9, 2), max_slots=8, prefill_chunk=8, prefill_tokens=8, growth_reserve=reserve)
+        for i in range(3):
+            sched.add(Sequence(i, [10 + i, 20 + i, 30 + i, 40 + i], 8))
+        sched.admit()
+        admitted = len(sched.running)
+        _drive(sched)
+        return admitted, sched.preemptions
+    greedy, reserved = run(0.0), run(1.0)
+    assert greedy[0] == 3 and greedy[1] > 0
+    assert reserved == (1, 0)
+    half = Scheduler(PageCache(9, 2), max_slots=8, prefill_chunk=8, prefill_tokens=8, growth_reserve=0.5)
+    for i in range(3):
+        half.add(Sequence(i, [10 + i, 20 + i, 30 + i, 40 + i], 8))
+    half.admit()  # the second: its 2 pages + 2 for the first's expected 4 tokens + 2 for its own = 6 of 6 free
+    assert len(half.running) == 2
+
+
 # ---- the engine ----------------------------------------------------------------------------------
 
-LAYOUTS = [
+LAYOUTS = [  # growth_reserve=0: admitted while the prompt fits, so the small pools preempt
     dict(page_size=16, max_slots=8),  # everything at once
-    dict(page_size=4, max_slots=2, num_pages=18),  # two slots, refills, a preemption
-    dict(page_size=4, max_slots=8, num_pages=24, prefill_chunk=4),  # chunked prefill, preemptions
+    dict(page_size=4, max_slots=2, num_pages=18, growth_reserve=0),  # two slots, refills, a preemption
+    dict(page_size=4, max_slots=8, num_pages=24, prefill_chunk=4),  # chunked prefill, the default growth reserve
+    dict(page_size=4, max_slots=8, num_pages=24, prefill_chunk=4, growth_reserve=0),  # preemptions
     # several decode steps a round trip: stops and budgets inside one, pages short for the steps ahead, preemptions
-    dict(page_size=4, max_slots=2, num_pages=18, decode_steps=4),
-    dict(page_size=4, max_slots=8, num_pages=24, prefill_chunk=4, decode_steps=3),
+    dict(page_size=4, max_slots=2, num_pages=18, decode_steps=4, growth_reserve=0),
+    dict(page_size=4, max_slots=8, num_pages=24, prefill_chunk=4, decode_steps=3, growth_reserve=0),
 ]
 
 
@@ -165,17 +200,18 @@ def test_the_engine_draws_the_static_samplers_tokens_in_any_layout(model, static
 def test_several_decode_steps_a_round_trip_meet_the_host_less_and_change_no_token(model):
     """decode_steps=4: four decode steps are dispatched back to back and their tokens read once, so the host
     waits for the device about a quarter as often, and the tokens and log-probs are one step a wait's. The first
-    iteration prefills five prompts (a token each) and decodes one step (a prompt was prefilled: one step only),
-    where the one-token prompt [100] gets its first token; its other 30 of the budget of 31 take 30 round trips
-    a step at a time, 8 at four (the last one's final two steps padding)."""
+    iteration prefills five prompts (a token each) in three calls (one a length bucket: 16, 24 and 48 tokens) and
+    decodes one step (a prompt was prefilled: one step only), where the one-token prompt [100] gets its first
+    token; its other 30 of the budget of 31 take 30 round trips a step at a time, 8 at four (the last one's final
+    two steps padding)."""
     one = Engine(model, max_cache_length=128, page_size=8, max_slots=8, decode_steps=1)
     four = Engine(model, max_cache_length=128, page_size=8, max_slots=8, decode_steps=4)
     kw = dict(max_new_tokens=31, temperature=1.0, top_p=0.9, seed=3)
     a, b = one.sample(PROMPTS, **kw), four.sample(PROMPTS, **kw)
     assert b.token_ids == a.token_ids and b.finish_reasons == a.finish_reasons == ["length"] * len(PROMPTS)
     np.testing.assert_allclose(np.concatenate(b.logprobs), np.concatenate(a.logprobs), atol=1e-5)
-    assert one.stats["round_trips"] == one.stats["calls"] == 2 + 30
-    assert four.stats["round_trips"] == 2 + 8 and four.stats["calls"] == 2 + 8 * 4
+    assert one.stats["round_trips"] == one.stats["calls"] == 4 + 30
+    assert four.stats["round_trips"] == 4 + 8 and four.stats["calls"] == 4 + 8 * 4
     with pytest.raises(ValueError, match="decode_steps"):
         Engine(model, decode_steps=0)
 
@@ -232,10 +268,25 @@ def test_requests_that_cannot_fit_fail_clearly(model):
 
 
 def test_call_rows_are_rounded_to_multiples_of_eight_on_one_cpu_and_to_powers_of_two_elsewhere(model):
-    rows = lambda engine: [engine._rows(n) for n in (1, 8, 9, 33, 64, 65)]
-    assert rows(Engine(model, max_slots=64)) == [8, 8, 16, 40, 64, 65]  # the default on one CPU device
-    assert rows(Engine(model, max_slots=64, row_step=0)) == [8, 8, 16, 64, 64, 65]
-    assert rows(Engine(model, max_slots=60, row_step=8, min_rows=16)) == [16, 16, 16, 40, 64, 65]
+    rows = lambda engine, width=1: [engine._rows(n, width) for n in (1, 3, 8, 9, 33, 64, 65)]
+    assert rows(Engine(model, max_slots=64)) == [8, 8, 8, 16, 40, 64, 65]  # the default on one CPU device
+    assert rows(Engine(model, max_slots=64), 16) == [1, 4, 8, 16, 40, 64, 65]  # prefill: padding rows cost 16 tokens
+    assert rows(Engine(model, max_slots=64, row_step=0)) == [8, 8, 8, 16, 64, 64, 65]
+    assert rows(Engine(model, max_slots=64, row_step=0), 16) == [8, 8, 8, 16, 64, 64, 65]
+    assert rows(Engine(model, max_slots=60, row_step=8, min_rows=16)) == [16, 16, 16, 16, 40, 64, 65]
+
+
+def test_prefill_chunks_of_different_lengths_go_in_one_call_a_length_bucket_where_padding_costs(model):
+    """On one CPU device (row_step) a prompt's 3-token tail does not ride, padded to 40 tokens, in the call of
+    another prompt's 40; elsewhere (row_step 0: padding is nearly free, calls are not) one call takes both."""
+    seqs = [Sequence(i, list(range(1, n + 1)), 4) for i, n in enumerate((40, 3, 20))]
+    works = [Work([(seqs[0], 0, 40), (seqs[1], 0, 3), (seqs[2], 0, 20)])]
+    split = [(width, [r[0].id for r in w[0].rows]) for w, width in Engine(model)._prefill_calls(works)]
+    assert split == [(48, [0]), (24, [2]), (16, [1])]
+    one = [(width, [r[0].id for r in w[0].rows]) for w, width in Engine(model, row_step=0)._prefill_calls(works)]
+    assert one == [(48, [0, 1, 2])]
+    with pytest.raises(ValueError, match="growth_reserve"):
+        Engine(model, growth_reserve=1.5)
 
 
 def test_a_bfloat16_engine_runs_on_the_cpu():
@@ -275,7 +326,7 @@ def test_on_a_mesh_with_four_batch_shards_each_shard_has_its_own_pool_and_sample
     prompts = [PROMPTS[5], PROMPTS[4]] * 4 + PROMPTS[:4]  # 3 a shard, two long ones together on three shards
     ref = static.sample(prompts, max_new_tokens=12, temperature=1.0, seed=4)
     engine = Engine(model, mesh=mesh, max_cache_length=128, page_size=4, num_pages=16, max_slots=8,
-                    weights_dtype="float32")
+                    weights_dtype="float32", growth_reserve=0)
     assert (engine.shards, engine.shard_slots) == (4, 2)
     out = engine.sample(prompts, max_new_tokens=12, temperature=1.0, seed=4)
     assert out.token_ids == ref.token_ids
