@@ -128,21 +128,24 @@ class Scheduler:
         """Admit waiting sequences, in order, while slots and pages last; one whose shared pages are still
         being prefilled is passed over until they are ready."""
         passed = []
+        # pages the running sequences are expected to take yet (`growth_reserve`): summed once, grown by each admission
+        reserved = sum(self._growth(s, len(s.pages)) for s in self.running) if self.growth_reserve else 0
         while self.waiting and len(self.running) < self.max_slots:
             seq = self.waiting.popleft()
-            if not self._try_admit(seq):
+            growth = self._growth(seq, self.pages_for(seq.length)) if self.growth_reserve else 0
+            if self._try_admit(seq, keep=reserved + growth if self.running else 0):
+                reserved += growth
+            else:
                 passed.append(seq)
                 if self.pages.available == 0:
                     break
         self.waiting.extendleft(reversed(passed))
 
-    def _try_admit(self, seq: Sequence) -> bool:
+    def _try_admit(self, seq: Sequence, keep: int) -> bool:
+        """Admits a sequence if its prompt's pages are free with `keep` more to spare."""
         shareable = min(len(seq.prompt_keys), (seq.length - 1) // self.page_size)  # compute >= 1 token
         matched, ready = self.pages.match(seq.prompt_keys[:shareable])
         need = self.pages_for(seq.length) - len(matched)
-        keep = 0
-        if self.running and self.growth_reserve:  # pages kept for the growth of those running and of this one
-            keep = self._reserved() + self.pages_for(seq.length + self._expected(seq)) - self.pages_for(seq.length)
         if not ready or need + keep > self.pages.available:
             self.pages.release(matched)
             return False
@@ -153,13 +156,9 @@ class Scheduler:
         self.running.append(seq)
         return True
 
-    def _expected(self, seq: Sequence) -> int:
-        """New tokens a sequence is expected to make yet: `growth_reserve` of its remaining budget."""
-        return math.ceil(self.growth_reserve * seq.tokens_left)
-
-    def _reserved(self) -> int:
-        """Pages the running sequences are expected to take yet, beyond those they hold."""
-        return sum(max(0, self.pages_for(seq.length + self._expected(seq)) - len(seq.pages)) for seq in self.running)
+    def _growth(self, seq: Sequence, held: int) -> int:
+        """Pages a sequence holding `held` is expected to take yet: for `growth_reserve` of its remaining budget."""
+        return max(0, self.pages_for(seq.length + math.ceil(self.growth_reserve * seq.tokens_left)) - held)
 
     # ---- one iteration's calls ------------------------------------------------------------------
 
