@@ -28,7 +28,7 @@ from jax.sharding import Mesh
 
 from common.device_memory import device_memory_limit
 from common.engine.pages import PageCache
-from common.engine.programs import TOP_LOGPROBS, step_function
+from common.engine.programs import TOP_LOGPROBS, copy_function, step_function
 from common.engine.scheduler import Sampling, Scheduler, Sequence, ShardedScheduler, Work
 from common.engine.weights import inference_copy
 from common.model import Decoder
@@ -136,6 +136,7 @@ class Engine(Rollout):
         self._prepared = PerVersion(lambda params: self.backend.prepare(nnx.merge(self.graphdef, params)))
         self._kv: PagedKV | None = None
         self._compiled: dict[tuple, Any] = {}
+        self._copier = jax.jit(copy_function(mesh), donate_argnums=(0,))
         self.stats: dict[str, int] = {}
 
     # ---- programs ---------------------------------------------------------------------------------
@@ -190,6 +191,21 @@ class Engine(Rollout):
             seeds[r], temperature[r], top_p[r] = seq.sampling.seed, seq.sampling.temperature or 1.0, seq.sampling.top_p
         view = PageView(page_table=table, positions=positions, lengths=lengths)
         return tokens, view, last, seeds, ids, index, temperature, top_p, steps_left
+
+    def _copy(self, copies: list[list[tuple[int, int]]]) -> None:
+        """Runs the scheduler's page copies (per shard, (source, destination) in that shard's pages), in one call
+        of a power-of-two number a shard."""
+        n = max(map(len, copies), default=0)
+        if not n:
+            return
+        width = bucket(n, 1)
+        source = np.full((len(copies), width), NULL_PAGE, np.int32)
+        destination = source.copy()
+        for s, pairs in enumerate(copies):
+            if pairs:
+                source[s, :len(pairs)], destination[s, :len(pairs)] = zip(*pairs)
+        self._kv = self._copier(self._pool(), source.reshape(-1), destination.reshape(-1))
+        self.stats["page_copies"] = self.stats.get("page_copies", 0) + sum(map(len, copies))
 
     def _rows(self, n: int, width: int = 1) -> int:
         """A shard's rows in a call of `width` tokens a row where its busiest shard has n sequences: n rounded up
@@ -300,6 +316,7 @@ class Engine(Rollout):
         step, or `decode_steps`). Returns the sequences that got tokens (a finished one has its finish_reason).
         params: as `generate`'s, already the inference copy when one is used (`inference_weights`)."""
         scheduler.admit()
+        self._copy(scheduler.take_copies())
         got, ran = [], False
         for works, width, steps in self._iteration(scheduler):
             row_steps = [[scheduler.decode_steps(seq, steps) if steps > 1 else 1 for seq, _, _ in w.rows]
@@ -355,7 +372,7 @@ class Engine(Rollout):
         seqs = [Sequence(i, list(map(int, p)), max_new_tokens, sampling) for i, p in enumerate(prompt_ids)]
         for i, seq in enumerate(seqs):  # contiguous blocks a shard: a prompt's copies share their pages
             scheduler.add(seq, i * self.shards // len(seqs))
-        self.stats = {"calls": 0, "round_trips": 0, "row_tokens": 0}
+        self.stats = {"calls": 0, "round_trips": 0, "row_tokens": 0, "page_copies": 0}
         ctx = jax.set_mesh(self.mesh) if self.mesh is not None else contextlib.nullcontext()
         with ctx:
             params = self._inference_weights(params)

@@ -3,7 +3,8 @@ the tokens that produced them, so prompts with a common prefix share its pages i
 
 A page's key is a digest of its tokens and of the key of the page before it: the keys and values in a page
 depend on every token up to its end, and nothing else. Pages are shared only when full and never written
-again (a sequence writes at positions past what it matched), so no copy-on-write is needed. A cached page
+again (a sequence writes at positions past what it matched), so no copy-on-write is needed (a prompt's partial
+last page is copied whole instead, from a sequence that computed it: `Scheduler`). A cached page
 whose last user released it stays cached, and is reused first in least-recently-released order when the
 free list runs out. A page being prefilled is cached at once but "pending": a sequence that would share it
 waits until the prefill that fills it has run (`PageCache.ready`).
@@ -33,6 +34,11 @@ def page_keys(tokens: Sequence[int], page_size: int, parent: bytes = b"") -> lis
                                  .tobytes(), digest_size=16).digest()
         keys.append(parent)
     return keys
+
+
+def tokens_key(tokens: Sequence[int]) -> bytes:
+    """A digest of a whole token sequence (a prompt's, to find another sequence with the same one)."""
+    return hashlib.blake2b(np.asarray(tokens, np.int64).tobytes(), digest_size=16).digest()
 
 
 class PageCache:

@@ -57,6 +57,24 @@ def pass_and_sample(model, prepared, kv: PagedKV, tokens, view: PageView, last, 
     return kv, token, logp
 
 
+def copy_pages(kv: PagedKV, source: jax.Array, destination: jax.Array) -> PagedKV:
+    """The pool with page destination[i] of every layer a copy of page source[i] (int32 [n]; padding copies the
+    null page onto itself)."""
+    move = lambda pool: pool.at[:, :, destination].set(pool[:, :, source])
+    return PagedKV(k=move(kv.k), v=move(kv.v))
+
+
+def copy_function(mesh: Mesh | None = None):
+    """`copy_pages` for `jax.jit`; on a mesh whose batch is split, in `shard_map` over the batch axes, each shard
+    copying within its own pages (source and destination split like the rows of `step_function`)."""
+    axes = batch_axes(mesh) if mesh is not None else ()
+    if not axes:
+        return copy_pages
+    pool = PagedKV(k=P(None, None, axes), v=P(None, None, axes))
+    return jax.shard_map(copy_pages, mesh=mesh, in_specs=(pool, P(axes), P(axes)), out_specs=pool,
+                         axis_names=frozenset(axes), check_vma=False)
+
+
 def step_function(graphdef, mode: SamplingMode, top: int = 0, mesh: Mesh | None = None):
     """`pass_and_sample` as a function of (state, prepared, kv, tokens, view, last, seeds, sequence_ids,
     token_index, temperature, top_p) for `jax.jit`. On a mesh whose batch is split (`common.sharding.batch_axes`)

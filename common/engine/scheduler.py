@@ -5,7 +5,9 @@ A sequence's context is its prompt then its generated tokens; `computed` of them
 its pages. Each call computes the rest of some sequences' context (a prefill chunk: many tokens; a decode
 step: the one token sampled last) and samples the next token from the last one it computed. A sequence
 that is admitted takes a slot and the pages of its prompt (full pages another prompt already filled are
-shared, `PageCache.match`), while pages for the expected growth of those running stay free (`growth_reserve`);
+shared, `PageCache.match`; the partial last page is copied from a running sequence with the same prompt that
+computed it, so GRPO's copies start decoding at once), while pages for the expected growth of those running stay
+free (`growth_reserve`);
 decoding takes a new page each `page_size` tokens; when none is left the most recently admitted sequence is
 preempted: its pages are released and it waits at the head of the queue, to be recomputed later from its
 context (its samples do not change: their keys depend on the sequence and the token index only). So any number
@@ -18,7 +20,7 @@ import collections
 import dataclasses
 import math
 
-from common.engine.pages import OutOfPages, PageCache, page_keys
+from common.engine.pages import OutOfPages, PageCache, page_keys, tokens_key
 from common.sampling import SamplingMode
 
 
@@ -53,6 +55,7 @@ class Sequence:
     computed: int = 0  # context tokens whose keys and values are in `pages`
     finish_reason: str | None = None  # "stop" | "length" once done
     prompt_keys: list[bytes] = dataclasses.field(default_factory=list)  # of the prompt's full pages
+    prompt_key: bytes = b""  # of the whole prompt (`Scheduler.tail_donors`)
     top_logprobs: int = 0  # how many most likely tokens to report each step (at most programs.TOP_LOGPROBS)
     top: list[tuple[list[int], list[float]]] = dataclasses.field(default_factory=list)  # per token: (ids, log-probs)
     shard: int = 0  # the batch shard whose pages it uses (`ShardedScheduler`)
@@ -106,6 +109,10 @@ class Scheduler:
         self.waiting: collections.deque[Sequence] = collections.deque()
         self.running: list[Sequence] = []  # in admission order
         self.preemptions = 0
+        # per prompt (its key), a running sequence whose pages hold that prompt's keys and values but for its last
+        # token: a new sequence with the same prompt copies its partial last page instead of prefilling it
+        self.tail_donors: dict[bytes, Sequence] = {}
+        self.copies: list[tuple[int, int]] = []  # (source page, destination page) to copy before the next call
 
     @property
     def page_size(self) -> int:
@@ -116,6 +123,7 @@ class Scheduler:
 
     def add(self, seq: Sequence) -> None:
         seq.prompt_keys = page_keys(seq.prompt, self.page_size)
+        seq.prompt_key = tokens_key(seq.prompt)
         self.waiting.append(seq)
 
     @property
@@ -149,12 +157,31 @@ class Scheduler:
         if not ready or need + keep > self.pages.available:
             self.pages.release(matched)
             return False
+        donor = self._tail_donor(seq, len(matched)) if len(matched) == shareable else None
         seq.pages = matched + self.pages.allocate(need)
         seq.computed = len(matched) * self.page_size
+        if donor is not None:  # the tail's keys and values but for the last token's: that one computes as a decode
+            self.copies.append((donor.pages[len(matched)], seq.pages[len(matched)]))
+            seq.computed = seq.length - 1
         for i in range(len(matched), len(seq.prompt_keys)):
             self.pages.publish(seq.pages[i], seq.prompt_keys[i])
         self.running.append(seq)
         return True
+
+    def _tail_donor(self, seq: Sequence, shared: int) -> Sequence | None:
+        """A running sequence whose page `shared` (the one after the `shared` full pages seq matched) holds seq's
+        prompt tail but for its last token, when seq is a fresh prompt with more than that token left to compute."""
+        if seq.generated or seq.length - shared * self.page_size < 2:
+            return None
+        donor = self.tail_donors.get(seq.prompt_key)
+        if donor is None or donor is seq or len(donor.pages) <= shared or donor.computed < len(seq.prompt) - 1:
+            return None
+        return donor
+
+    def take_copies(self) -> list[tuple[int, int]]:
+        """The page copies admission asked for (source, destination), to run before the next call; cleared."""
+        copies, self.copies = self.copies, []
+        return copies
 
     def _growth(self, seq: Sequence, held: int) -> int:
         """Pages a sequence holding `held` is expected to take yet: for `growth_reserve` of its remaining budget."""
@@ -205,6 +232,7 @@ class Scheduler:
         """Drop a sequence wherever it is (a client went away), releasing its pages."""
         if seq in self.running:
             self.running.remove(seq)
+            self._forget_donor(seq)
             self.pages.release(seq.pages)
             seq.pages = []
         elif seq in self.waiting:
@@ -214,10 +242,15 @@ class Scheduler:
     def preempt(self, seq: Sequence) -> None:
         """Release a running sequence's pages; it waits first in line, to be recomputed from its context."""
         self.running.remove(seq)
+        self._forget_donor(seq)
         self.pages.release(seq.pages)
         seq.pages, seq.computed = [], 0
         self.waiting.appendleft(seq)
         self.preemptions += 1
+
+    def _forget_donor(self, seq: Sequence) -> None:
+        if self.tail_donors.get(seq.prompt_key) is seq:
+            del self.tail_donors[seq.prompt_key]
 
     def computed(self, work: Work) -> None:
         """The call ran: its tokens' keys and values are in their pages (pages of a prompt they completed
@@ -226,6 +259,8 @@ class Scheduler:
             seq.computed = first + n
             for i in range(min(len(seq.prompt_keys), seq.computed // self.page_size)):
                 self.pages.ready(seq.pages[i])
+            if seq.prompt_key not in self.tail_donors and seq.computed >= len(seq.prompt) - 1:
+                self.tail_donors[seq.prompt_key] = seq
 
     def sampled(self, seq: Sequence, token: int, logprob: float) -> None:
         """Append a token sampled after the sequence's last computed one; retire it when it stops or reaches
@@ -238,6 +273,7 @@ class Scheduler:
             seq.finish_reason = "length"
         if seq.finish_reason is not None:
             self.running.remove(seq)
+            self._forget_donor(seq)
             self.pages.release(seq.pages)
             seq.pages = []
 
@@ -305,6 +341,9 @@ class ShardedScheduler:
 
     def decode_steps(self, seq: Sequence, steps: int) -> int:
         return self.shards[seq.shard].decode_steps(seq, steps)
+
+    def take_copies(self) -> list[list[tuple[int, int]]]:
+        return [s.take_copies() for s in self.shards]
 
     def computed(self, works: list[Work]) -> None:
         for s, work in zip(self.shards, works):

@@ -118,24 +118,35 @@ def test_a_group_of_copies_shares_its_prompt_pages():
     sched.computed(work)
     sched.admit()
     assert len(sched.running) == 8
-    shared = sched.running[0].pages[:4]
-    assert all(s.pages[:4] == shared and s.computed == 16 for s in sched.running[1:])
+    first, copies = sched.running[0], sched.running[1:]
+    assert all(s.pages[:4] == first.pages[:4] for s in copies)
     assert cache.in_use == 4 + 8  # the shared pages once, a tail page each
+    # each copy's tail page is a copy of the first one's (its 2 prompt tokens but the last computed): it decodes next
+    assert sched.take_copies() == [(first.pages[4], s.pages[4]) for s in copies] and sched.take_copies() == []
+    assert all(s.computed == 17 and s.pending == 1 for s in copies)
 
 
-def test_admission_is_bounded_by_free_pages_and_decode_preempts_the_newest():
-    sched = Scheduler(PageCache(5, 2), max_slots=8, prefill_chunk=8, prefill_tokens=8)
-    seqs = [Sequence(i, [10 + i, 20 + i, 30 + i, 40 + i], 8) for i in range(3)]
-    for s in seqs:
-        sched.add(s)
+def test_a_prompt_tail_is_copied_only_from_a_running_sequence_that_computed_it():
+    prompt = list(range(1, 19))  # pages of 4: 4 full pages and a tail of 2
+    sched = Scheduler(PageCache(64, 4), max_slots=8, prefill_chunk=8, prefill_tokens=8)
+    seqs = [Sequence(i, prompt, 4) for i in range(4)]
+    sched.add(seqs[0])
     sched.admit()
-    assert sched.running == seqs[:2] and list(sched.waiting) == seqs[2:]  # 2 pages each, 4 free
-    sched.computed(sched.prefill_work())
-    for s in seqs[:2]:
-        sched.sampled(s, 1, -0.5)
-    work = sched.decode_work()  # each needs a third page: none is free, the newest is preempted
-    assert [r[0] for r in work.rows] == [seqs[0]] and sched.preemptions == 1
-    assert list(sched.waiting)[0] is seqs[1] and seqs[1].computed == 0 and seqs[1].generated == [1]
+    sched.computed(sched.prefill_work())  # a chunk of 8 tokens
+    sched.computed(sched.prefill_work())  # 16: the full pages are ready, the tail is not computed
+    sched.add(seqs[1])
+    sched.admit()
+    assert sched.take_copies() == [] and seqs[1].computed == 16  # no tail to copy yet: it prefills its own
+    sched.computed(sched.prefill_work())  # both tails: seqs[0] is the prompt's donor
+    sched.add(seqs[2])
+    sched.admit()
+    assert sched.take_copies() == [(seqs[0].pages[4], seqs[2].pages[4])] and seqs[2].computed == 17
+    for seq in sched.running[::-1]:  # a donor that leaves its pages is forgotten
+        sched.preempt(seq)
+    assert sched.tail_donors == {}
+    sched.add(seqs[3])
+    sched.admit()
+    assert sched.take_copies() == [] and all(s.computed == 16 for s in seqs[:4])
 
 
 def _drive(sched: Scheduler) -> None:
@@ -255,6 +266,20 @@ def test_group_copies_share_pages_and_sample_independently(model, static):
     assert engine.stats["row_tokens"] < 2 * 48 + 8 * 10 * 8
 
 
+def test_group_copies_copy_the_prompt_tail_page_and_decode_at_once(model, static):
+    prompt = list(range(40, 78))  # pages of 8: 4 shared full pages and a tail of 6
+    kw = dict(max_new_tokens=10, temperature=1.0, seed=2)
+    ref = static.sample([prompt] * 8, **kw)
+    engine = Engine(model, max_cache_length=128, page_size=8, max_slots=8)
+    out = engine.sample([prompt] * 8, **kw)
+    assert out.token_ids == ref.token_ids
+    np.testing.assert_allclose(np.concatenate(out.logprobs), np.concatenate(ref.logprobs), atol=1e-5)
+    # one prefill call (the first copy's 38 tokens in 48) and its second token alone; then the others copy its tail
+    # page and all eight decode together: ten calls of 8 rows, no prefill of the tails
+    assert engine.stats["page_copies"] == 7
+    assert engine.stats["round_trips"] == 2 + 10 and engine.stats["row_tokens"] == 48 + 8 + 10 * 8
+
+
 def test_requests_that_cannot_fit_fail_clearly(model):
     engine = Engine(model, max_cache_length=128, page_size=4, num_pages=6)
     with pytest.raises(PromptTooLongError, match="needs 21 pages"):
@@ -346,6 +371,22 @@ def test_on_a_mesh_with_four_batch_shards_each_shard_has_its_own_pool_and_sample
         engine.step(scheduler, params)
     assert [s.generated for s in seqs] == static.sample(PROMPTS[:5], max_new_tokens=5, seed=2).token_ids
     assert scheduler.pages_in_use == 0
+
+
+def test_on_a_mesh_a_prompt_tail_page_is_copied_within_each_shard(model, static):
+    import jax
+
+    from common.sharding import make_mesh
+
+    mesh = make_mesh({"data": 2, "fsdp": 2, "tensor": 2}, jax.devices()[:8])
+    prompt = list(range(40, 78))  # pages of 4: 9 full pages and a tail of 2
+    kw = dict(max_new_tokens=6, temperature=1.0, seed=4)
+    ref = static.sample([prompt] * 8, **kw)
+    engine = Engine(model, mesh=mesh, max_cache_length=128, page_size=4, max_slots=8, weights_dtype="float32")
+    out = engine.sample([prompt] * 8, **kw)
+    assert out.token_ids == ref.token_ids
+    np.testing.assert_allclose(np.concatenate(out.logprobs), np.concatenate(ref.logprobs), atol=1e-4)
+    assert engine.stats["page_copies"] == 4  # two copies a shard: the second copies the first's tail page
 
 
 def test_a_shard_with_free_slots_takes_waiting_sequences_from_a_shard_with_a_backlog():
