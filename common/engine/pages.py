@@ -89,8 +89,10 @@ class PageCache:
         return pages
 
     def release(self, pages: Sequence[int]) -> None:
-        """One user fewer for each page; an unused page goes back to the free list, or stays cached."""
-        for page in pages:
+        """One user fewer for each page; an unused page goes back to the free list, or stays cached. A sequence's
+        pages are released last first, so that its later pages are reclaimed before the earlier ones that a
+        match needs first."""
+        for page in reversed(pages):
             if self._refs[page] <= 0:
                 raise ValueError(f"page {page} released more often than it was taken")
             self._refs[page] -= 1

@@ -7,11 +7,11 @@ step: the one token sampled last) and samples the next token from the last one i
 that is admitted takes a slot and the pages of its prompt (full pages another prompt already filled are
 shared, `PageCache.match`; the partial last page is copied from a running sequence with the same prompt that
 computed it, so GRPO's copies start decoding at once), while pages for the expected growth of those running stay
-free (`growth_reserve`);
-decoding takes a new page each `page_size` tokens; when none is left the most recently admitted sequence is
-preempted: its pages are released and it waits at the head of the queue, to be recomputed later from its
-context (its samples do not change: their keys depend on the sequence and the token index only). So any number
-of prompts runs in a fixed pool and never runs out of memory.
+free (`growth_reserve`); decoding takes a new page each `page_size` tokens; when none is left the most recently
+admitted sequence is preempted: its pages are released (its full ones stay cached, like a prompt's) and it waits
+at the head of the queue, to be recomputed later from its context but for the cached pages it still matches (its
+samples do not change: their keys depend on the sequence and the token index only). So any number of prompts runs
+in a fixed pool and never runs out of memory.
 """
 
 from __future__ import annotations
@@ -56,6 +56,7 @@ class Sequence:
     finish_reason: str | None = None  # "stop" | "length" once done
     prompt_keys: list[bytes] = dataclasses.field(default_factory=list)  # of the prompt's full pages
     prompt_key: bytes = b""  # of the whole prompt (`Scheduler.tail_donors`)
+    context_keys: list[bytes] = dataclasses.field(default_factory=list)  # of its context's full pages when preempted
     top_logprobs: int = 0  # how many most likely tokens to report each step (at most programs.TOP_LOGPROBS)
     top: list[tuple[list[int], list[float]]] = dataclasses.field(default_factory=list)  # per token: (ids, log-probs)
     shard: int = 0  # the batch shard whose pages it uses (`ShardedScheduler`)
@@ -151,8 +152,9 @@ class Scheduler:
 
     def _try_admit(self, seq: Sequence, keep: int) -> bool:
         """Admits a sequence if its prompt's pages are free with `keep` more to spare."""
-        shareable = min(len(seq.prompt_keys), (seq.length - 1) // self.page_size)  # compute >= 1 token
-        matched, ready = self.pages.match(seq.prompt_keys[:shareable])
+        keys = seq.context_keys if seq.generated and seq.context_keys else seq.prompt_keys
+        shareable = min(len(keys), (seq.length - 1) // self.page_size)  # compute >= 1 token
+        matched, ready = self.pages.match(keys[:shareable])
         need = self.pages_for(seq.length) - len(matched)
         if not ready or need + keep > self.pages.available:
             self.pages.release(matched)
@@ -240,9 +242,19 @@ class Scheduler:
         seq.finish_reason = seq.finish_reason or "cancelled"
 
     def preempt(self, seq: Sequence) -> None:
-        """Release a running sequence's pages; it waits first in line, to be recomputed from its context."""
+        """Release a running sequence's pages; it waits first in line, to be recomputed from its context. Its full
+        pages past the prompt's are cached under their keys first, like a prompt's: readmitted, it matches those
+        not reclaimed by then (released last, they are reclaimed last) and recomputes only the rest."""
         self.running.remove(seq)
         self._forget_donor(seq)
+        full, prompt_pages = seq.computed // self.page_size, len(seq.prompt_keys)
+        if full > prompt_pages:
+            tokens = [seq.token(p) for p in range(prompt_pages * self.page_size, full * self.page_size)]
+            seq.context_keys = seq.prompt_keys + page_keys(tokens, self.page_size,
+                                                           seq.prompt_keys[-1] if prompt_pages else b"")
+            for i in range(prompt_pages, full):
+                self.pages.publish(seq.pages[i], seq.context_keys[i])
+                self.pages.ready(seq.pages[i])
         self.pages.release(seq.pages)
         seq.pages, seq.computed = [], 0
         self.waiting.appendleft(seq)

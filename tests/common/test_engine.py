@@ -149,6 +149,30 @@ def test_a_prompt_tail_is_copied_only_from_a_running_sequence_that_computed_it()
     assert sched.take_copies() == [] and all(s.computed == 16 for s in seqs[:4])
 
 
+def test_a_preempted_sequence_matches_its_full_pages_still_cached_when_readmitted():
+    sched = Scheduler(PageCache(12, 2), max_slots=8, prefill_chunk=8, prefill_tokens=8)
+    seq = Sequence(0, [10, 20, 30], 8)  # pages of 2: one full prompt page
+    sched.add(seq)
+    sched.admit()
+    for token in range(4):
+        work = sched.decode_work() if token else sched.prefill_work()
+        sched.computed(work)
+        sched.sampled(seq, 40 + token, -1.0)
+    assert seq.length == 7 and seq.computed == 6  # 3 full pages: the prompt's and two past it
+    kept = seq.pages[:3]
+    sched.preempt(seq)
+    sched.admit()
+    assert seq.pages[:3] == kept and seq.computed == 6 and seq.pending == 1  # nothing to recompute: it decodes
+    sched.preempt(seq)
+    other = Sequence(1, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19], 1)
+    sched.add(other)
+    sched.waiting.rotate(1)  # the other one first: 10 of the 11 pages, 2 of them reclaimed from the victim's cached 3
+    sched.admit()
+    sched.cancel(other)
+    sched.admit()  # released last first, its last pages went first: it keeps its first page and recomputes the rest
+    assert seq.pages[:1] == kept[:1] and seq.computed == 2
+
+
 def _drive(sched: Scheduler) -> None:
     """Runs a scheduler to the end as the engine would, each sequence to its token budget."""
     while not sched.done:
