@@ -17,7 +17,7 @@ from jax.sharding import Mesh
 from common.aot.abstract import abstract_array, abstract_model_state
 from common.aot.compiled import CompiledMemory, compile_for
 from common.config import ModelConfig
-from common.engine.programs import step_function
+from common.engine.programs import copy_function, step_function
 from common.engine.weights import inference_shardings
 from common.paged_kv import PAGE_AXES, PagedKV, PageView
 from common.sampling import SamplingMode
@@ -48,9 +48,9 @@ def compile_engine_step(config: ModelConfig, mesh: Mesh, *, rows: int, pages_per
                         trainer_weights: bool = False, temperature: float = 1.0, top_k: int = 0,
                         top_p: float = 1.0) -> EngineStep:
     """Compiles one decode step of `rows` sequences (over all batch shards), each listing `pages_per_row` pages
-    of its shard's pool of `num_pages` pages a layer, for `mesh`, without allocating anything. dtype: the weights' (the inference
-    copy's) and the compute dtype; pool_dtype: the pool's (default dtype). trainer_weights: decode from the
-    trainer's float32 fsdp-split parameters instead of the inference copy (the design the copy replaces).
+    of its shard's pool of `num_pages` pages a layer, for `mesh`, without allocating anything. dtype: the weights'
+    (the inference copy's) and the compute dtype; pool_dtype: the pool's (default dtype). trainer_weights: decode
+    from the trainer's float32 fsdp-split parameters instead of the inference copy (the design the copy replaces).
     temperature / top_k / top_p: the sampling mode the program is specialised for."""
     graphdef, state = abstract_model_state(config, mesh, dtype=dtype, param_dtype="float32" if trainer_weights
                                            else dtype, attention=attention)
@@ -66,8 +66,22 @@ def compile_engine_step(config: ModelConfig, mesh: Mesh, *, rows: int, pages_per
 
     run = step_function(graphdef, mode, mesh=mesh)
     # no backend data; tokens, view, last; seeds, sequence ids, token index; temperature, top_p: one per row
-    compiled, seconds = compile_for(jax.jit(run, donate_argnums=(2,)), state, None, PagedKV(k=pool, v=pool), row(1), view,
-                                    row(), row(), row(), row(), row(dt=jnp.float32), row(dt=jnp.float32), mesh=mesh)
+    compiled, seconds = compile_for(jax.jit(run, donate_argnums=(2,)), state, None, PagedKV(k=pool, v=pool), row(1),
+                                    view, row(), row(), row(), row(), row(dt=jnp.float32), row(dt=jnp.float32),
+                                    mesh=mesh)
+    return EngineStep(CompiledMemory.from_compiled(compiled, seconds), collectives(compiled.as_text()))
+
+
+def compile_page_copy(config: ModelConfig, mesh: Mesh, *, copies: int, num_pages: int, page_size: int = 16,
+                      dtype="bfloat16") -> EngineStep:
+    """Compiles the engine's page copy (`common.engine.programs.copy_pages`: admission's copies of prompt tail
+    pages) of `copies` pages a batch shard, each shard's pool `num_pages` pages a layer, for `mesh`."""
+    shards = batch_shards(mesh)
+    pool_shape = (config.num_kv_heads, config.num_layers, num_pages * shards, page_size, config.head_dim)
+    pool = abstract_array(mesh, pool_shape, jnp.dtype(dtype), PAGE_AXES)
+    pages = abstract_array(mesh, (copies * shards,), jnp.int32, ("batch",))
+    compiled, seconds = compile_for(jax.jit(copy_function(mesh), donate_argnums=(0,)), PagedKV(k=pool, v=pool), pages,
+                                    pages, mesh=mesh)
     return EngineStep(CompiledMemory.from_compiled(compiled, seconds), collectives(compiled.as_text()))
 
 

@@ -1,7 +1,8 @@
 """The engine's decode step compiled for Qwen2.5-7B on v5p-64 (issue 19, item 7): from the inference copy of the
 weights, with one page pool per batch shard, it all-gathers nothing — no weights, no pages, no keys — while the same
 step from the trainer's fsdp-split parameters gathers the weights each step. On a tensor-4 layout the Pallas
-paged kernel's shard_map over tensor compiles inside the engine's over the batch axes."""
+paged kernel's shard_map over tensor compiles inside the engine's over the batch axes. The page copy of admission
+(a prompt's tail page) copies within each shard's pool in place."""
 
 from tests.common.tpu_compile import run_tpu_compile
 
@@ -21,3 +22,5 @@ def test_the_7b_decode_step_on_v5p_64_gathers_no_weights():
     # while the scatter's window held the kv heads: 3.5 GiB here), only a layer's weights and activations
     pool = inference["alias"]  # the pool is the step's only donated input
     assert pool > 2**30 and inference["temporaries"] < pool / 4, (inference["temporaries"], pool)
+    copy = report["page_copy"]  # in place on the donated pool, nothing gathered across shards
+    assert copy["all_gather_bytes"] == [] and copy["alias"] == pool and copy["temporaries"] < pool / 64, copy
