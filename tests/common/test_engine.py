@@ -126,6 +126,21 @@ def test_a_group_of_copies_shares_its_prompt_pages():
     assert all(s.computed == 17 and s.pending == 1 for s in copies)
 
 
+def test_admission_is_bounded_by_free_pages_and_decode_preempts_the_newest():
+    sched = Scheduler(PageCache(5, 2), max_slots=8, prefill_chunk=8, prefill_tokens=8)
+    seqs = [Sequence(i, [10 + i, 20 + i, 30 + i, 40 + i], 8) for i in range(3)]
+    for s in seqs:
+        sched.add(s)
+    sched.admit()
+    assert sched.running == seqs[:2] and list(sched.waiting) == seqs[2:]  # 2 pages each, 4 free
+    sched.computed(sched.prefill_work())
+    for s in seqs[:2]:
+        sched.sampled(s, 1, -0.5)
+    work = sched.decode_work()  # each needs a third page: none is free, the newest is preempted
+    assert [r[0] for r in work.rows] == [seqs[0]] and sched.preemptions == 1
+    assert list(sched.waiting)[0] is seqs[1] and seqs[1].computed == 0 and seqs[1].generated == [1]
+
+
 def test_a_prompt_tail_is_copied_only_from_a_running_sequence_that_computed_it():
     prompt = list(range(1, 19))  # pages of 4: 4 full pages and a tail of 2
     sched = Scheduler(PageCache(64, 4), max_slots=8, prefill_chunk=8, prefill_tokens=8)
