@@ -30,15 +30,15 @@ def page_keys(tokens: Sequence[int], page_size: int, parent: bytes = b"") -> lis
     key i - 1 (`parent` for the first)."""
     keys = []
     for i in range(len(tokens) // page_size):
-        parent = hashlib.blake2b(parent + np.asarray(tokens[i * page_size:(i + 1) * page_size], np.int64)
-                                 .tobytes(), digest_size=16).digest()
+        parent = tokens_key(tokens[i * page_size:(i + 1) * page_size], parent)
         keys.append(parent)
     return keys
 
 
-def tokens_key(tokens: Sequence[int]) -> bytes:
-    """A digest of a whole token sequence (a prompt's, to find another sequence with the same one)."""
-    return hashlib.blake2b(np.asarray(tokens, np.int64).tobytes(), digest_size=16).digest()
+def tokens_key(tokens: Sequence[int], parent: bytes = b"") -> bytes:
+    """A digest of `parent` and a token sequence (a page's under its predecessor's key, `page_keys`; a whole
+    prompt's, to find another sequence with the same one)."""
+    return hashlib.blake2b(parent + np.asarray(tokens, np.int64).tobytes(), digest_size=16).digest()
 
 
 class PageCache:
